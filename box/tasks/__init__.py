@@ -1,0 +1,1 @@
+"""Invoke task modules, one per concern; tasks.py at the top assembles them."""

@@ -1,0 +1,67 @@
+"""Developer tasks: install what the tests need, run the tests, lint."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+from invoke import Context, task
+from invoke.exceptions import Exit
+
+from box import deps
+from box.run import step
+
+# pytest's exit code when it collected no test at all
+_PYTEST_NO_TESTS = 5
+
+
+@task(help={"groups": "comma-separated groups from box/deps.py (default: all)"})
+def install_deps(c: Context, groups: str = "") -> None:
+    """Install the Debian packages the build, the tests and publishing need."""
+    names = [g for g in groups.split(",") if g] or list(deps.APT_PACKAGES)
+    unknown = sorted(set(names) - set(deps.APT_PACKAGES))
+    if unknown:
+        raise Exit(f"unknown group(s) {', '.join(unknown)}; pick from {', '.join(deps.APT_PACKAGES)}")
+    deps.ensure(*names)
+
+
+@task(
+    help={
+        "quick": "unit and integration tests only: no box build, no VM (the inner loop)",
+        "k": "only tests whose names match this pytest -k expression",
+        "path": "a test file or folder instead of the whole suite",
+    }
+)
+def test(c: Context, quick: bool = False, k: str = "", path: str = "") -> None:
+    """Run the whole test suite: unit, integration, then the box in a real VM."""
+    groups = ["test"] if quick else list(deps.APT_PACKAGES)
+    deps.ensure(*groups)
+    with step("ruff check"):
+        c.run("ruff check .", pty=False)
+    argv = [sys.executable, "-m", "pytest", "-ra"]
+    if quick:
+        argv += ["-m", "not box"]
+    if k:
+        argv += ["-k", k]
+    argv.append(path or "tests")
+    with step("pytest " + " ".join(argv[3:])):
+        result = c.run(shlex.join(argv), warn=True, pty=False, env=_test_env())
+    if result.exited == _PYTEST_NO_TESTS:
+        raise Exit("pytest collected no test", code=1)
+    if result.exited != 0:
+        raise Exit(f"tests failed (pytest exit {result.exited})", code=result.exited)
+
+
+@task
+def lint(c: Context) -> None:
+    """Check style with ruff (the same check the tests run first)."""
+    c.run("ruff check .")
+
+
+def _test_env() -> dict[str, str]:
+    venv_bin = os.path.dirname(sys.executable)
+    return {"PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
+
+
+TASKS = [install_deps, test, lint]
