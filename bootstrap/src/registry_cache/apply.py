@@ -1,0 +1,165 @@
+"""`registry-cache apply`: make the running mirrors match config.yml, changing only what changed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Optional, TextIO
+
+from registry_cache import config as configmod
+from registry_cache import layout, systemd, upstream
+from registry_cache.mirror import connect_host
+from registry_cache.plan import Plan, make_plan
+from registry_cache.render import RenderedMirror, host_port, render
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT = 120.0
+
+
+class ApplyError(RuntimeError):
+    """Applying went wrong after validation (a mirror did not start); the message says what to do."""
+
+
+def apply(
+    config_path: Optional[str],
+    root: str,
+    out: TextIO,
+    *,
+    dry_run: bool = False,
+) -> Plan:
+    """Validate, then render and (re)start only the mirrors whose config changed.
+
+    An invalid config raises ConfigError before anything is touched: the running
+    mirrors keep serving and the cache stays.
+    """
+    cfg = configmod.load(config_path)
+    if cfg.source == configmod.EMBEDDED_DEFAULT:
+        print(f"{config_path or 'no config file'} does not exist: using the embedded default "
+              "(one Docker Hub mirror on port 5000)", file=out)
+    wanted = render(cfg)
+    plan = make_plan(wanted, layout.read_rendered(root))
+    if dry_run:
+        for line in plan.lines():
+            print(line, file=out)
+        return plan
+    _warn_about_upstreams(cfg, plan, out)
+    owner = layout.storage_owner(cfg.storage) if os.path.exists(cfg.storage) else None
+    if owner is None:
+        os.makedirs(cfg.storage, exist_ok=True)
+        owner = layout.storage_owner(cfg.storage)
+    for mirror in cfg.mirrors:
+        layout.prepare_storage(mirror.storage, owner)
+    _carry_out(plan, wanted, root, owner, cfg, out)
+    text = None
+    if cfg.source != configmod.EMBEDDED_DEFAULT:
+        with open(cfg.source, encoding="utf-8") as handle:
+            text = handle.read()
+    layout.save_last_good(root, cfg.source, text, sorted(wanted))
+    for line in plan.lines():
+        print(line, file=out)
+    return plan
+
+
+def apply_at_boot(root: str, out: TextIO) -> None:
+    """At boot, start the mirrors of the last good config (the embedded default the first time).
+
+    /vagrant is not mounted yet, so nothing is read from it and no storage is created:
+    each mirror waits for its cache folder until Vagrant mounts it.
+    """
+    names = layout.applied_mirrors(root)
+    if names is None:
+        cfg = configmod.load(None)
+        wanted = render(cfg)
+        plan = make_plan(wanted, layout.read_rendered(root))
+        owner = layout.storage_owner(layout.SYSTEM_ROOT if os.geteuid() == 0 else root)
+        _carry_out(plan, wanted, root, owner, cfg, out, wait=False)
+        layout.save_last_good(root, cfg.source, None, sorted(wanted))
+        names = sorted(wanted)
+        print("first boot: started the embedded default config", file=out)
+    if systemd.running():
+        for name in names:
+            systemd.systemctl("start", "--no-block", systemd.unit(name))
+    print("started mirrors: " + ", ".join(names), file=out)
+
+
+def _carry_out(
+    plan: Plan,
+    wanted: dict[str, RenderedMirror],
+    root: str,
+    owner: layout.Owner,
+    cfg: configmod.CacheConfig,
+    out: TextIO,
+    *,
+    wait: bool = True,
+) -> None:
+    for name in plan.add + plan.update:
+        layout.write_rendered(root, wanted[name], owner)
+    if not systemd.running():
+        for name in plan.remove:
+            layout.remove_rendered(root, name)
+        print("systemd is not running here: configs rendered under "
+              f"{root}; run `registry-cache serve` to start the mirrors", file=out)
+        return
+    reload_needed = False
+    restart = list(plan.update)
+    for mirror in cfg.mirrors:
+        if systemd.write_dropin(mirror.name, owner, mirror.storage):
+            reload_needed = True
+            if mirror.name in plan.keep:
+                restart.append(mirror.name)  # it must run as the cache's (new) owner
+    for name in plan.remove:
+        systemd.systemctl("disable", "--now", systemd.unit(name))
+        systemd.remove_dropin(name)
+        layout.remove_rendered(root, name)
+        reload_needed = True
+    if reload_needed:
+        systemd.systemctl("daemon-reload")
+    for name in plan.add:
+        systemd.systemctl("enable", "--now", systemd.unit(name))
+    for name in restart:
+        systemd.systemctl("restart", systemd.unit(name))
+    for name in plan.keep:
+        if name not in restart and not systemd.is_active(name):
+            systemd.systemctl("enable", "--now", systemd.unit(name))
+    if wait:
+        _wait_until_serving(cfg, out)
+
+
+def _wait_until_serving(cfg: configmod.CacheConfig, out: TextIO) -> None:
+    import requests
+
+    pending = {m.name: f"http://{host_port(connect_host(cfg.listen), m.port)}/v2/" for m in cfg.mirrors}
+    deadline = time.monotonic() + READY_TIMEOUT
+    while pending and time.monotonic() < deadline:
+        for name, url in list(pending.items()):
+            try:
+                if requests.get(url, timeout=2).status_code in (200, 401):
+                    del pending[name]
+            except requests.RequestException:
+                pass
+        if pending:
+            time.sleep(0.5)
+    if pending:
+        units = " ".join(systemd.unit(n) for n in sorted(pending))
+        raise ApplyError(
+            f"mirror(s) {', '.join(sorted(pending))} did not answer /v2/ within "
+            f"{READY_TIMEOUT:.0f} s; see `registry-cache status` and `journalctl -u {units}`"
+        )
+    print("every mirror answers /v2/", file=out)
+
+
+def _warn_about_upstreams(cfg: configmod.CacheConfig, plan: Plan, out: TextIO) -> None:
+    """Say plainly, for new or changed mirrors, when an upstream cannot be proxied right now."""
+    for mirror in cfg.mirrors:
+        if mirror.name not in plan.add + plan.update:
+            continue
+        result = upstream.check(mirror.upstream)
+        if result.needs_basic_auth:
+            print(f"WARNING: mirror {mirror.name}: {upstream.basic_auth_problem(mirror.upstream)}",
+                  file=out)
+        elif not result.reachable:
+            print(f"note: mirror {mirror.name}: upstream {mirror.upstream} is unreachable "
+                  f"({result.error}); the mirror serves its cache read-only until it answers",
+                  file=out)

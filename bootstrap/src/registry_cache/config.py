@@ -1,0 +1,527 @@
+"""Reads config.yml, reports every problem at once as FILE:LINE: key.path: message, and models it."""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+import jsonschema
+import yaml
+
+EMBEDDED_DEFAULT = "<embedded default>"
+DEFAULT_LISTEN = "0.0.0.0"
+DEFAULT_STORAGE = "/vagrant/data"
+DEFAULT_LOG_LEVEL = "info"
+DEFAULT_RECONNECT_INTERVAL = 30
+DEBUG_PORT_OFFSET = 10000
+# The single mirror that a plain Distribution config (the seed format) becomes.
+SEED_MIRROR_NAME = "default"
+# Keys whose values are secrets: never echoed in a message.
+SECRET_KEYS = frozenset({"password"})
+
+Path = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config file, located by line and dotted key path."""
+
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.path}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The config is invalid; `problems` lists every problem found, in file order."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.path))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """One pull-through mirror: a Distribution registry proxying one upstream registry."""
+
+    name: str
+    upstream: str
+    port: int
+    storage: str
+    debug_port: Optional[int] = None
+    username: Optional[str] = None
+    password: Optional[str] = field(default=None, repr=False)
+    # The seed format: a Distribution config that runs as written.
+    raw: Optional[dict[str, Any]] = field(default=None, repr=False, compare=True)
+
+    @property
+    def is_docker_hub(self) -> bool:
+        """True when the upstream is Docker Hub, whose images `registry-mirrors` can redirect."""
+        host = urlsplit(self.upstream).hostname or ""
+        return host in {"registry-1.docker.io", "docker.io", "index.docker.io"}
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The whole validated config: where mirrors listen, where they cache, and the mirrors."""
+
+    source: str
+    listen: str
+    storage: str
+    mirrors: tuple[Mirror, ...]
+    log_level: str = DEFAULT_LOG_LEVEL
+    reconnect_interval: int = DEFAULT_RECONNECT_INTERVAL
+
+    def mirror(self, name: str) -> Mirror:
+        """Return the mirror called `name`."""
+        for mirror in self.mirrors:
+            if mirror.name == name:
+                return mirror
+        raise KeyError(name)
+
+
+def load_schema() -> dict[str, Any]:
+    """Return the JSON Schema of config.yml shipped with the package."""
+    text = resources.files("registry_cache").joinpath("schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def default_config_text() -> str:
+    """Return the embedded default config: one Docker Hub mirror on port 5000."""
+    return resources.files("registry_cache").joinpath("default-config.yml").read_text("utf-8")
+
+
+def load(path: Optional[str], *, check_storage: bool = True) -> CacheConfig:
+    """Read and validate a config file (the embedded default when it does not exist)."""
+    if path is None or not os.path.exists(path):
+        return parse(default_config_text(), EMBEDDED_DEFAULT, base_dir="/", check_storage=False)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(path, 1, "(file)", f"cannot read the file: {_os_reason(exc)}")]) from exc
+    base_dir = os.path.dirname(os.path.abspath(path))
+    return parse(text, path, base_dir=base_dir, check_storage=check_storage)
+
+
+def parse(text: str, filename: str, *, base_dir: str, check_storage: bool = True) -> CacheConfig:
+    """Validate config text; raise ConfigError listing every problem, or return the model."""
+    doc = _Document(filename)
+    data = doc.load(text)
+    if doc.problems and data is None:
+        raise ConfigError(doc.problems)
+    if not isinstance(data, dict):
+        what = "empty" if data is None else f"a {type(data).__name__}, not a mapping"
+        doc.add((), f"the file is {what}; it needs a 'mirrors:' section (see examples/)")
+        raise ConfigError(doc.problems)
+    if "version" in data and "proxy" in data:
+        config = _SeedChecker(doc, base_dir, check_storage).check(data)
+    else:
+        config = _Checker(doc, base_dir, check_storage).check(data)
+    if doc.problems or config is None:
+        raise ConfigError(doc.problems)
+    return config
+
+
+class _Document:
+    """A YAML document with the line of every key, and the problems found in it."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.lines: dict[Path, int] = {(): 1}
+        self.problems: list[Problem] = []
+        self._constructor = yaml.constructor.SafeConstructor()
+
+    def add(self, path: Path, message: str, line: Optional[int] = None) -> None:
+        if line is None:
+            line = self.line_of(path)
+        shown = ".".join(path) if path else "(top level)"
+        self.problems.append(Problem(self.filename, line, shown, message))
+
+    def line_of(self, path: Path) -> int:
+        while path not in self.lines:
+            path = path[:-1]
+        return self.lines[path]
+
+    def load(self, text: str) -> Any:
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark else 1
+            reason = " ".join(p for p in (exc.context, exc.problem) if p)
+            self.add((), f"YAML syntax error: {reason}; check the indentation and quoting", line)
+            return None
+        except yaml.YAMLError as exc:
+            self.add((), f"YAML error: {exc}")
+            return None
+        if node is None:
+            return None
+        return self._value(node, ())
+
+    def _value(self, node: yaml.Node, path: Path) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self._scalar(key_node, path)
+                key_path = (*path, str(key))
+                if key in result:
+                    first = self.lines.get(key_path, 0)
+                    self.add(
+                        key_path,
+                        f"duplicate key (first on line {first}); YAML would silently keep "
+                        "only the last one: remove or rename one of them",
+                        key_node.start_mark.line + 1,
+                    )
+                    continue
+                self.lines[key_path] = key_node.start_mark.line + 1
+                result[key] = self._value(value_node, key_path)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            items = []
+            for index, item in enumerate(node.value):
+                item_path = (*path, str(index))
+                self.lines[item_path] = item.start_mark.line + 1
+                items.append(self._value(item, item_path))
+            return items
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.Node, path: Path) -> Any:
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            self.add(path, f"unsupported YAML value: {exc}", node.start_mark.line + 1)
+            return None
+
+
+_TYPE_WORDS = {
+    "object": "a mapping of keys",
+    "string": "a string",
+    "integer": "a whole number",
+    "array": "a list",
+    "boolean": "true or false",
+}
+
+
+class _Checker:
+    """Checks the registry-cache format against the schema, then the rules a schema cannot say."""
+
+    def __init__(self, doc: _Document, base_dir: str, check_storage: bool) -> None:
+        self.doc = doc
+        self.base_dir = base_dir
+        self.check_storage = check_storage
+        self.schema = load_schema()
+
+    def check(self, data: dict[str, Any]) -> Optional[CacheConfig]:
+        self._data = data
+        self._schema_problems(data)
+        listen = data.get("listen", DEFAULT_LISTEN)
+        if isinstance(listen, str) and not _is_ip(listen):
+            self.doc.add(
+                ("listen",), f"'{listen}' is not an IP address; use 0.0.0.0 (every interface) "
+                "or one address of this machine such as 127.0.0.1",
+            )
+        storage = data.get("storage", DEFAULT_STORAGE)
+        storage_root = None
+        if isinstance(storage, str) and storage:
+            storage_root = os.path.normpath(os.path.join(self.base_dir, storage))
+            if self.check_storage:
+                self._check_writable(("storage",), storage_root)
+        mirrors_data = data.get("mirrors")
+        mirrors: list[Mirror] = []
+        if isinstance(mirrors_data, dict):
+            for name, spec in mirrors_data.items():
+                if isinstance(spec, dict):
+                    mirror = self._mirror(str(name), spec, storage_root or "")
+                    if mirror is not None:
+                        mirrors.append(mirror)
+            self._check_ports(mirrors_data)
+        if self.doc.problems or storage_root is None:
+            return None
+        return CacheConfig(
+            source=self.doc.filename,
+            listen=listen,
+            storage=storage_root,
+            mirrors=tuple(mirrors),
+            log_level=data.get("log_level", DEFAULT_LOG_LEVEL),
+            reconnect_interval=data.get("reconnect_interval", DEFAULT_RECONNECT_INTERVAL),
+        )
+
+    def _schema_problems(self, data: dict[str, Any]) -> None:
+        validator = jsonschema.Draft7Validator(self.schema)
+        for error in validator.iter_errors(data):
+            self._report(error)
+
+    def _report(self, error: jsonschema.ValidationError) -> None:
+        path: Path = tuple(str(p) for p in error.absolute_path)
+        kind = error.validator
+        secret = bool(path) and path[-1] in SECRET_KEYS
+        if kind == "additionalProperties":
+            known = sorted(error.schema.get("properties", {}))
+            for key in sorted(set(error.instance) - set(known)):
+                self.doc.add((*path, str(key)), "unknown key" + _did_you_mean(str(key), known))
+        elif kind == "required":
+            for key in error.validator_value:
+                if key not in error.instance:
+                    described = error.schema["properties"][key].get("description", "")
+                    self.doc.add((*path, key), f"missing; add it. {described}".strip())
+        elif kind == "type":
+            got = "" if secret else f", not {_describe(error.instance)}"
+            wanted = _TYPE_WORDS.get(error.validator_value, error.validator_value)
+            self.doc.add(path, f"must be {wanted}{got}")
+        elif kind in ("minimum", "maximum"):
+            low = error.schema.get("minimum")
+            high = error.schema.get("maximum")
+            self.doc.add(path, f"{error.instance} is out of range; use a number from {low} to {high}")
+        elif kind == "enum":
+            choices = ", ".join(str(c) for c in error.validator_value)
+            self.doc.add(path, f"{_describe(error.instance)} is not allowed; use one of: {choices}")
+        elif kind == "minLength":
+            self.doc.add(path, "must not be empty")
+        elif kind == "minProperties":
+            self.doc.add(path, "defines no mirror; add one, e.g. 'dockerhub: {upstream: "
+                         "https://registry-1.docker.io, port: 5000}'")
+        elif kind == "pattern" and isinstance(error.instance, str) and path and \
+                isinstance(self._at(path), dict) and error.instance in self._at(path):
+            self.doc.add(
+                (*path, error.instance),
+                "a mirror name must be 1-32 lower-case letters, digits or dashes "
+                "(it names a systemd unit and a cache folder), e.g. 'docker-hub'",
+            )
+        else:
+            self.doc.add(path, "is not valid" if secret else error.message)
+
+    def _at(self, path: Path) -> Any:
+        return _dig(self._data, *path)
+
+    def _mirror(self, name: str, spec: dict[str, Any], storage_root: str) -> Optional[Mirror]:
+        base: Path = ("mirrors", name)
+        upstream = spec.get("upstream")
+        if isinstance(upstream, str):
+            self._check_upstream((*base, "upstream"), upstream)
+        password = spec.get("password")
+        password_file = spec.get("password_file")
+        username = spec.get("username")
+        if password is not None and password_file is not None:
+            self.doc.add((*base, "password_file"), "give either password or password_file, not both")
+        elif isinstance(password_file, str) and password_file:
+            password = self._read_secret((*base, "password_file"), password_file)
+        if username is not None and password is None and password_file is None:
+            self.doc.add((*base, "username"), "needs a password_file (or password) beside it")
+        if username is None and (spec.get("password") is not None or password_file is not None):
+            key = "password" if spec.get("password") is not None else "password_file"
+            self.doc.add((*base, key), "needs a username beside it")
+        port = spec.get("port")
+        if not isinstance(upstream, str) or not isinstance(port, int) or isinstance(port, bool):
+            return None
+        debug_port = spec.get("debug_port", port + DEBUG_PORT_OFFSET)
+        return Mirror(
+            name=name,
+            upstream=upstream.rstrip("/"),
+            port=port,
+            debug_port=debug_port if isinstance(debug_port, int) else None,
+            storage=os.path.join(storage_root, name),
+            username=username if isinstance(username, str) else None,
+            password=password if isinstance(password, str) else None,
+        )
+
+    def _check_upstream(self, path: Path, url: str) -> None:
+        problem = upstream_problem(url)
+        if problem:
+            self.doc.add(path, problem)
+
+    def _read_secret(self, path: Path, relative: str) -> Optional[str]:
+        full = os.path.normpath(os.path.join(self.base_dir, relative))
+        try:
+            with open(full, encoding="utf-8") as handle:
+                secret = handle.read().strip()
+        except FileNotFoundError:
+            self.doc.add(path, f"{full} does not exist; put the password or token in it "
+                               "(chmod 600), or fix the path (relative to this file)")
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            self.doc.add(path, f"cannot read {full}: {_os_reason(exc)}")
+            return None
+        if not secret:
+            self.doc.add(path, f"{full} is empty; put the password or token in it")
+            return None
+        return secret
+
+    def _check_ports(self, mirrors_data: dict[str, Any]) -> None:
+        used: dict[int, str] = {}
+        for name, spec in mirrors_data.items():
+            port = spec.get("port") if isinstance(spec, dict) else None
+            if not isinstance(port, int) or isinstance(port, bool):
+                continue
+            base: Path = ("mirrors", str(name))
+            debug = spec.get("debug_port")
+            claims: list[tuple[Path, int, str]] = [((*base, "port"), port, ".".join((*base, "port")))]
+            if port in used or not 1 <= port <= 65535:
+                claims = claims[:1]  # its debug port would only repeat the same problem
+            elif debug is None:
+                debug = port + DEBUG_PORT_OFFSET
+                if debug > 65535:
+                    self.doc.add((*base, "port"), f"its default debug port ({port} + "
+                                 f"{DEBUG_PORT_OFFSET}) exceeds 65535; set debug_port to a free port")
+                else:
+                    claims.append(((*base, "port"), debug, f"{'.'.join(base)} (its debug port)"))
+            elif isinstance(debug, int) and not isinstance(debug, bool):
+                claims.append(((*base, "debug_port"), debug, ".".join((*base, "debug_port"))))
+            for path, number, label in claims:
+                if number in used:
+                    self.doc.add(path, f"port {number} is already used by {used[number]}; "
+                                       "give each mirror its own port")
+                else:
+                    used[number] = label
+
+    def _check_writable(self, path: Path, directory: str) -> None:
+        problem = storage_problem(directory)
+        if problem:
+            self.doc.add(path, problem)
+
+
+class _SeedChecker:
+    """Accepts the seed format: a plain Distribution config with a proxy section, run as written."""
+
+    def __init__(self, doc: _Document, base_dir: str, check_storage: bool) -> None:
+        self.doc = doc
+        self.base_dir = base_dir
+        self.check_storage = check_storage
+
+    def check(self, data: dict[str, Any]) -> Optional[CacheConfig]:
+        remote = _dig(data, "proxy", "remoteurl")
+        if not isinstance(remote, str):
+            self.doc.add(("proxy", "remoteurl"), "missing; set it to the upstream registry's root URL")
+        else:
+            problem = upstream_problem(remote)
+            if problem:
+                self.doc.add(("proxy", "remoteurl"), problem)
+        addr = _dig(data, "http", "addr")
+        port = None
+        listen = DEFAULT_LISTEN
+        if not isinstance(addr, str) or ":" not in addr:
+            self.doc.add(("http", "addr"), "missing; set it to HOST:PORT, e.g. ':5000'")
+        else:
+            host, _, port_text = addr.rpartition(":")
+            listen = host.strip("[]") or DEFAULT_LISTEN
+            if port_text.isdigit() and 1 <= int(port_text) <= 65535:
+                port = int(port_text)
+            else:
+                self.doc.add(("http", "addr"), f"'{addr}' has no valid port; use e.g. ':5000'")
+        root = _dig(data, "storage", "filesystem", "rootdirectory")
+        if not isinstance(root, str) or not root:
+            self.doc.add(("storage", "filesystem", "rootdirectory"),
+                         "missing; the seed format needs filesystem storage")
+            root = None
+        else:
+            root = os.path.normpath(os.path.join(self.base_dir, root))
+            if self.check_storage:
+                problem = storage_problem(root)
+                if problem:
+                    self.doc.add(("storage", "filesystem", "rootdirectory"), problem)
+        debug_addr = _dig(data, "http", "debug", "addr")
+        debug_port = None
+        if isinstance(debug_addr, str) and debug_addr.rpartition(":")[2].isdigit():
+            debug_port = int(debug_addr.rpartition(":")[2])
+        if self.doc.problems or port is None or root is None or not isinstance(remote, str):
+            return None
+        username = _dig(data, "proxy", "username")
+        password = _dig(data, "proxy", "password")
+        mirror = Mirror(
+            name=SEED_MIRROR_NAME,
+            upstream=remote.rstrip("/"),
+            port=port,
+            debug_port=debug_port,
+            storage=root,
+            username=username if isinstance(username, str) else None,
+            password=password if isinstance(password, str) else None,
+            raw=data,
+        )
+        return CacheConfig(
+            source=self.doc.filename,
+            listen=listen,
+            storage=os.path.dirname(root),
+            mirrors=(mirror,),
+        )
+
+
+def upstream_problem(url: str) -> Optional[str]:
+    """Say what is wrong with an upstream URL, or None when it is a registry root URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"'{url}' is not an http(s) URL; use the registry root, e.g. https://ghcr.io"
+    if parts.username or parts.password:
+        return "must not carry credentials; use username and password_file instead"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        root = f"{parts.scheme}://{parts.netloc}"
+        return (f"'{url}' has a path; Distribution proxies a whole registry, "
+                f"so give its root: {root}")
+    return None
+
+
+def storage_problem(directory: str) -> Optional[str]:
+    """Say why the cache cannot be kept in `directory`, or None when it can be created/written."""
+    probe = directory
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        return f"{probe} is not a directory, so {directory} cannot be created; pick another path"
+    try:
+        # a real write: os.access() says yes to root even on a read-only file system
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        verb = "written" if probe == directory else "created"
+        return (f"{directory} cannot be {verb}: {probe} is not writable ({_os_reason(exc)}); "
+                "fix its permissions or pick another path")
+    return None
+
+
+def _dig(data: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _did_you_mean(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    return "; allowed here: " + ", ".join(known)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    return repr(value)
+
+
+def _os_reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or type(exc).__name__

@@ -1,0 +1,53 @@
+"""Atomic file writes: a reader never sees a half-written file, and unchanged files are not touched."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Optional
+
+
+def write_file(path: str, text: str, *, mode: int = 0o644, owner: Optional[tuple[int, int]] = None) -> bool:
+    """Write `text` to `path` atomically with `mode`; return False when it already said that."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if handle.read() == text and _stat_matches(path, mode, owner):
+                return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        if owner is not None:
+            with contextlib.suppress(PermissionError):
+                os.chown(tmp, *owner)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def _stat_matches(path: str, mode: int, owner: Optional[tuple[int, int]]) -> bool:
+    st = os.stat(path)
+    if (st.st_mode & 0o7777) != mode:
+        return False
+    return owner is None or (st.st_uid, st.st_gid) == owner or os.geteuid() != 0
+
+
+def tree_size(path: str) -> int:
+    """Return the bytes used by the files below `path` (0 when it does not exist)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total

@@ -1,0 +1,46 @@
+"""Decides what `apply` must change, from the rendered mirrors wanted and those on disk: pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from registry_cache.render import RenderedMirror
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which mirrors to start, restart, leave alone and stop."""
+
+    add: list[str] = field(default_factory=list)
+    update: list[str] = field(default_factory=list)
+    keep: list[str] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+
+    @property
+    def changes(self) -> bool:
+        """True when applying this plan changes anything."""
+        return bool(self.add or self.update or self.remove)
+
+    def lines(self) -> list[str]:
+        """The plan in words, one line a mirror, for `apply --dry-run` and the apply summary."""
+        words = [
+            (self.add, "add", "render its config and start it"),
+            (self.update, "update", "config changed: rewrite it and restart the mirror"),
+            (self.keep, "keep", "unchanged: left running"),
+            (self.remove, "remove", "stop it and delete its config (its cached data stays)"),
+        ]
+        return [f"{verb:6} {name}: {why}" for names, verb, why in words for name in names]
+
+
+def make_plan(wanted: dict[str, RenderedMirror], current: dict[str, dict[str, str]]) -> Plan:
+    """Compare the mirrors wanted with the rendered files found on disk."""
+    plan = Plan()
+    for name in sorted(wanted):
+        if name not in current:
+            plan.add.append(name)
+        elif current[name] != wanted[name].files:
+            plan.update.append(name)
+        else:
+            plan.keep.append(name)
+    plan.remove.extend(sorted(set(current) - set(wanted)))
+    return plan

@@ -1,0 +1,72 @@
+"""The agent's one way to run programs: short commands, and long-running children."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+from collections.abc import Sequence
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+
+class CommandError(RuntimeError):
+    """A command failed; the message shows the command, its exit code and its stderr."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str = "") -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr.strip()
+        detail = f": {self.stderr}" if self.stderr else ""
+        super().__init__(f"`{shlex.join(self.argv)}` failed with exit code {returncode}{detail}")
+
+
+def run(argv: Sequence[str], *, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a short command, capturing its output; raise CommandError when it fails."""
+    log.debug("running %s", shlex.join(argv))
+    try:
+        proc = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except FileNotFoundError as exc:
+        raise CommandError(argv, 127, f"{argv[0]} is not installed") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise CommandError(argv, 124, f"no answer after {timeout} s") from exc
+    if check and proc.returncode != 0:
+        raise CommandError(argv, proc.returncode, proc.stderr)
+    return proc
+
+
+def spawn(argv: Sequence[str]) -> subprocess.Popen:
+    """Start a long-running child whose stdout and stderr come back as one stream of lines.
+
+    The agent's own REGISTRY_CACHE_* variables are not passed on: Distribution reads every
+    REGISTRY_* variable as configuration.
+    """
+    log.debug("starting %s", shlex.join(argv))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_CACHE_")}
+    return subprocess.Popen(
+        list(argv),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
+    )
+
+
+def stop(child: subprocess.Popen, *, grace: float = 10.0) -> Optional[int]:
+    """Stop a child: SIGTERM, then SIGKILL after `grace` seconds; return its exit code."""
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d ignored SIGTERM for %.0f s; killing it", child.pid, grace)
+            child.kill()
+            child.wait(timeout=grace)
+    return child.returncode

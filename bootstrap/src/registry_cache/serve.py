@@ -1,0 +1,98 @@
+"""`registry-cache serve`: the mirrors as child processes in the foreground, for hosts without systemd."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import Optional, TextIO
+
+from registry_cache import config as configmod
+from registry_cache import layout
+from registry_cache.mirror import MirrorRunner
+from registry_cache.plan import make_plan
+from registry_cache.render import RenderedMirror, render
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    """Runs one supervised mirror per configured upstream; SIGHUP re-reads the config."""
+
+    def __init__(self, config_path: Optional[str], root: str, out: TextIO) -> None:
+        self.config_path = config_path
+        self.root = root
+        self.out = out
+        self.stopping = threading.Event()
+        self.reload_requested = threading.Event()
+        self.runners: dict[str, tuple[threading.Thread, threading.Event]] = {}
+
+    def start(self) -> None:
+        """Validate the config (ConfigError when invalid) and start every mirror."""
+        cfg = configmod.load(self.config_path)
+        self._converge(cfg, render(cfg))
+
+    def run_forever(self) -> None:
+        """Serve until SIGTERM or SIGINT; on SIGHUP apply the config file's changes, if valid."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
+        while not self.stopping.is_set():
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
+            self.stopping.wait(0.5)
+        self.stop()
+
+    def reload(self) -> bool:
+        """Re-read the config; an invalid one is reported and changes nothing."""
+        try:
+            cfg = configmod.load(self.config_path)
+        except configmod.ConfigError as exc:
+            log.error("config not applied; the mirrors keep serving as they are:\n%s", exc)
+            return False
+        self._converge(cfg, render(cfg))
+        return True
+
+    def stop(self) -> None:
+        """Stop every mirror and wait for their registries to exit."""
+        for _, stop in self.runners.values():
+            stop.set()
+        for thread, _ in self.runners.values():
+            thread.join(timeout=30)
+        self.runners.clear()
+
+    def _converge(self, cfg: configmod.CacheConfig, wanted: dict[str, RenderedMirror]) -> None:
+        plan = make_plan(wanted, layout.read_rendered(self.root))
+        # a mirror that is rendered but not running here (an earlier serve) starts too
+        plan.add.extend(n for n in plan.keep if n not in self.runners)
+        for line in plan.lines():
+            log.info("%s", line)
+        owner = layout.storage_owner(cfg.storage) if os.path.exists(cfg.storage) else None
+        for name in plan.remove + plan.update:
+            self._stop_runner(name)
+        for name in plan.remove:
+            layout.remove_rendered(self.root, name)
+        for mirror in cfg.mirrors:
+            layout.prepare_storage(mirror.storage, owner)
+        for name in plan.add + plan.update:
+            layout.write_rendered(self.root, wanted[name], owner)
+            self._start_runner(name)
+
+    def _start_runner(self, name: str) -> None:
+        if name in self.runners:
+            return
+        stop = threading.Event()
+        runner = MirrorRunner(layout.mirror_dir(self.root, name), stop, out=self.out)
+        thread = threading.Thread(target=runner.run, name=f"mirror-{name}", daemon=True)
+        thread.start()
+        self.runners[name] = (thread, stop)
+
+    def _stop_runner(self, name: str) -> None:
+        entry = self.runners.pop(name, None)
+        if entry:
+            thread, stop = entry
+            stop.set()
+            thread.join(timeout=30)
+

@@ -1,0 +1,65 @@
+"""Drives the mirrors' systemd units: one template instance per mirror."""
+
+from __future__ import annotations
+
+import os
+
+import jinja2
+
+from registry_cache import proc
+from registry_cache.fsutil import write_file
+from registry_cache.layout import Owner
+
+UNIT_DIR = "/etc/systemd/system"
+MIRROR_UNIT = "registry-cache-mirror@{name}.service"
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("registry_cache", "templates"),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+
+
+def running() -> bool:
+    """True when systemd is this machine's init (the box), false in containers and CI."""
+    return os.path.isdir("/run/systemd/system")
+
+
+def unit(name: str) -> str:
+    """The unit name of a mirror."""
+    return MIRROR_UNIT.format(name=name)
+
+
+def render_dropin(name: str, owner: Owner, storage: str) -> str:
+    """The per-mirror drop-in: which account runs it and the one folder it may write."""
+    return _env.get_template("mirror-dropin.conf.j2").render(
+        name=name, user=owner.user, group=owner.group, storage=storage
+    )
+
+
+def dropin_path(name: str) -> str:
+    """Where a mirror's drop-in lives."""
+    return os.path.join(UNIT_DIR, unit(name) + ".d", "10-registry-cache.conf")
+
+
+def write_dropin(name: str, owner: Owner, storage: str) -> bool:
+    """Write a mirror's drop-in; return True when it changed (systemd must reload)."""
+    return write_file(dropin_path(name), render_dropin(name, owner, storage))
+
+
+def remove_dropin(name: str) -> None:
+    """Delete a removed mirror's drop-in."""
+    path = dropin_path(name)
+    if os.path.exists(path):
+        os.unlink(path)
+        os.rmdir(os.path.dirname(path))
+
+
+def systemctl(*args: str) -> None:
+    """Run systemctl; a failure raises CommandError with systemd's own words."""
+    proc.run(["systemctl", *args])
+
+
+def is_active(name: str) -> bool:
+    """True when a mirror's unit is active."""
+    return proc.run(["systemctl", "is-active", "--quiet", unit(name)], check=False).returncode == 0
