@@ -1,0 +1,31 @@
+"""Planning `apply`: only what changed is restarted; removed mirrors stop, their cache stays."""
+
+from registry_cache.plan import make_plan
+from registry_cache.render import RenderedMirror
+
+
+def mirror(name, text="a"):
+    return RenderedMirror(name=name, files={"proxy.yml": text, "mirror.json": "{}"})
+
+
+def test_nothing_changed_keeps_every_mirror_running():
+    plan = make_plan({"a": mirror("a")}, {"a": mirror("a").files})
+    assert (plan.add, plan.update, plan.keep, plan.remove) == ([], [], ["a"], [])
+    assert not plan.changes
+
+
+def test_a_new_mirror_is_added_and_the_old_one_left_alone():
+    plan = make_plan({"a": mirror("a"), "b": mirror("b")}, {"a": mirror("a").files})
+    assert (plan.add, plan.update, plan.keep, plan.remove) == (["b"], [], ["a"], [])
+
+
+def test_a_changed_config_restarts_only_that_mirror():
+    plan = make_plan({"a": mirror("a", "new"), "b": mirror("b")},
+                     {"a": mirror("a").files, "b": mirror("b").files})
+    assert (plan.update, plan.keep) == (["a"], ["b"])
+
+
+def test_a_mirror_gone_from_the_config_is_removed():
+    plan = make_plan({}, {"a": mirror("a").files})
+    assert plan.remove == ["a"]
+    assert plan.lines() == ["remove a: stop it and delete its config (its cached data stays)"]

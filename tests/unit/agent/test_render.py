@@ -1,0 +1,104 @@
+"""Rendering: each mirror's Distribution configs, compared with golden files."""
+
+import os
+import pathlib
+
+import pytest
+import yaml
+
+from registry_cache import config, render
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+CONFIG = """\
+listen: 0.0.0.0
+storage: /srv/cache
+mirrors:
+  dockerhub:
+    upstream: https://registry-1.docker.io
+    port: 5000
+    username: alice
+    password: "p@ss: w'rd\\"<&>"
+  ghcr:
+    upstream: https://ghcr.io/
+    port: 5001
+    debug_port: 5101
+"""
+
+
+@pytest.fixture
+def rendered():
+    cfg = config.parse(CONFIG, "config.yml", base_dir="/", check_storage=False)
+    return render.render(cfg)
+
+
+def check_golden(name, text):
+    path = GOLDEN / name
+    if os.environ.get("REGEN_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} differs from its golden file (REGEN_GOLDEN=1 rewrites it)"
+
+
+@pytest.mark.parametrize("mirror", ["dockerhub", "ghcr"])
+@pytest.mark.parametrize("filename", [render.PROXY_CONFIG, render.READONLY_CONFIG, render.MIRROR_INFO])
+def test_rendered_files_match_golden(rendered, mirror, filename):
+    check_golden(f"{mirror}-{filename}", rendered[mirror].files[filename])
+
+
+def test_proxy_config_carries_upstream_and_credentials_exactly(rendered):
+    doc = yaml.safe_load(rendered["dockerhub"].files[render.PROXY_CONFIG])
+    assert doc["proxy"] == {
+        "remoteurl": "https://registry-1.docker.io",
+        "username": "alice",
+        "password": "p@ss: w'rd\"<&>",
+    }
+    assert doc["http"]["addr"] == "0.0.0.0:5000"
+    assert doc["http"]["debug"]["addr"] == "127.0.0.1:15000"
+    assert doc["storage"]["filesystem"]["rootdirectory"] == "/srv/cache/dockerhub"
+    assert doc["log"]["formatter"] == "json"
+
+
+def test_read_only_config_serves_the_same_storage_without_proxy(rendered):
+    proxy = yaml.safe_load(rendered["ghcr"].files[render.PROXY_CONFIG])
+    readonly = yaml.safe_load(rendered["ghcr"].files[render.READONLY_CONFIG])
+    assert "proxy" not in readonly
+    assert readonly["storage"]["maintenance"]["readonly"] == {"enabled": True}
+    assert readonly["storage"]["filesystem"] == proxy["storage"]["filesystem"]
+    assert readonly["http"]["addr"] == proxy["http"]["addr"]
+
+
+def test_mirror_facts_file_holds_no_secret(rendered):
+    assert "p@ss" not in rendered["dockerhub"].files[render.MIRROR_INFO]
+    assert rendered["dockerhub"].info["authenticated"] is True
+
+
+def test_ipv6_listen_address_is_bracketed():
+    cfg = config.parse(
+        "listen: '::'\nmirrors:\n  a: {upstream: 'https://ghcr.io', port: 5000}\n",
+        "c.yml", base_dir="/", check_storage=False,
+    )
+    doc = yaml.safe_load(render.render(cfg)["a"].files[render.PROXY_CONFIG])
+    assert doc["http"]["addr"] == "[::]:5000"
+
+
+def test_seed_config_is_rendered_as_written_apart_from_the_log_format():
+    seed = {
+        "version": 0.1,
+        "log": {"level": "debug"},
+        "storage": {"filesystem": {"rootdirectory": "/var/lib/registry"}, "cache": {"blobdescriptor": "inmemory"}},
+        "http": {"addr": ":5000", "headers": {"X-Content-Type-Options": ["nosniff"]}},
+        "proxy": {"remoteurl": "https://registry-1.docker.io"},
+    }
+    cfg = config.parse(yaml.safe_dump(seed), "seed.yml", base_dir="/", check_storage=False)
+    files = render.render(cfg)["default"].files
+    proxy = yaml.safe_load(files[render.PROXY_CONFIG])
+    readonly = yaml.safe_load(files[render.READONLY_CONFIG])
+    expected = {**seed, "log": {"level": "debug", "formatter": "json", "accesslog": {"disabled": True}}}
+    assert proxy == expected
+    assert "proxy" not in readonly
+    assert readonly["storage"]["maintenance"] == {"readonly": {"enabled": True}}
+    assert readonly["storage"]["cache"] == {"blobdescriptor": "inmemory"}
+
+
+def test_rendering_is_deterministic(rendered):
+    cfg = config.parse(CONFIG, "config.yml", base_dir="/", check_storage=False)
+    assert render.render(cfg) == rendered
