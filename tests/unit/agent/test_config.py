@@ -3,7 +3,6 @@
 import textwrap
 
 import pytest
-
 from registry_cache import config
 
 GOOD = """\

@@ -5,7 +5,6 @@ import pathlib
 
 import pytest
 import yaml
-
 from registry_cache import config, render
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
