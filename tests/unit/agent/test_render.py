@@ -83,7 +83,10 @@ def test_seed_config_is_rendered_as_written_apart_from_the_log_format():
     seed = {
         "version": 0.1,
         "log": {"level": "debug"},
-        "storage": {"filesystem": {"rootdirectory": "/var/lib/registry"}, "cache": {"blobdescriptor": "inmemory"}},
+        "storage": {
+            "filesystem": {"rootdirectory": "/var/lib/registry"},
+            "cache": {"blobdescriptor": "inmemory"},
+        },
         "http": {"addr": ":5000", "headers": {"X-Content-Type-Options": ["nosniff"]}},
         "proxy": {"remoteurl": "https://registry-1.docker.io"},
     }
