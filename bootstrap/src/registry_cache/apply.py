@@ -9,9 +9,8 @@ from typing import Optional, TextIO
 
 from registry_cache import config as configmod
 from registry_cache import layout, systemd, upstream
-from registry_cache.mirror import connect_host
 from registry_cache.plan import Plan, make_plan
-from registry_cache.render import RenderedMirror, host_port, render
+from registry_cache.render import STORAGE_MARKER, RenderedMirror, connect_host, host_port, render
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +33,17 @@ def apply(
     An invalid config raises ConfigError before anything is touched: the running
     mirrors keep serving and the cache stays.
     """
+    fingerprint = configmod.input_fingerprint(config_path)
+    unchanged = None if dry_run else _unchanged_since_last_apply(fingerprint, root)
+    if unchanged is not None:
+        plan = Plan(keep=unchanged)
+        if systemd.running():
+            for name in unchanged:
+                if not systemd.is_active(name):
+                    systemd.systemctl("enable", "--now", systemd.unit(name))
+        for line in plan.lines():
+            print(line, file=out)
+        return plan
     cfg = configmod.load(config_path)
     if cfg.source == configmod.EMBEDDED_DEFAULT:
         print(f"{config_path or 'no config file'} does not exist: using the embedded default "
@@ -56,10 +66,24 @@ def apply(
     if cfg.source != configmod.EMBEDDED_DEFAULT:
         with open(cfg.source, encoding="utf-8") as handle:
             text = handle.read()
-    layout.save_last_good(root, cfg.source, text, sorted(wanted))
+    # taken again now that the storage exists: its owner is one of the inputs
+    layout.save_last_good(root, cfg.source, text, sorted(wanted), configmod.input_fingerprint(config_path))
     for line in plan.lines():
         print(line, file=out)
     return plan
+
+
+def _unchanged_since_last_apply(fingerprint: Optional[str], root: str) -> Optional[list[str]]:
+    """The mirrors, when the config's inputs and the rendered files are exactly as last applied."""
+    record = layout.applied_record(root)
+    if fingerprint is None or record.get("fingerprint") != fingerprint:
+        return None
+    if record.get("rendered") != layout.rendered_fingerprint(root):
+        return None  # someone edited or deleted a rendered file: render again
+    for info in layout.rendered_infos(root):
+        if not os.path.exists(os.path.join(info["storage"], STORAGE_MARKER)):
+            return None  # the cache folder was reset: create it again
+    return sorted(record.get("mirrors", []))
 
 
 def apply_at_boot(root: str, out: TextIO) -> None:

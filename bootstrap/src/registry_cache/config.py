@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import ipaddress
 import json
 import os
@@ -12,7 +13,6 @@ from importlib import resources
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
-import jsonschema
 import yaml
 
 EMBEDDED_DEFAULT = "<embedded default>"
@@ -112,6 +112,37 @@ def load(path: Optional[str], *, check_storage: bool = True) -> CacheConfig:
         raise ConfigError([Problem(path, 1, "(file)", f"cannot read the file: {_os_reason(exc)}")]) from exc
     base_dir = os.path.dirname(os.path.abspath(path))
     return parse(text, path, base_dir=base_dir, check_storage=check_storage)
+
+
+def input_fingerprint(path: Optional[str]) -> Optional[str]:
+    """A digest of everything the rendered mirrors depend on, or None when it cannot be had cheaply.
+
+    `apply` compares it with the last applied one to skip validation and rendering when
+    nothing changed: same inputs, same (deterministic) output.
+    """
+    from registry_cache import __version__
+
+    digest = hashlib.sha256(__version__.encode())
+    if path is None or not os.path.exists(path):
+        digest.update(b"embedded default")
+        return digest.hexdigest()
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+        data = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        base_dir = os.path.dirname(os.path.abspath(path))
+        digest.update(raw)
+        mirrors = data.get("mirrors") if isinstance(data, dict) else None
+        for spec in (mirrors or {}).values():
+            secret = spec.get("password_file") if isinstance(spec, dict) else None
+            if isinstance(secret, str):
+                with open(os.path.join(base_dir, secret), "rb") as handle:
+                    digest.update(b"\0" + handle.read())
+        storage = os.path.join(base_dir, str(data.get("storage", DEFAULT_STORAGE)))
+        digest.update(str(os.stat(storage).st_uid).encode())
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return digest.hexdigest()
 
 
 def parse(text: str, filename: str, *, base_dir: str, check_storage: bool = True) -> CacheConfig:
@@ -258,11 +289,13 @@ class _Checker:
         )
 
     def _schema_problems(self, data: dict[str, Any]) -> None:
+        import jsonschema
+
         validator = jsonschema.Draft7Validator(self.schema)
         for error in validator.iter_errors(data):
             self._report(error)
 
-    def _report(self, error: jsonschema.ValidationError) -> None:
+    def _report(self, error: Any) -> None:
         path: Path = tuple(str(p) for p in error.absolute_path)
         kind = error.validator
         secret = bool(path) and path[-1] in SECRET_KEYS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grp
+import hashlib
 import json
 import os
 import pwd
@@ -118,18 +119,41 @@ def storage_owner(storage_root: str) -> Owner:
     return Owner(user=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid, group=group)
 
 
-def save_last_good(root: str, source: str, text: Optional[str], names: list[str]) -> None:
+def rendered_fingerprint(root: str) -> str:
+    """A digest of every rendered file under `root`."""
+    digest = hashlib.sha256()
+    for name, files in read_rendered(root).items():
+        for filename, text in files.items():
+            digest.update(f"{name}\0{filename}\0{text}\0".encode())
+    return digest.hexdigest()
+
+
+def save_last_good(
+    root: str, source: str, text: Optional[str], names: list[str], fingerprint: Optional[str] = None
+) -> None:
     """Record the config just applied: the next boot starts these mirrors without /vagrant."""
-    record = {"source": source, "mirrors": names}
+    record = {
+        "source": source,
+        "mirrors": names,
+        "fingerprint": fingerprint,
+        "rendered": rendered_fingerprint(root),
+    }
     write_file(os.path.join(root, APPLIED), json.dumps(record, indent=2) + "\n")
     if text is not None:
         write_file(os.path.join(root, LAST_GOOD), text, mode=_SECRET_FILES_MODE)
 
 
-def applied_mirrors(root: str) -> Optional[list[str]]:
-    """The mirrors of the last good config, or None when nothing was ever applied."""
+def applied_record(root: str) -> dict:
+    """What the last apply recorded (mirrors, input and output digests); empty when none."""
     try:
         with open(os.path.join(root, APPLIED), encoding="utf-8") as handle:
-            return list(json.load(handle)["mirrors"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def applied_mirrors(root: str) -> Optional[list[str]]:
+    """The mirrors of the last good config, or None when nothing was ever applied."""
+    names = applied_record(root).get("mirrors")
+    return list(names) if isinstance(names, list) else None

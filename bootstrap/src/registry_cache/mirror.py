@@ -29,6 +29,7 @@ from registry_cache.render import (
     READONLY_CONFIG,
     STATE_FILE,
     STORAGE_MARKER,
+    connect_host,
     host_port,
 )
 
@@ -82,15 +83,6 @@ def read_state(storage: str) -> Optional[dict[str, Any]]:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def connect_host(listen: str) -> str:
-    """The address to reach a mirror listening on `listen` from this machine."""
-    if listen in ("0.0.0.0", ""):
-        return "127.0.0.1"
-    if listen == "::":
-        return "::1"
-    return listen
 
 
 class MirrorRunner:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
 
-import jinja2
 import yaml
 
 from registry_cache.config import CacheConfig, Mirror
@@ -21,14 +21,21 @@ STORAGE_MARKER = ".registry-cache-mirror"
 # Kept by the running mirror beside its cache: mode, true hit/miss counters.
 STATE_FILE = ".registry-cache-state.json"
 
-_env = jinja2.Environment(
-    loader=jinja2.PackageLoader("registry_cache", "templates"),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    autoescape=False,
-)
+
+
+@functools.cache
+def templates() -> Any:
+    """The package's Jinja2 templates (loaded on first use: `apply` with nothing changed never needs them)."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("registry_cache", "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,15 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def connect_host(listen: str) -> str:
+    """The address to reach a mirror listening on `listen` from this machine."""
+    if listen in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if listen == "::":
+        return "::1"
+    return listen
+
+
 def _distribution_config(config: CacheConfig, mirror: Mirror, *, readonly: bool) -> str:
     proxy = None
     if not readonly:
@@ -91,7 +107,7 @@ def _distribution_config(config: CacheConfig, mirror: Mirror, *, readonly: bool)
             credentials = [("username", mirror.username), ("password", mirror.password)]
         proxy = {"remoteurl": mirror.upstream, "credentials": credentials}
     debug_port = mirror.debug_port or 0
-    return _env.get_template("registry.yml.j2").render(
+    return templates().get_template("registry.yml.j2").render(
         name=mirror.name,
         mode="read-only" if readonly else "proxy",
         log_level=config.log_level,

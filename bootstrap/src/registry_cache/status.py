@@ -11,8 +11,8 @@ import yaml
 
 from registry_cache import layout
 from registry_cache.fsutil import tree_size
-from registry_cache.mirror import WAITING, connect_host, read_state
-from registry_cache.render import PROXY_CONFIG, STORAGE_MARKER, host_port
+from registry_cache.mirror import WAITING, read_state
+from registry_cache.render import PROXY_CONFIG, STORAGE_MARKER, connect_host, host_port
 
 DOCKER_HUB_TOKEN_URL = (
     "https://auth.docker.io/token?service=registry.docker.io&scope=repository:ratelimitpreview/test:pull"

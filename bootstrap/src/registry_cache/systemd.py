@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import os
 
-import jinja2
-
 from registry_cache import proc
 from registry_cache.fsutil import write_file
 from registry_cache.layout import Owner
+from registry_cache.render import templates
 
 UNIT_DIR = "/etc/systemd/system"
 MIRROR_UNIT = "registry-cache-mirror@{name}.service"
-
-_env = jinja2.Environment(
-    loader=jinja2.PackageLoader("registry_cache", "templates"),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-)
 
 
 def running() -> bool:
@@ -32,7 +25,7 @@ def unit(name: str) -> str:
 
 def render_dropin(name: str, owner: Owner, storage: str) -> str:
     """The per-mirror drop-in: which account runs it and the one folder it may write."""
-    return _env.get_template("mirror-dropin.conf.j2").render(
+    return templates().get_template("mirror-dropin.conf.j2").render(
         name=name, user=owner.user, group=owner.group, storage=storage
     )
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
-
-import requests
+from typing import Any, Optional
 
 PROBE_TIMEOUT = 5.0
 
@@ -27,6 +25,8 @@ class UpstreamCheck:
 
 def check(url: str, *, timeout: float = PROBE_TIMEOUT) -> UpstreamCheck:
     """Probe `url`/v2/; any HTTP answer counts as reachable."""
+    import requests
+
     try:
         response = requests.get(url.rstrip("/") + "/v2/", timeout=timeout, allow_redirects=False)
     except requests.RequestException as exc:
@@ -46,7 +46,7 @@ def basic_auth_problem(upstream: str) -> str:
     )
 
 
-def _short_reason(exc: requests.RequestException) -> str:
+def _short_reason(exc: Any) -> str:
     text = str(exc)
     for marker in ("Connection refused", "Name or service not known", "timed out",
                    "No route to host", "Network is unreachable", "Temporary failure"):
