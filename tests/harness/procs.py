@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 
 
+# Every child the harness started and has not seen end: `stop_all` is the last-resort cleanup.
+_STARTED: dict[int, Process] = {}
+
+
 class HarnessError(RuntimeError):
     """A test service did not start or answer in time; the message carries its log's tail."""
 
@@ -84,6 +88,7 @@ class Process:
                 )
                 os.kill(self.pid, signal.SIGKILL)
                 self.popen.wait(timeout=timeout)
+        _STARTED.pop(self.pid, None)
         return self.popen.returncode
 
 
@@ -107,7 +112,19 @@ def start(
             cwd=str(cwd) if cwd else None,
         )
     log.debug("started %s pid %d: %s", name, popen.pid, argv)
-    return Process(name=name, argv=list(argv), log_path=log_path, popen=popen)
+    process = Process(name=name, argv=list(argv), log_path=log_path, popen=popen)
+    _STARTED[popen.pid] = process
+    return process
+
+
+def stop_all(timeout: float = 10.0) -> list[str]:
+    """Stop every child the harness started that still runs; return their names."""
+    stopped = []
+    for process in list(_STARTED.values()):
+        if process.alive():
+            stopped.append(f"{process.name} (pid {process.pid})")
+        process.stop(timeout=timeout)
+    return stopped
 
 
 def free_port(host: str = LOOPBACK) -> int:
