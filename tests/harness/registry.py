@@ -47,6 +47,7 @@ def registry_config(
     proxy: Mapping[str, Any] | None = None,
     readonly: bool = False,
     extra: Mapping[str, Any] | None = None,
+    host: str = LOOPBACK,
 ) -> dict[str, Any]:
     """The Distribution 2.8 config of one test registry, as a dict (written out as YAML)."""
     config: dict[str, Any] = {
@@ -57,9 +58,9 @@ def registry_config(
             "delete": {"enabled": True},
         },
         "http": {
-            "addr": f"{LOOPBACK}:{port}",
+            "addr": f"{host}:{port}",
             "secret": _HTTP_SECRET,
-            "debug": {"addr": f"{LOOPBACK}:{debug_port}"},
+            "debug": {"addr": f"{host}:{debug_port}"},
         },
     }
     if readonly:
@@ -102,11 +103,15 @@ class Registry:
     config_path: Path
     config: dict[str, Any]
     process: Process | None = field(default=None, repr=False)
+    # where it listens: 127.0.0.1, or an address inside a test network namespace (netem.py)
+    bind_host: str = LOOPBACK
+    # argv prefix that runs the registry elsewhere, e.g. `ip netns exec NS`
+    launcher: tuple[str, ...] = ()
 
     @property
     def host(self) -> str:
         """`127.0.0.1:PORT`, as skopeo and docker references want it."""
-        return f"{LOOPBACK}:{self.port}"
+        return f"{self.bind_host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -116,7 +121,7 @@ class Registry:
     @property
     def debug_url(self) -> str:
         """The debug server root (`/debug/vars`, `/debug/health`)."""
-        return f"http://{LOOPBACK}:{self.debug_port}"
+        return f"http://{self.bind_host}:{self.debug_port}"
 
     @property
     def log_path(self) -> Path:
@@ -136,7 +141,7 @@ class Registry:
         if self.alive():
             return self
         self.process = start(
-            self.name, [REGISTRY_BIN, "serve", str(self.config_path)], self.log_path
+            self.name, [*self.launcher, REGISTRY_BIN, "serve", str(self.config_path)], self.log_path
         )
         if wait:
             try:
@@ -185,6 +190,8 @@ def start_registry(
     extra: Mapping[str, Any] | None = None,
     wait: bool = True,
     timeout: float = 20.0,
+    bind_host: str = LOOPBACK,
+    launcher: tuple[str, ...] = (),
 ) -> Registry:
     """Start a registry on 127.0.0.1:<free port> with its config, storage and log under `workdir`.
 
@@ -207,6 +214,7 @@ def start_registry(
         proxy=proxy,
         readonly=readonly,
         extra=extra,
+        host=bind_host,
     )
     config_path = workdir / "config.yml"
     write_config(config_path, config)
@@ -218,5 +226,7 @@ def start_registry(
         storage=storage,
         config_path=config_path,
         config=config,
+        bind_host=bind_host,
+        launcher=tuple(launcher),
     )
     return registry.start(wait=wait, timeout=timeout)
