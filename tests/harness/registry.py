@@ -9,6 +9,7 @@ cache of another registry) and read-only.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -131,6 +132,17 @@ class Registry:
     def log_text(self) -> str:
         """Everything the registry logged so far (all of its runs)."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def json_log(self) -> list[dict[str, Any]]:
+        """The registry's JSON log entries so far (the Apache-style access lines left out)."""
+        entries = []
+        for line in self.log_text().splitlines():
+            if line.startswith("{"):
+                try:
+                    entries.append(json.loads(line))
+                except ValueError:
+                    continue
+        return entries
 
     def alive(self) -> bool:
         """Whether the registry process runs."""

@@ -9,8 +9,8 @@ import urllib.request
 
 import pytest
 
-from box.run import CommandError
-from tests.harness import images, procs
+from box.run import CommandError, output
+from tests.harness import images, netem, procs
 from tests.harness.registry import start_registry
 
 pytestmark = pytest.mark.integration
@@ -140,3 +140,17 @@ def test_a_registry_that_cannot_start_fails_with_its_log(tmp_path):
 
     assert "exited" in str(failed.value)
     assert not procs.stop_all()
+
+
+def test_throttled_link_reaches_a_registry_in_its_namespace_and_leaves_nothing(tmp_path):
+    with netem.create_link(rate="200mbit", delay_ms=10) as link:
+        try:
+            inside = netem.start_throttled_registry(tmp_path / "wan", link)
+            assert inside.host.startswith(link.ns_addr + ":")
+            image = images.push_oci_image(tmp_path / "layouts", inside.host)
+            assert images.pull(image.ref(inside.host), tmp_path / "p").digest == image.digest
+        finally:
+            procs.stop_all()
+
+    assert link.namespace not in output(["ip", "netns", "list"])
+    assert link.host_if not in output(["ip", "-br", "link"])
