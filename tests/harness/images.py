@@ -1,0 +1,395 @@
+"""Makes test images without Docker or network, pushes them with skopeo and pulls them back.
+
+Images are written by hand as OCI image layouts (gzip'd tar layers of deterministic
+pseudo-random content of a chosen size, config JSON, manifest, `index.json`), then pushed
+with `skopeo copy oci:DIR:TAG docker://127.0.0.1:PORT/REPO:TAG`. What the tests assert
+against (manifest digest, layer digests and sizes) is read back from the registry after the
+push, so it is what a client really gets, also after skopeo's v2s2 conversion.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import json
+import os
+import random
+import tarfile
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from box.run import output, run
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+KiB = 1024
+MiB = 1024 * KiB
+
+SKOPEO = "skopeo"
+# skopeo must not depend on the machine's /etc/containers/policy.json
+_SKOPEO_GLOBAL = [SKOPEO, "--insecure-policy"]
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A content-addressed object as a registry stores it: digest, size in bytes, media type."""
+
+    digest: str
+    size: int
+    media_type: str = ""
+
+
+@dataclass(frozen=True)
+class Platform:
+    """One image of a multi-arch index."""
+
+    architecture: str
+    manifest: Blob
+    config: Blob
+    layers: tuple[Blob, ...]
+
+
+@dataclass(frozen=True)
+class TestImage:
+    """An image pushed to a registry, as the registry serves it."""
+
+    __test__ = False  # not a pytest test class
+
+    kind: str  # "oci", "v2s2" or "index"
+    repo: str
+    tag: str
+    digest: str  # digest of the top manifest (the index, for kind "index")
+    media_type: str
+    platforms: tuple[Platform, ...]
+
+    def ref(self, host: str, *, by_digest: bool = False) -> str:
+        """`HOST/REPO:TAG` (or `HOST/REPO@DIGEST`) for skopeo's `docker://` transport."""
+        return (
+            f"{host}/{self.repo}@{self.digest}" if by_digest else f"{host}/{self.repo}:{self.tag}"
+        )
+
+    @property
+    def layers(self) -> tuple[Blob, ...]:
+        """Every layer blob of the image (all platforms of an index)."""
+        return tuple(layer for p in self.platforms for layer in p.layers)
+
+    @property
+    def blobs(self) -> tuple[Blob, ...]:
+        """Every blob a full pull fetches: configs and layers, all platforms."""
+        return tuple(b for p in self.platforms for b in (p.config, *p.layers))
+
+    @property
+    def manifests(self) -> tuple[Blob, ...]:
+        """Every manifest a full pull fetches: the top one and, for an index, each platform's."""
+        top = Blob(self.digest, 0, self.media_type)
+        if self.kind == "index":
+            return (top, *(p.manifest for p in self.platforms))
+        return (top,)
+
+    @property
+    def blob_bytes(self) -> int:
+        """Total size of every blob a full pull fetches."""
+        return sum(b.size for b in self.blobs)
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What a pull brought back: the manifest digest the registry served, and where it went."""
+
+    digest: str
+    dest: Path
+
+
+# ---------------------------------------------------------------- OCI layout, written by hand
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class OciLayout:
+    """An OCI image layout folder being written: blobs plus `index.json` tags."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        (root / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+        self._refs: list[dict] = []
+
+    def add_blob(self, data: bytes, media_type: str) -> dict:
+        """Store one blob; return its descriptor."""
+        digest = _sha256(data)
+        path = self.root / "blobs" / "sha256" / digest.split(":", 1)[1]
+        if not path.exists():
+            path.write_bytes(data)
+        return {"mediaType": media_type, "digest": digest, "size": len(data)}
+
+    def add_json(self, obj: dict, media_type: str) -> dict:
+        """Store a JSON document (config, manifest, index) as a blob; return its descriptor."""
+        return self.add_blob(json.dumps(obj, indent=2, sort_keys=True).encode(), media_type)
+
+    def tag(self, descriptor: dict, tag: str, platform: dict | None = None) -> None:
+        """Name a manifest or index in `index.json`, so `oci:DIR:TAG` finds it."""
+        entry = dict(descriptor, annotations={"org.opencontainers.image.ref.name": tag})
+        if platform:
+            entry["platform"] = platform
+        self._refs.append(entry)
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": self._refs}
+        (self.root / "index.json").write_text(json.dumps(index, indent=2))
+
+
+def layer_tar_gz(seed: str, size: int) -> tuple[bytes, str]:
+    """A gzip'd tar of one file of `size` pseudo-random bytes from `seed`: (blob, diff_id).
+
+    The same seed and size always give the same bytes, so digests are stable across runs.
+    Random content keeps the compressed size close to `size`.
+    """
+    content = random.Random(seed).randbytes(size)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        safe = "".join(c if c.isalnum() else "-" for c in seed)
+        info = tarfile.TarInfo(f"data/{safe}.bin")
+        info.size = size
+        info.mtime = 0
+        info.mode = 0o644
+        tar.addfile(info, io.BytesIO(content))
+    tar_bytes = raw.getvalue()
+    packed = io.BytesIO()
+    with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0, compresslevel=1, filename="") as gz:
+        gz.write(tar_bytes)
+    return packed.getvalue(), _sha256(tar_bytes)
+
+
+def add_image(
+    layout: OciLayout, name: str, layer_sizes: Sequence[int], arch: str = "amd64"
+) -> dict:
+    """Write one single-platform OCI image into `layout`; return its manifest descriptor."""
+    layers, diff_ids = [], []
+    for i, size in enumerate(layer_sizes):
+        blob, diff_id = layer_tar_gz(f"{name}/{arch}/{i}", size)
+        layers.append(layout.add_blob(blob, OCI_LAYER_GZIP))
+        diff_ids.append(diff_id)
+    config = {
+        "architecture": arch,
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": {"Cmd": ["/bin/true"], "Labels": {"registry-cache.test": name}},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [
+            {"created": "1970-01-01T00:00:00Z", "created_by": f"layer {i}"}
+            for i in range(len(layers))
+        ],
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": layout.add_json(config, OCI_CONFIG),
+        "layers": layers,
+    }
+    return layout.add_json(manifest, OCI_MANIFEST)
+
+
+def write_image_layout(root: Path, name: str, tag: str, layer_sizes: Sequence[int]) -> Path:
+    """Write an OCI layout holding one linux/amd64 image tagged `tag`; return the layout folder."""
+    layout = OciLayout(root)
+    layout.tag(add_image(layout, name, layer_sizes), tag)
+    return root
+
+
+def write_index_layout(
+    root: Path,
+    name: str,
+    tag: str,
+    layer_sizes: Sequence[int],
+    arches: Sequence[str] = ("amd64", "arm64"),
+) -> Path:
+    """Write an OCI layout holding a multi-arch index (one image per arch) tagged `tag`."""
+    layout = OciLayout(root)
+    manifests = []
+    for arch in arches:
+        desc = add_image(layout, name, layer_sizes, arch=arch)
+        manifests.append(dict(desc, platform={"architecture": arch, "os": "linux"}))
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
+    layout.tag(layout.add_json(index, OCI_INDEX), tag)
+    return root
+
+
+# ---------------------------------------------------------------- skopeo
+
+
+@contextmanager
+def authfile(host: str, creds: tuple[str, str] | None) -> Iterator[list[str]]:
+    """skopeo arguments for `creds` on `host` (or none) in a private temp auth file: never in argv,
+    and never the machine's own saved logins."""
+    auths = {}
+    if creds is not None:
+        user, password = creds
+        auths[host] = {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
+    fd, path = tempfile.mkstemp(prefix="skopeo-auth-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump({"auths": auths}, f)
+        yield ["--authfile", path]
+    finally:
+        os.unlink(path)
+
+
+def inspect_raw(ref: str, *, creds: tuple[str, str] | None = None, timeout: float = 60) -> bytes:
+    """The manifest bytes a registry serves for `HOST/REPO:TAG` or `HOST/REPO@DIGEST`."""
+    host = ref.split("/", 1)[0]
+    with authfile(host, creds) as auth:
+        text = output(
+            [*_SKOPEO_GLOBAL, "inspect", "--raw", "--tls-verify=false", *auth, f"docker://{ref}"],
+            timeout=timeout,
+        )
+    return text.encode()
+
+
+def describe(
+    host: str, repo: str, tag: str, kind: str, *, creds: tuple[str, str] | None = None
+) -> TestImage:
+    """Read an image back from a registry: top manifest digest, and each platform's blobs."""
+    raw = inspect_raw(f"{host}/{repo}:{tag}", creds=creds)
+    top = json.loads(raw)
+    media_type = top.get("mediaType", "")
+    platforms = []
+    if media_type in (OCI_INDEX, DOCKER_LIST):
+        for entry in top["manifests"]:
+            child_raw = inspect_raw(f"{host}/{repo}@{entry['digest']}", creds=creds)
+            child = json.loads(child_raw)
+            platforms.append(
+                _platform(
+                    entry["platform"]["architecture"], _sha256(child_raw), child, len(child_raw)
+                )
+            )
+    else:
+        platforms.append(_platform("amd64", _sha256(raw), top, len(raw)))
+    return TestImage(
+        kind=kind,
+        repo=repo,
+        tag=tag,
+        digest=_sha256(raw),
+        media_type=media_type,
+        platforms=tuple(platforms),
+    )
+
+
+def _platform(arch: str, digest: str, manifest: dict, size: int) -> Platform:
+    def blob(d: dict) -> Blob:
+        return Blob(d["digest"], d["size"], d.get("mediaType", ""))
+
+    return Platform(
+        architecture=arch,
+        manifest=Blob(digest, size, manifest.get("mediaType", "")),
+        config=blob(manifest["config"]),
+        layers=tuple(blob(layer) for layer in manifest["layers"]),
+    )
+
+
+def push_layout(
+    layout: Path,
+    tag: str,
+    host: str,
+    repo: str,
+    *,
+    fmt: str | None = None,
+    all_images: bool = False,
+    creds: tuple[str, str] | None = None,
+    timeout: float = 300,
+) -> None:
+    """Push `oci:LAYOUT:TAG` to `docker://HOST/REPO:TAG` over HTTP (`fmt`: skopeo --format)."""
+    argv = [*_SKOPEO_GLOBAL, "copy", "--quiet", "--dest-tls-verify=false"]
+    if fmt:
+        argv += ["--format", fmt]
+    if all_images:
+        argv.append("--all")
+    with authfile(host, creds) as auth:
+        run(
+            [*argv, *auth, f"oci:{layout}:{tag}", f"docker://{host}/{repo}:{tag}"],
+            capture=True,
+            timeout=timeout,
+        )
+
+
+def push_oci_image(
+    workdir: Path,
+    host: str,
+    repo: str = "test/oci",
+    tag: str = "v1",
+    layer_sizes: Sequence[int] = (256 * KiB, 64 * KiB, 1 * MiB, 16 * KiB),
+    *,
+    creds: tuple[str, str] | None = None,
+) -> TestImage:
+    """Make a 4-layer OCI image, push it as OCI; return it as the registry serves it."""
+    layout = write_image_layout(
+        workdir / f"layout-{repo.replace('/', '-')}-{tag}", repo, tag, layer_sizes
+    )
+    push_layout(layout, tag, host, repo, creds=creds)
+    return describe(host, repo, tag, "oci", creds=creds)
+
+
+def push_docker_image(
+    workdir: Path,
+    host: str,
+    repo: str = "test/docker",
+    tag: str = "v1",
+    layer_sizes: Sequence[int] = (128 * KiB, 512 * KiB, 32 * KiB),
+    *,
+    creds: tuple[str, str] | None = None,
+) -> TestImage:
+    """Make a 3-layer image and push it converted to Docker schema 2 (`--format v2s2`)."""
+    layout = write_image_layout(
+        workdir / f"layout-{repo.replace('/', '-')}-{tag}", repo, tag, layer_sizes
+    )
+    push_layout(layout, tag, host, repo, fmt="v2s2", creds=creds)
+    return describe(host, repo, tag, "v2s2", creds=creds)
+
+
+def push_index_image(
+    workdir: Path,
+    host: str,
+    repo: str = "test/multiarch",
+    tag: str = "v1",
+    layer_sizes: Sequence[int] = (96 * KiB, 48 * KiB),
+    *,
+    creds: tuple[str, str] | None = None,
+) -> TestImage:
+    """Make an OCI index of linux/amd64 + linux/arm64 images and push it whole (`--all`)."""
+    layout = write_index_layout(
+        workdir / f"layout-{repo.replace('/', '-')}-{tag}", repo, tag, layer_sizes
+    )
+    push_layout(layout, tag, host, repo, all_images=True, creds=creds)
+    return describe(host, repo, tag, "index", creds=creds)
+
+
+def pull(
+    ref: str,
+    dest: Path,
+    *,
+    all_images: bool = False,
+    creds: tuple[str, str] | None = None,
+    timeout: float = 120,
+) -> PullResult:
+    """Pull `HOST/REPO:TAG` (or `@DIGEST`) over HTTP into `dir:DEST`; return the served digest.
+
+    `all_images` pulls every platform of an index (`--all`); without it skopeo picks the
+    host's platform. Raises `box.run.CommandError` (with skopeo's stderr) when the pull fails.
+    """
+    host = ref.split("/", 1)[0]
+    dest.mkdir(parents=True, exist_ok=True)
+    argv = [*_SKOPEO_GLOBAL, "copy", "--quiet", "--src-tls-verify=false"]
+    if all_images:
+        argv.append("--all")
+    with authfile(host, creds) as auth:
+        run([*argv, *auth, f"docker://{ref}", f"dir:{dest}"], capture=True, timeout=timeout)
+    return PullResult(digest=_sha256((dest / "manifest.json").read_bytes()), dest=dest)

@@ -1,0 +1,150 @@
+"""Fixtures for integration tests: real registries, a token server and test images on 127.0.0.1.
+
+Every process a fixture starts is stopped when the test ends, pass or fail; whatever a test
+left running is stopped at the end of the session.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from tests.harness import images, procs
+from tests.harness.registry import REGISTRY_BIN, Registry, htpasswd_auth, start_registry
+from tests.harness.tokenauth import TokenServer
+
+_TOOLS = {"docker-registry": REGISTRY_BIN, "skopeo": images.SKOPEO}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _integration_tools() -> None:
+    missing = [name for name, path in _TOOLS.items() if shutil.which(path) is None]
+    if missing:
+        pytest.fail(
+            f"integration tests need {', '.join(missing)}: "
+            "run `./invoke install-deps --groups test`",
+            pytrace=False,
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leftovers = procs.stop_all()
+    if leftovers:
+        print(f"\nintegration harness: stopped processes a test left running: {leftovers}")
+
+
+@dataclass
+class Credentials:
+    """A username and password a test upstream accepts."""
+
+    username: str
+    password: str
+
+    def pair(self) -> tuple[str, str]:
+        """(username, password), as `images.pull(creds=...)` takes it."""
+        return self.username, self.password
+
+
+@dataclass
+class TestImages:
+    """The three kinds of test image, pushed to one upstream."""
+
+    __test__ = False
+
+    oci: images.TestImage
+    docker: images.TestImage
+    index: images.TestImage
+
+    def all(self) -> tuple[images.TestImage, ...]:
+        """The three images, OCI first."""
+        return self.oci, self.docker, self.index
+
+
+def push_test_images(workdir: Path, host: str, creds: tuple[str, str] | None = None) -> TestImages:
+    """Make and push the OCI image, the Docker schema 2 image and the multi-arch index."""
+    return TestImages(
+        oci=images.push_oci_image(workdir, host, creds=creds),
+        docker=images.push_docker_image(workdir, host, creds=creds),
+        index=images.push_index_image(workdir, host, creds=creds),
+    )
+
+
+@pytest.fixture
+def registry_factory(tmp_path: Path) -> Iterator[Callable[..., Registry]]:
+    """Start registries with `factory(name, **start_registry kwargs)`; all stop after the test."""
+    started: list[Registry] = []
+
+    def factory(name: str = "upstream", **kwargs: Any) -> Registry:
+        workdir = kwargs.pop("workdir", tmp_path / name)
+        reg = start_registry(workdir, name, **kwargs)
+        started.append(reg)
+        return reg
+
+    yield factory
+    for reg in reversed(started):
+        reg.stop()
+
+
+@pytest.fixture
+def upstream(registry_factory: Callable[..., Registry]) -> Registry:
+    """A plain upstream registry (no auth) on 127.0.0.1."""
+    return registry_factory("upstream")
+
+
+@pytest.fixture
+def test_images(upstream: Registry, tmp_path: Path) -> TestImages:
+    """The three test images, pushed to `upstream`."""
+    return push_test_images(tmp_path / "layouts", upstream.host)
+
+
+@pytest.fixture
+def upstream_credentials() -> Credentials:
+    """A fresh username and random password for the authenticated upstreams."""
+    return Credentials("alice", secrets.token_urlsafe(16))
+
+
+@pytest.fixture
+def token_server(tmp_path: Path, upstream_credentials: Credentials) -> Iterator[TokenServer]:
+    """A token server on 127.0.0.1 that knows `upstream_credentials`."""
+    server = TokenServer(
+        tmp_path / "token-server",
+        users={upstream_credentials.username: upstream_credentials.password},
+    )
+    with server:
+        yield server
+
+
+@pytest.fixture
+def token_upstream(
+    registry_factory: Callable[..., Registry], token_server: TokenServer
+) -> Registry:
+    """An upstream registry with `auth: token`, as Docker Hub and ghcr.io work."""
+    return registry_factory("token-upstream", auth=token_server.registry_auth())
+
+
+@pytest.fixture
+def token_test_images(
+    token_upstream: Registry, upstream_credentials: Credentials, tmp_path: Path
+) -> TestImages:
+    """The three test images, pushed to `token_upstream` with `upstream_credentials`."""
+    return push_test_images(
+        tmp_path / "token-layouts", token_upstream.host, creds=upstream_credentials.pair()
+    )
+
+
+@pytest.fixture
+def htpasswd_upstream(
+    registry_factory: Callable[..., Registry], tmp_path: Path, upstream_credentials: Credentials
+) -> Registry:
+    """An upstream registry with `auth: htpasswd` (HTTP basic auth)."""
+    auth = htpasswd_auth(
+        tmp_path / "htpasswd-upstream",
+        {upstream_credentials.username: upstream_credentials.password},
+    )
+    return registry_factory("htpasswd-upstream", auth=auth)
