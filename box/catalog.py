@@ -80,8 +80,8 @@ def box_url(relpath: str, base_url: Optional[str], catalog_dir: str) -> str:
     return Path(os.path.abspath(os.path.join(catalog_dir, relpath))).as_uri()
 
 
-def _check_catalog(existing: Any, source: str, name: str) -> list[dict[str, Any]]:
-    """Check the catalog JSON found on disk; return its versions list."""
+def _check_catalog(existing: Any, source: str, name: str) -> None:
+    """Check the catalog JSON found on disk, naming the file and key of the first problem."""
     if not isinstance(existing, dict):
         raise CatalogError(f"{source}: expected a JSON object (Vagrant box metadata)")
     found = existing.get("name")
@@ -109,7 +109,6 @@ def _check_catalog(existing: Any, source: str, name: str) -> list[dict[str, Any]
                 raise CatalogError(
                     f"{source}: {key}.providers[{j}]: expected an object with a name"
                 )
-    return versions
 
 
 def plan_catalog(
@@ -135,8 +134,9 @@ def plan_catalog(
     if existing is None:
         catalog = {"name": meta.name, "description": "", "versions": []}
     else:
+        _check_catalog(existing, source, meta.name)
         catalog = copy.deepcopy(dict(existing))
-        catalog["versions"] = _check_catalog(catalog, source, meta.name)
+        catalog.setdefault("versions", [])
     catalog["description"] = meta.description or catalog.get("description") or DEFAULT_DESCRIPTION
 
     wanted = parse_version(meta.version)
