@@ -377,6 +377,7 @@ class CloudClient:
         json_body: Optional[dict[str, Any]] = None,
         file: Optional[str] = None,
         what: str,
+        authorize: bool = True,
     ) -> tuple[requests.Response, bool]:
         """Send with retries; return the final response and whether an attempt was ambiguous."""
         ambiguous = False
@@ -385,7 +386,7 @@ class CloudClient:
             reason = ""
             try:
                 log.debug("%s %s (attempt %d)", method, self.scrub(url), attempt)
-                headers = self._auth(url)
+                headers = self._auth(url) if authorize else {}
                 if file is not None:
                     headers["Content-Type"] = "application/octet-stream"
                     with open(file, "rb") as body:
@@ -440,6 +441,8 @@ class CloudClient:
         message = f"{what}: {response.status_code} {response.reason}"
         if detail:
             message += f": {detail}"
+        if response.status_code in self.RETRY_STATUS:
+            message += f" (gave up after {self.attempts} attempts; re-run to resume)"
         return CloudError(self.scrub(message))
 
     def api(
@@ -480,7 +483,8 @@ class CloudClient:
     def upload(self, file: str, upload_path: str, callback: Optional[str]) -> None:
         """PUT the box file to the upload URL, then PUT the callback that confirms it."""
         what = "PUT upload_path"
-        response, _ = self._send("PUT", upload_path, file=file, what=what)
+        # upload_path is a storage URL: it is signed, and never gets the API token.
+        response, _ = self._send("PUT", upload_path, file=file, what=what, authorize=False)
         if response.status_code >= 400:
             raise self._error(what, response)
         if callback:
