@@ -7,6 +7,7 @@ a flag beats the config.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 from pathlib import Path
@@ -82,6 +83,31 @@ def publish_catalog(
     dry_run: bool,
 ) -> catalog_mod.CatalogPlan:
     """Publish to a catalog folder (or print what would change, with `dry_run`)."""
+    if dry_run:
+        return _publish_catalog(meta, dist, catalog_dir, base_url=base_url, force=force,
+                                dry_run=True)
+    # Two publishes to one catalog at once would each merge into the JSON they read and
+    # the last rename would drop the other's version: take turns.
+    # flock on the folder itself: no lock file shows up in what the web server serves.
+    catalog_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(catalog_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _publish_catalog(meta, dist, catalog_dir, base_url=base_url, force=force,
+                                dry_run=False)
+    finally:
+        os.close(fd)
+
+
+def _publish_catalog(
+    meta: BuildMetadata,
+    dist: Path,
+    catalog_dir: Path,
+    *,
+    base_url: Optional[str],
+    force: bool,
+    dry_run: bool,
+) -> catalog_mod.CatalogPlan:
     json_path = catalog_dir / catalog_mod.json_relpath(meta.name)
     try:
         existing = catalog_mod.read_catalog(json_path)
@@ -197,8 +223,8 @@ def publish(
         except cloud_mod.CloudError as exc:
             raise Exit(str(exc)) from None
         if token is None and not dry_run:
-            raise Exit(f"--cloud needs an API token in ${TOKEN_ENV} (HCP Vagrant: a service "
-                       "principal token; Vagrant Cloud: an access token)")
+            raise Exit(f"--cloud needs an API token in ${TOKEN_ENV} (a Vagrant Cloud access "
+                       "token, or for HCP Vagrant: `hcp auth print-access-token`)")
     dist_dir = Path(dist)
     try:
         meta = load_build_metadata(dist_dir / "build.json")
