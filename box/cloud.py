@@ -10,6 +10,7 @@ Endpoints used (API v2, relative to the server URL, default https://vagrantcloud
     PUT  /api/v2/box/:org/:box/version/:v/provider/:p/:arch  {"provider": {...}}  (--force)
     GET  /api/v2/box/:org/:box/version/:v/provider/:p/:arch/upload/direct
          -> {"upload_path": URL, "callback": URL}
+         (boxes over 5 GiB: .../upload -> {"upload_path": URL}, no callback)
     PUT  upload_path   (the box file; storage URL: no Authorization header is sent there)
     PUT  callback      (tells the API the direct upload finished)
     PUT  /api/v2/box/:org/:box/version/:v/release
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SERVER = "https://vagrantcloud.com"
 API_PREFIX = "/api/v2"
+# Direct uploads (straight to the storage backend) are limited to 5 GiB; bigger boxes go
+# through the API's plain upload URL, which has no callback.
+DIRECT_UPLOAD_LIMIT = 5 * 2**30
 _TAG = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)/([A-Za-z0-9][A-Za-z0-9._-]*)$")
 
 
@@ -173,7 +177,7 @@ def plan_cloud(
         upload = CloudAction(
             kind="upload",
             method="GET",
-            path=f"{ppath}/upload/direct",
+            path=f"{ppath}/upload/direct" if box.size <= DIRECT_UPLOAD_LIMIT else f"{ppath}/upload",
             body=None,
             summary=f"upload {box.file} ({box.size / 2**20:.1f} MiB) to {label}",
             file=os.path.join(dist_dir, box.file),

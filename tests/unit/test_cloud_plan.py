@@ -227,3 +227,15 @@ def test_retry_waits_back_off_and_honour_retry_after_within_a_bound():
     assert client._wait(1, FakeResponse({"Retry-After": "7"})) == 7.0
     assert client._wait(1, FakeResponse({"Retry-After": "3600"})) == 30.0
     assert client._wait(9, None) == 30.0
+
+
+def test_a_box_over_the_direct_upload_limit_uses_the_plain_upload_url():
+    big = BuildMetadata(
+        name="registry-cache", version="1.1.0", git_revision="0", git_dirty=False,
+        created="2024-05-01T12:00:00Z",
+        boxes=(BoxFile("libvirt", "big.box", SHA_A, 6 * 2**30),),
+    )
+    p = plan_cloud(big, org="acme", name="cache", remote_box={}, remote_version=None,
+                   description="d", dist_dir="dist")
+    uploads = [a.path for a in p.actions if a.kind == "upload"]
+    assert uploads == ["/box/acme/cache/version/1.1.0/provider/libvirt/amd64/upload"]
