@@ -2,10 +2,10 @@
 
 from invoke import Collection
 
-from box.tasks import dev
+from box.tasks import dev, publish
 
 ns = Collection()
-for module in (dev,):
+for module in (dev, publish):
     for t in module.TASKS:
         ns.add_task(t)
 

@@ -29,7 +29,14 @@ APT_PACKAGES: dict[str, tuple[str, ...]] = {
         "zstd",
     ),
     # catalog checks and VM tests with the real vagrant
-    "vagrant": ("vagrant", "vagrant-libvirt", "libvirt-daemon-system", "rsync", "openssh-client"),
+    "vagrant": (
+        "vagrant",
+        "vagrant-libvirt",
+        "libvirt-daemon-system",
+        "rsync",
+        "openssh-client",
+        "qemu-utils",  # qemu-img: the catalog tests make a tiny libvirt box
+    ),
 }
 
 # An apt index younger than this counts as fresh: `apt-get update` runs once, not per task.
