@@ -7,10 +7,10 @@ import pytest
 import requests
 from invoke import Context
 from invoke.exceptions import Exit
-from publish_helpers import make_libvirt_box, need_tools, serve_folder, write_dist
 
 from box.run import run
 from box.tasks.publish import publish
+from tests.integration.publish_helpers import make_libvirt_box, need_tools, serve_folder, write_dist
 
 pytestmark = pytest.mark.integration
 

@@ -4,12 +4,12 @@ import logging
 import re
 
 import pytest
-from fake_vagrant_cloud import FakeVagrantCloud, Fault
 from invoke import Context
 from invoke.exceptions import Exit
-from publish_helpers import sha256, write_dist
 
 from box.tasks.publish import publish, publish_cloud
+from tests.integration.fake_vagrant_cloud import FakeVagrantCloud, Fault
+from tests.integration.publish_helpers import sha256, write_dist
 
 pytestmark = pytest.mark.integration
 
