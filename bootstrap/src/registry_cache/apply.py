@@ -179,10 +179,14 @@ def _warn_about_upstreams(cfg: configmod.CacheConfig, plan: Plan, out: TextIO) -
     for mirror in cfg.mirrors:
         if mirror.name not in plan.add + plan.update:
             continue
-        result = upstream.check(mirror.upstream)
+        credentials = (mirror.username, mirror.password) if mirror.username and mirror.password else None
+        result = upstream.check(mirror.upstream, credentials=credentials)
         if result.needs_basic_auth:
             print(f"WARNING: mirror {mirror.name}: {upstream.basic_auth_problem(mirror.upstream)}",
                   file=out)
+        elif result.credentials_rejected and mirror.username:
+            print(f"WARNING: mirror {mirror.name}: "
+                  f"{upstream.credentials_problem(mirror.upstream, mirror.username)}", file=out)
         elif not result.reachable:
             print(f"note: mirror {mirror.name}: upstream {mirror.upstream} is unreachable "
                   f"({result.error}); the mirror serves its cache read-only until it answers",

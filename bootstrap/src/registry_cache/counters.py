@@ -35,6 +35,7 @@ class Counts:
 class BlobServed:
     """One blob GET that completed with 200."""
 
+    repo: str
     digest: str
     size: int
 
@@ -60,7 +61,11 @@ def blob_served(entry: dict[str, Any]) -> Optional[BlobServed]:
     if not match:
         return None
     written = entry.get("http.response.written", 0)
-    return BlobServed(digest=match.group("digest"), size=written if isinstance(written, int) else 0)
+    return BlobServed(
+        repo=match.group("repo"),
+        digest=match.group("digest"),
+        size=written if isinstance(written, int) else 0,
+    )
 
 
 class HitCounter:
@@ -69,6 +74,8 @@ class HitCounter:
     def __init__(self, cached: set[str], counts: Optional[Counts] = None) -> None:
         self.cached = set(cached)
         self.counts = counts or Counts()
+        # misses whose copy into the cache may still be under way, as (repo, digest)
+        self.fetched: list[tuple[str, str]] = []
 
     def observe(self, entry: dict[str, Any]) -> Optional[str]:
         """Count one log entry; return "hit", "miss" or None when it was no blob download."""
@@ -80,9 +87,19 @@ class HitCounter:
             self.counts.hits += 1
             return "hit"
         self.cached.add(blob.digest)
+        self.fetched.append((blob.repo, blob.digest))
         self.counts.misses += 1
         self.counts.bytes_from_upstream += blob.size
         return "miss"
+
+
+def is_stored(storage: str, repo: str, digest: str) -> bool:
+    """True once a blob is committed to the storage and linked into its repository."""
+    hexdigest = digest.split(":", 1)[1]
+    v2 = os.path.join(storage, "docker", "registry", "v2")
+    data = os.path.join(v2, "blobs", "sha256", hexdigest[:2], hexdigest, "data")
+    link = os.path.join(v2, "repositories", repo, "_layers", "sha256", hexdigest, "link")
+    return os.path.exists(data) and os.path.exists(link)
 
 
 def cached_blobs(storage: str) -> set[str]:

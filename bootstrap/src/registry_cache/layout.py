@@ -11,8 +11,10 @@ import shutil
 from dataclasses import dataclass
 from typing import Optional
 
+import yaml
+
 from registry_cache.fsutil import write_file
-from registry_cache.render import MIRROR_INFO, STORAGE_MARKER, RenderedMirror
+from registry_cache.render import MIRROR_INFO, PROXY_CONFIG, STORAGE_MARKER, RenderedMirror
 
 SYSTEM_ROOT = "/etc/registry-cache"
 SERVICE_USER = "registry-cache"
@@ -83,6 +85,18 @@ def write_rendered(root: str, mirror: RenderedMirror, owner: Optional[Owner]) ->
     for stale in set(os.listdir(directory)) - set(mirror.files):
         if not stale.startswith("."):
             os.unlink(os.path.join(directory, stale))
+
+
+def proxy_credentials(directory: str) -> Optional[tuple[str, str]]:
+    """The upstream username and password in a rendered mirror's proxy config, if any."""
+    try:
+        with open(os.path.join(directory, PROXY_CONFIG), encoding="utf-8") as handle:
+            proxy = (yaml.safe_load(handle) or {}).get("proxy") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    if proxy.get("username") and proxy.get("password"):
+        return str(proxy["username"]), str(proxy["password"])
+    return None
 
 
 def remove_rendered(root: str, name: str) -> None:

@@ -23,6 +23,7 @@ import requests
 
 from registry_cache import counters, proc, upstream
 from registry_cache.fsutil import write_file
+from registry_cache.layout import proxy_credentials
 from registry_cache.render import (
     MIRROR_INFO,
     PROXY_CONFIG,
@@ -39,6 +40,7 @@ REGISTRY_BIN = os.environ.get("REGISTRY_CACHE_REGISTRY_BIN", "/usr/bin/docker-re
 READY_TIMEOUT = 90.0  # a cold registry start under QEMU TCG takes seconds, not minutes
 MAX_BACKOFF = 30.0
 STATE_WRITE_INTERVAL = 1.0
+STORE_GRACE = 20.0  # how long a stop waits for blobs still being copied into the cache
 
 PROXY = "proxy"
 READ_ONLY = "read-only"
@@ -151,13 +153,17 @@ class MirrorRunner:
         return False
 
     def _choose_mode(self) -> str:
-        result = upstream.check(self.info["upstream"])
+        credentials = proxy_credentials(self.mirror_dir)
+        result = upstream.check(self.info["upstream"], credentials=credentials)
         problem = None
         if not result.reachable:
             problem = f"upstream unreachable ({result.error}); serving the cache read-only"
             log.warning("mirror %s: %s", self.name, problem)
         elif result.needs_basic_auth:
             problem = upstream.basic_auth_problem(self.info["upstream"])
+            log.error("mirror %s: %s", self.name, problem)
+        elif result.credentials_rejected and credentials:
+            problem = upstream.credentials_problem(self.info["upstream"], credentials[0])
             log.error("mirror %s: %s", self.name, problem)
         self._set(upstream_reachable=result.reachable, upstream_problem=problem)
         return PROXY if result.reachable else READ_ONLY
@@ -176,7 +182,12 @@ class MirrorRunner:
             self._set(mode=mode, since=time.time())
         switching = False
         next_probe = time.monotonic() + self.info.get("reconnect_interval", 30)
+        next_prune = time.monotonic() + 10
         while not self.stop_event.is_set() and child.poll() is None:
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + 10
+                with self._lock:
+                    counter.fetched = [b for b in counter.fetched if not counters.is_stored(self.storage, *b)]
             if mode == READ_ONLY and time.monotonic() >= next_probe:
                 next_probe = time.monotonic() + self.info.get("reconnect_interval", 30)
                 if upstream.check(self.info["upstream"]).reachable:
@@ -185,11 +196,29 @@ class MirrorRunner:
                     break
             self._write_state()
             self.stop_event.wait(0.5)
+        self._wait_for_cache_writes(counter)
         exit_code = proc.stop(child)
         reader.join(timeout=5)
         self._set(pid=None)
         self._write_state(force=True)
         return exit_code, switching
+
+    def _wait_for_cache_writes(self, counter: counters.HitCounter) -> None:
+        """Let the registry finish copying fetched blobs into the cache before it is stopped.
+
+        Distribution streams a missed blob to the client and stores it in the background,
+        fetching it again; stopping it right after a pull loses the blobs still in flight.
+        """
+        deadline = time.monotonic() + STORE_GRACE
+        with self._lock:
+            pending = list(counter.fetched)
+        while pending and time.monotonic() < deadline:
+            pending = [b for b in pending if not counters.is_stored(self.storage, *b)]
+            if pending:
+                time.sleep(0.2)
+        if pending:
+            log.warning("mirror %s: stopping with %d blob(s) not yet stored in the cache",
+                        self.name, len(pending))
 
     def _wait_ready(self, child: Any) -> bool:
         url = f"http://{host_port(connect_host(self.info['listen']), self.info['port'])}/v2/"

@@ -7,12 +7,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 import requests
-import yaml
 
 from registry_cache import layout
 from registry_cache.fsutil import tree_size
 from registry_cache.mirror import WAITING, read_state
-from registry_cache.render import PROXY_CONFIG, STORAGE_MARKER, connect_host, host_port
+from registry_cache.render import STORAGE_MARKER, connect_host, host_port
 
 DOCKER_HUB_TOKEN_URL = (
     "https://auth.docker.io/token?service=registry.docker.io&scope=repository:ratelimitpreview/test:pull"
@@ -63,7 +62,7 @@ def mirror_status(root: str, info: dict[str, Any], *, rate_limit: bool = True) -
                    "run `registry-cache apply` once it is there")
     remaining = None
     if rate_limit and info.get("docker_hub"):
-        remaining = docker_hub_rate_limit(_credentials(root, info["name"]))
+        remaining = docker_hub_rate_limit(layout.proxy_credentials(layout.mirror_dir(root, info["name"])))
     return MirrorStatus(
         name=info["name"],
         upstream=info["upstream"],
@@ -116,17 +115,6 @@ def docker_hub_rate_limit(credentials: Optional[tuple[str, str]]) -> Optional[st
     if remaining is None:
         return "unlimited"
     return f"{remaining.split(';')[0]} of {limit.split(';')[0] if limit else '?'}"
-
-
-def _credentials(root: str, name: str) -> Optional[tuple[str, str]]:
-    try:
-        with open(os.path.join(layout.mirror_dir(root, name), PROXY_CONFIG), encoding="utf-8") as f:
-            proxy = (yaml.safe_load(f) or {}).get("proxy") or {}
-    except (OSError, yaml.YAMLError):
-        return None
-    if proxy.get("username") and proxy.get("password"):
-        return str(proxy["username"]), str(proxy["password"])
-    return None
 
 
 def _answers(url: str) -> bool:
