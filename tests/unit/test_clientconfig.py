@@ -200,3 +200,16 @@ def test_cli_with_an_invalid_config_lists_its_problems(tmp_path, capsys):
     status = cli.main(["client-config", "--host", HOST, "--config", str(bad)])
     assert status == 2
     assert f"{bad}:4: mirrors.hub.prot: unknown key; did you mean 'port'?" in capsys.readouterr().err
+
+
+def test_cli_as_an_unprivileged_user_falls_back_to_the_system_mirrors(tmp_path, monkeypatch, capsys):
+    system = tmp_path / "etc-registry-cache"
+    cfg = configmod.load(str(EXAMPLES / "dockerhub.yml"), check_storage=False)
+    for rendered in render.render(cfg).values():
+        layout.write_rendered(str(system), rendered, owner=None)
+    monkeypatch.setattr(layout, "SYSTEM_ROOT", str(system))
+    monkeypatch.delenv("REGISTRY_CACHE_ROOT", raising=False)
+    monkeypatch.setattr(layout, "default_root", lambda: str(tmp_path / "empty-user-state"))
+    status = cli.main(["client-config", "--host", HOST, "--format", "docker"])
+    assert status == 0
+    assert capsys.readouterr().out == (GOLDEN / "dockerhub" / "docker.txt").read_text()

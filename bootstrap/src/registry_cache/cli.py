@@ -173,7 +173,17 @@ def _client_config(args: argparse.Namespace) -> int:
         mirrors = clientconfig.mirrors_from_config(configmod.load(args.config, check_storage=False))
     else:
         root = _root(args)
-        mirrors = clientconfig.mirrors_from_infos(layout.rendered_infos(root))
+        try:
+            mirrors = clientconfig.mirrors_from_infos(layout.rendered_infos(root))
+            chosen = args.root or os.environ.get("REGISTRY_CACHE_ROOT")
+            if not mirrors and not chosen and root != layout.SYSTEM_ROOT:
+                # an unprivileged user in the box (`vagrant ssh -c ...`): the mirrors apply rendered
+                root = layout.SYSTEM_ROOT
+                mirrors = clientconfig.mirrors_from_infos(layout.rendered_infos(root))
+        except PermissionError:
+            print(f"registry-cache client-config: cannot read the applied mirrors under {root}: "
+                  "run it with sudo, or give --config config.yml", file=sys.stderr)
+            return EXIT_INVALID
         if not mirrors:
             print(f"registry-cache client-config: no mirror is applied under {root}; run "
                   "`registry-cache apply` first, or give --config config.yml", file=sys.stderr)
