@@ -113,8 +113,8 @@ def main() -> None:
                           f"served {state['bytes_served'] / MiB:.1f} MiB")
                     registry_pid = state["pid"]
                     time.sleep(5)
-                    print(f"{'idle memory: docker-registry (RSS)':<44} {rss_kib(registry_pid) / 1024:8.1f} MiB")
-                    print(f"{'idle memory: registry-cache serve (RSS)':<44} {rss_kib(serve.pid) / 1024:8.1f} MiB")
+                    for label, pid in (("docker-registry", registry_pid), ("registry-cache serve", serve.pid)):
+                        print(f"{'idle memory: ' + label + ' (RSS)':<44} {rss_kib(pid) / 1024:8.1f} MiB")
                 finally:
                     serve.stop(timeout=40)
             finally:
