@@ -113,7 +113,8 @@ def main() -> None:
                           f"served {state['bytes_served'] / MiB:.1f} MiB")
                     registry_pid = state["pid"]
                     time.sleep(5)
-                    for label, pid in (("docker-registry", registry_pid), ("registry-cache serve", serve.pid)):
+                    processes = (("docker-registry", registry_pid), ("registry-cache serve", serve.pid))
+                    for label, pid in processes:
                         print(f"{'idle memory: ' + label + ' (RSS)':<44} {rss_kib(pid) / 1024:8.1f} MiB")
                 finally:
                     serve.stop(timeout=40)
