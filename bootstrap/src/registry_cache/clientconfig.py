@@ -7,29 +7,18 @@ template file `templates/client-<format>.j2`; this module only decides the data.
 from __future__ import annotations
 
 import ipaddress
-import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import jinja2
-
 from registry_cache.config import CacheConfig
+from registry_cache.render import templates
 
 FORMATS = ("docker", "containerd", "k3s", "podman")
 DOCKER_HUB = "docker.io"
 # The cache serves plain HTTP (no TLS yet), so every client must be told the mirrors are insecure.
 SCHEME = "http"
 
-_env = jinja2.Environment(
-    loader=jinja2.PackageLoader("registry_cache", "templates"),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    autoescape=False,
-)
-_env.filters["tojson"] = json.dumps  # plain JSON strings (jinja's own tojson escapes for HTML)
 
 
 class ClientConfigError(ValueError):
@@ -160,7 +149,7 @@ def _docker(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> Cli
         "registry_mirrors": [f"{SCHEME}://{m}" for m in hub.mirrors] if hub else [],
         "insecure_registries": [address(host, m.port) for m in sorted(mirrors, key=lambda m: m.port)],
     }
-    text = _env.get_template("client-docker.j2").render(**data)
+    text = templates().get_template("client-docker.j2").render(**data)
     notes = ["merge this into /etc/docker/daemon.json (create it if missing), then restart Docker: "
              "sudo systemctl restart docker"]
     if hub is None:
@@ -173,7 +162,7 @@ def _docker(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> Cli
 
 
 def _containerd(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> ClientSetup:
-    template = _env.get_template("client-containerd.j2")
+    template = templates().get_template("client-containerd.j2")
     files = []
     for reg in regs:
         # One folder per registry host namespace; host:port names are valid folder names on Linux.
@@ -186,13 +175,13 @@ def _containerd(regs: list[Registry], mirrors: list[ClientMirror], host: str) ->
 
 def _k3s(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> ClientSetup:
     path = "/etc/rancher/k3s/registries.yaml"
-    text = _env.get_template("client-k3s.j2").render(path=path, registries=regs, scheme=SCHEME)
+    text = templates().get_template("client-k3s.j2").render(path=path, registries=regs, scheme=SCHEME)
     return ClientSetup("k3s", (ClientFile(path, text),), ("restart k3s on each node to apply it",))
 
 
 def _podman(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> ClientSetup:
     path = "/etc/containers/registries.conf.d/50-registry-cache.conf"
-    text = _env.get_template("client-podman.j2").render(path=path, registries=regs)
+    text = templates().get_template("client-podman.j2").render(path=path, registries=regs)
     return ClientSetup("podman", (ClientFile(path, text),), ())
 
 

@@ -28,7 +28,7 @@ def templates() -> Any:
     """The package's Jinja2 templates (loaded on first use: `apply` with nothing changed never needs them)."""
     import jinja2
 
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.PackageLoader("registry_cache", "templates"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -36,6 +36,9 @@ def templates() -> Any:
         lstrip_blocks=True,
         autoescape=False,
     )
+    # plain JSON strings, which are valid YAML and TOML strings too (Jinja's own escapes for HTML)
+    env.filters["tojson"] = json.dumps
+    return env
 
 
 @dataclass(frozen=True)
