@@ -2,10 +2,10 @@
 
 from invoke import Collection
 
-from box.tasks import dev
+from box.tasks import build, dev
 
 ns = Collection()
-for module in (dev,):
+for module in (dev, build):
     for t in module.TASKS:
         ns.add_task(t)
 

@@ -1,0 +1,36 @@
+#!/bin/sh
+# Makes the disk generic: every box made from it gets its own identity, and nothing of the
+# build (packages, logs, payload, history) is left. Safe to run twice.
+set -eux
+
+# SSH host keys: removed here, generated at first boot before sshd starts
+cat > /etc/systemd/system/ssh-host-keys.service <<'UNIT'
+[Unit]
+Description=Generate the SSH host keys on first boot
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl enable ssh-host-keys.service
+rm -f /etc/ssh/ssh_host_*
+
+# an empty machine-id: systemd makes a new one at boot (and it is not a "first boot")
+truncate -s 0 /etc/machine-id
+rm -f /var/lib/dbus/machine-id
+
+# packages: caches and indexes (apt-get update brings them back)
+apt-get clean
+rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+rm -rf /root/.cache
+
+# logs, payload, shell history
+find /var/log -type f -exec truncate -s 0 {} +
+rm -rf /var/log/journal/*
+rm -rf "${PAYLOAD:-/tmp/payload}" /tmp/* /var/tmp/*
+rm -f /root/.bash_history /home/vagrant/.bash_history
