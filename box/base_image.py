@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import jinja2
 
@@ -74,7 +74,7 @@ class BaseImageSpec:
     size_mib: int = 2048
     hostname: str = "registry-cache"
     packages: tuple[str, ...] = BASE_PACKAGES
-    kernel_cmdline: str = "console=tty0 console=ttyS0,115200n8"
+    kernel_cmdline: str = "console=tty0 console=ttyS0,115200n8 quiet"
     extlinux_timeout: int = 1
     # file contents that end up in the disk: a changed script means a new disk
     assets: dict[str, str] = field(default_factory=lambda: default_assets())
@@ -134,7 +134,7 @@ def mirror_reachable(mirror: str, suite: str, timeout: float = 5.0) -> bool:
     url = f"{mirror.rstrip('/')}/dists/{suite}/Release"
     request = urllib.request.Request(url, method="HEAD")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return 200 <= response.status < 400
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -145,7 +145,7 @@ def choose_mirror(
     suite: str,
     candidates: Iterable[str],
     reachable: Callable[[str, str], bool] = mirror_reachable,
-) -> Optional[str]:
+) -> str | None:
     """Return the configured mirror if reachable, else the first reachable candidate, or None."""
     for mirror in dict.fromkeys([configured, *candidates]):
         if reachable(mirror, suite):

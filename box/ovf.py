@@ -41,11 +41,12 @@ class OvfMachine:
 
     def disk_uuid(self) -> str:
         """Return the disk's UUID: stable for a name, version and disk file."""
-        return "{%s}" % uuid.uuid5(_NAMESPACE, f"disk/{self.name}/{self.version}/{self.disk_file}")
+        name = f"disk/{self.name}/{self.version}/{self.disk_file}"
+        return "{" + str(uuid.uuid5(_NAMESPACE, name)) + "}"
 
     def machine_uuid(self) -> str:
         """Return the machine's UUID: stable for a name and version."""
-        return "{%s}" % uuid.uuid5(_NAMESPACE, f"machine/{self.name}/{self.version}")
+        return "{" + str(uuid.uuid5(_NAMESPACE, f"machine/{self.name}/{self.version}")) + "}"
 
 
 def _environment() -> jinja2.Environment:

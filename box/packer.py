@@ -21,8 +21,8 @@ SCRIPTS: tuple[tuple[str, str], ...] = (
     ("90-zero-free-space.sh", "free every unused block so the box compresses well"),
 )
 
-# Inside the VM the payload (wheel + units) lands here before 20-agent.sh installs it.
-PAYLOAD_IN_VM = "/tmp/payload"
+# Inside the VM the payload (a tar of wheel/ and systemd/) lands here; 20-agent.sh unpacks it.
+PAYLOAD_IN_VM = "/tmp/registry-cache-payload.tar"
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}([.-]?[A-Za-z0-9]+)*$")
@@ -96,7 +96,7 @@ class PackerSettings:
     serial_log: str
     libvirt_box: str
     libvirt_vagrantfile: str
-    payload_dir: str
+    payload: str
     scripts_dir: str = str(PACKER_DIR / "scripts")
     ssh_timeout: str = "15m"
     compression_level: int = 6
@@ -110,7 +110,7 @@ class PackerSettings:
                    for name, comment in SCRIPTS]
         uploads = self.uploads or (
             Upload("upload the agent wheel and systemd units (20-agent.sh installs them)",
-                   self.payload_dir.rstrip("/") + "/", PAYLOAD_IN_VM),
+                   self.payload, PAYLOAD_IN_VM),
         )
         return {
             "name": self.box.name,

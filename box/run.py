@@ -33,7 +33,7 @@ def run(
     check: bool = True,
     env: Optional[Mapping[str, str]] = None,
     cwd: Optional[str] = None,
-    input: Optional[str] = None,  # noqa: A002 - mirrors subprocess.run
+    input: Optional[str] = None,
     timeout: Optional[float] = None,
 ) -> subprocess.CompletedProcess:
     """Run one command (argv list, never a shell string); output streams through unless captured."""

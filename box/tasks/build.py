@@ -8,10 +8,10 @@ import os
 import re
 import shutil
 import sys
+import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
 
 from invoke import Context, task
 from invoke.exceptions import Exit
@@ -25,6 +25,7 @@ BUILD = ROOT / "build"
 DIST = ROOT / "dist"
 PACKER_BUILD = BUILD / "packer"
 PAYLOAD = BUILD / "payload"
+PAYLOAD_TAR = BUILD / "payload.tar"
 AGENT_INIT = ROOT / "bootstrap" / "src" / "registry_cache" / "__init__.py"
 AGENT_UNITS = ROOT / "bootstrap" / "systemd"
 TEMPLATE_OUT = PACKER_BUILD / "registry-cache.pkr.hcl"
@@ -95,27 +96,33 @@ def project_version(init_file: Path = AGENT_INIT) -> str:
     return match.group(1)
 
 
-def box_settings(c: Context, version: str = "", name: str = "", memory: Optional[int] = None,
-                 cpus: Optional[int] = None, disk_size: str = "") -> BoxSettings:
+def box_settings(c: Context, version: str = "", name: str = "", memory: int | None = None,
+                 cpus: int | None = None, disk_size: str = "") -> BoxSettings:
     """Return the box settings from the flags, then invoke.yaml's build:, then the defaults;
     exit with every bad value named before anything runs."""
     conf = _config(c)
     defaults = BoxSettings()
-    try:
-        settings = BoxSettings(
-            name=name or str(conf.get("name", defaults.name)),
-            version=version or str(conf.get("version", "")) or project_version(),
-            description=str(conf.get("description", defaults.description)),
-            memory=int(memory if memory is not None else conf.get("memory", defaults.memory)),
-            cpus=int(cpus if cpus is not None else conf.get("cpus", defaults.cpus)),
-            disk_size=disk_size or str(conf.get("disk_size", defaults.disk_size)),
-        )
-    except (TypeError, ValueError) as exc:
-        raise Exit(f"bad box setting in invoke.yaml build: section: {exc}") from exc
+    settings = BoxSettings(
+        name=name or str(conf.get("name", defaults.name)),
+        version=version or str(conf.get("version", "")) or project_version(),
+        description=str(conf.get("description", defaults.description)),
+        memory=_whole_number("--memory (build.memory)",
+                             memory if memory is not None else conf.get("memory", defaults.memory)),
+        cpus=_whole_number("--cpus (build.cpus)",
+                           cpus if cpus is not None else conf.get("cpus", defaults.cpus)),
+        disk_size=disk_size or str(conf.get("disk_size", defaults.disk_size)),
+    )
     problems = settings.problems()
     if problems:
         raise Exit("bad box settings:\n  " + "\n  ".join(problems))
     return settings
+
+
+def _whole_number(what: str, value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        raise Exit(f"{what} {value!r}: give a whole number") from None
 
 
 def packer_settings(box: BoxSettings, base: Path, accelerator: str) -> PackerSettings:
@@ -128,7 +135,7 @@ def packer_settings(box: BoxSettings, base: Path, accelerator: str) -> PackerSet
         serial_log=str(PACKER_BUILD / "serial.log"),
         libvirt_box=str(PACKER_BUILD / package.box_file_name(box.name, box.version, "libvirt")),
         libvirt_vagrantfile=str(PACKER_BUILD / "Vagrantfile.libvirt"),
-        payload_dir=str(PAYLOAD),
+        payload=str(PAYLOAD_TAR),
     )
 
 
@@ -141,7 +148,7 @@ def write_template(settings: PackerSettings) -> Path:
 
 
 def build_payload() -> Path:
-    """Build the agent's wheel and gather its systemd units into build/payload/."""
+    """Build the agent's wheel and pack it with its systemd units into build/payload.tar."""
     if PAYLOAD.exists():
         shutil.rmtree(PAYLOAD)
     (PAYLOAD / "wheel").mkdir(parents=True)
@@ -152,7 +159,12 @@ def build_payload() -> Path:
     for unit in sorted(AGENT_UNITS.glob("*")) if AGENT_UNITS.is_dir() else []:
         if unit.suffix in (".service", ".timer", ".socket", ".path", ".target"):
             shutil.copy2(unit, PAYLOAD / "systemd" / unit.name)
-    return PAYLOAD
+    # one file to upload: Packer's directory uploads differ with trailing slashes
+    archive = PAYLOAD_TAR
+    with tarfile.open(archive, "w") as tar:
+        for path in sorted(PAYLOAD.rglob("*")):
+            tar.add(str(path), arcname=str(path.relative_to(PAYLOAD)), recursive=False)
+    return archive
 
 
 @task(help={
@@ -163,8 +175,8 @@ def build_payload() -> Path:
     "disk_size": "box disk size, e.g. 20G (default 20G)",
     "accelerator": "kvm or tcg (default: probe KVM, fall back to tcg)",
 })
-def render(c: Context, version: str = "", name: str = "", memory: Optional[int] = None,
-           cpus: Optional[int] = None, disk_size: str = "", accelerator: str = "") -> None:
+def render(c: Context, version: str = "", name: str = "", memory: int | None = None,
+           cpus: int | None = None, disk_size: str = "", accelerator: str = "") -> None:
     """Render the Packer template into build/packer/ and check it with packer validate."""
     box = box_settings(c, version, name, memory, cpus, disk_size)
     if accelerator not in ("", "kvm", "tcg"):
@@ -195,8 +207,8 @@ def _packer_check(path: Path) -> None:
     "accelerator": "kvm or tcg (default: probe KVM, fall back to tcg)",
     "keep": "keep build/packer/output (the provisioned qcow2) after packaging",
 })
-def build_box(c: Context, version: str = "", name: str = "", memory: Optional[int] = None,
-              cpus: Optional[int] = None, disk_size: str = "", accelerator: str = "",
+def build_box(c: Context, version: str = "", name: str = "", memory: int | None = None,
+              cpus: int | None = None, disk_size: str = "", accelerator: str = "",
               keep: bool = False) -> None:
     """Bake the libvirt and VirtualBox boxes into dist/ (base image, render, packer build)."""
     box = box_settings(c, version, name, memory, cpus, disk_size)

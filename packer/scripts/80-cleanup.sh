@@ -32,5 +32,5 @@ rm -rf /root/.cache
 # logs, payload, shell history
 find /var/log -type f -exec truncate -s 0 {} +
 rm -rf /var/log/journal/*
-rm -rf "${PAYLOAD:-/tmp/payload}" /tmp/* /var/tmp/*
+rm -rf /tmp/* /var/tmp/*
 rm -f /root/.bash_history /home/vagrant/.bash_history
