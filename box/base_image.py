@@ -58,6 +58,13 @@ BASE_PACKAGES: tuple[str, ...] = (
     "python3-jsonschema",
 )
 
+# Put into the disk before the packages install: (asset, path in the disk, mode).
+PRE_INSTALL_FILES: tuple[tuple[str, str, int], ...] = (
+    ("dpkg-excludes.cfg", "etc/dpkg/dpkg.cfg.d/90-registry-cache", 0o644),
+    ("initramfs.conf", "etc/initramfs-tools/conf.d/registry-cache.conf", 0o644),
+    ("initramfs-hook.sh", "etc/initramfs-tools/hooks/registry-cache", 0o755),
+)
+
 # The partition starts at 1 MiB; extlinux's MBR code sits in the first 440 bytes.
 PARTITION_OFFSET = 1024 * 1024
 MBR_BIN = Path("/usr/lib/syslinux/mbr/mbr.bin")
@@ -92,6 +99,7 @@ def default_assets() -> dict[str, str]:
         "base-image-setup.sh": (ASSETS / "base-image-setup.sh").read_text(),
         "vagrant-insecure-keys.pub": (ASSETS / "vagrant-insecure-keys.pub").read_text(),
         "extlinux.conf.j2": (TEMPLATES / "extlinux.conf.j2").read_text(),
+        **{name: (ASSETS / name).read_text() for name, _, _ in PRE_INSTALL_FILES},
     }
 
 
@@ -242,6 +250,11 @@ def build(spec: BaseImageSpec, build_dir: Path, env: dict[str, str]) -> Path:
         policy = root / "usr/sbin/policy-rc.d"
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
+        for name, target, mode in PRE_INSTALL_FILES:
+            path = root / target
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(assets[name])
+            path.chmod(mode)
         with step(f"apt-get install {len(spec.packages)} packages into the base disk"):
             _chroot(root, ["apt-get", "update", "-q"], env)
             _chroot(root, ["apt-get", "install", "-y", "-q", "--no-install-recommends",

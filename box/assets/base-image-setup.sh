@@ -45,27 +45,14 @@ systemctl disable docker-registry.service
 # Apt inside the box: no recommends, like the build.
 echo 'APT::Install-Recommends "false";' > /etc/apt/apt.conf.d/90no-recommends
 
-# A small initrd boots faster (most of all under TCG): only what mounts the root disk on
-# virtio (libvirt, QEMU), SATA/AHCI (VirtualBox) or IDE, plus ext4. The real root's udev
-# loads the rest.
-cat > /etc/initramfs-tools/conf.d/registry-cache.conf <<CONF
-MODULES=list
-CONF
-cat > /etc/initramfs-tools/modules <<MODS
-virtio_pci
-virtio_blk
-virtio_scsi
-ahci
-ata_piix
-sd_mod
-ext4
-crc32c_generic
-MODS
-update-initramfs -u -k all
-
 # An appliance: nothing downloads package lists or scrubs disks behind the user's back.
 for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service; do
     if [ -e "/lib/systemd/system/$unit" ]; then
         systemctl disable "$unit"
     fi
 done
+
+# Files dpkg excluded from minbase's packages too (base-image installed the excludes late).
+find /usr/share/doc -mindepth 1 ! -name copyright ! -type d -delete
+find /usr/share/man /usr/share/info /usr/share/lintian -mindepth 1 -delete 2>/dev/null || true
+find /usr/share/locale -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +

@@ -32,5 +32,5 @@ rm -rf /root/.cache
 # logs, payload, shell history
 find /var/log -type f -exec truncate -s 0 {} +
 rm -rf /var/log/journal/*
-rm -rf /tmp/* /var/tmp/*
+find /tmp /var/tmp -mindepth 1 -maxdepth 1 ! -name 'systemd-private-*' -exec rm -rf {} +
 rm -f /root/.bash_history /home/vagrant/.bash_history
