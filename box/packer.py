@@ -99,7 +99,8 @@ class PackerSettings:
     payload: str
     scripts_dir: str = str(PACKER_DIR / "scripts")
     ssh_timeout: str = "15m"
-    compression_level: int = 6
+    # box.img is a compressed qcow2 already: gzip on top only costs time
+    compression_level: int = 1
     uploads: tuple[Upload, ...] = field(default=())
 
     def template_data(self) -> dict:

@@ -133,7 +133,7 @@ build {
   post-processor "vagrant" {
     output               = "/build/packer/registry-cache-1.2.3-libvirt.box"
     keep_input_artifact  = true
-    compression_level    = 6
+    compression_level    = 1
     vagrantfile_template = "/build/packer/Vagrantfile.libvirt"
   }
 }
