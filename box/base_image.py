@@ -288,6 +288,18 @@ def build(spec: BaseImageSpec, build_dir: Path, env: dict[str, str]) -> Path:
     return final
 
 
+def prune(build_dir: Path, keep: int = 2) -> list[Path]:
+    """Delete all but the `keep` newest cached base disks (each is up to 2 GiB); return them."""
+    disks = sorted((build_dir / "base").glob("debian-*.raw"), key=lambda p: p.stat().st_mtime,
+                   reverse=True)
+    removed = []
+    for disk in disks[keep:]:
+        disk.unlink()
+        disk.with_suffix(".json").unlink(missing_ok=True)
+        removed.append(disk)
+    return removed
+
+
 def _newest(directory: Path, pattern: str) -> str:
     names = sorted(p.name for p in directory.glob(pattern))
     if not names:

@@ -77,9 +77,12 @@ def ensure_base_image(c: Context, force: bool = False) -> Path:
     deps.ensure("build")
     try:
         with step(f"base image {path.name}"):
-            return base_image.build(spec, BUILD, base_image.proxy_env())
+            built = base_image.build(spec, BUILD, base_image.proxy_env())
     except CommandError as exc:
         raise Exit(f"base image failed: {exc}") from exc
+    for old in base_image.prune(BUILD):
+        print(f"==> removed an older base image: {old.relative_to(ROOT)}")
+    return built
 
 
 @task(name="base-image", help={"force": "rebuild even when a disk for the same inputs is cached"})

@@ -83,3 +83,20 @@ def test_vagrant_keys_are_the_well_known_insecure_ones():
     keys = base_image.default_assets()["vagrant-insecure-keys.pub"].splitlines()
     assert [k.split()[0] for k in keys] == ["ssh-ed25519", "ssh-rsa"]
     assert all(k.endswith("vagrant insecure public key") for k in keys)
+
+
+def test_prune_keeps_only_the_newest_base_images(tmp_path):
+    import os
+
+    base = tmp_path / "base"
+    base.mkdir()
+    for age, name in enumerate(["c", "b", "a"]):
+        disk = base / f"debian-bookworm-{name}.raw"
+        disk.write_bytes(b"")
+        disk.with_suffix(".json").write_text("{}")
+        os.utime(disk, (1000 - age, 1000 - age))
+    removed = base_image.prune(tmp_path, keep=2)
+    assert [p.name for p in removed] == ["debian-bookworm-a.raw"]
+    assert sorted(p.name for p in base.iterdir()) == [
+        "debian-bookworm-b.json", "debian-bookworm-b.raw",
+        "debian-bookworm-c.json", "debian-bookworm-c.raw"]

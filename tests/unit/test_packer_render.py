@@ -108,3 +108,30 @@ def test_packer_validates_and_formats_the_rendered_template(tmp_path):
     for argv in (["packer", "fmt", "-check", template.name], ["packer", "validate", template.name]):
         proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, f"{argv}: {proc.stdout}{proc.stderr}"
+
+
+def test_build_task_refuses_bad_flags_before_any_work():
+    from invoke import Context
+    from invoke.exceptions import Exit
+
+    from box.tasks.build import box_settings
+
+    with pytest.raises(Exit, match="--memory"):
+        box_settings(Context(), version="1.0.0", memory="lots")
+    with pytest.raises(Exit, match="--cpus 0"):
+        box_settings(Context(), version="1.0.0", cpus=0)
+    with pytest.raises(Exit, match="--disk-size"):
+        box_settings(Context(), version="1.0.0", disk_size="1T")
+
+
+def test_project_version_is_read_from_the_agent_source(tmp_path):
+    from invoke.exceptions import Exit
+
+    from box.tasks.build import project_version
+
+    init = tmp_path / "__init__.py"
+    init.write_text('"""doc"""\n\n__version__ = "2.3.4"\n')
+    assert project_version(init) == "2.3.4"
+    init.write_text("VERSION = 1\n")
+    with pytest.raises(Exit, match="__version__"):
+        project_version(init)
