@@ -63,6 +63,7 @@ PRE_INSTALL_FILES: tuple[tuple[str, str, int], ...] = (
     ("dpkg-excludes.cfg", "etc/dpkg/dpkg.cfg.d/90-registry-cache", 0o644),
     ("initramfs.conf", "etc/initramfs-tools/conf.d/registry-cache.conf", 0o644),
     ("initramfs-hook.sh", "etc/initramfs-tools/hooks/registry-cache", 0o755),
+    ("modprobe-blacklist.conf", "etc/modprobe.d/registry-cache-blacklist.conf", 0o644),
 )
 
 # The partition starts at 1 MiB; extlinux's MBR code sits in the first 440 bytes.

@@ -229,7 +229,7 @@ def build_box(c: Context, version: str = "", name: str = "", memory: int | None 
     _packer_check(template)
     try:
         with step(f"packer build ({accel})"):
-            run(["packer", "build", "-force", "-color=false", template.name],
+            run(["packer", "build", "-force", "-color=false", "-timestamp-ui", template.name],
                 cwd=str(PACKER_BUILD), env={**os.environ, "PACKER_NO_COLOR": "1"})
     except CommandError as exc:
         raise Exit(f"packer build failed (exit {exc.returncode}); the guest's console is in "
