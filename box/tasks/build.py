@@ -52,9 +52,13 @@ def _require_root(what: str) -> None:
 
 
 def _base_spec(c: Context) -> base_image.BaseImageSpec:
+    """Return the base disk's inputs; the mirror is probed only when no disk is cached for it."""
     conf = _config(c)
     configured = str(conf.get("mirror", base_image.DEFAULT_MIRROR)).rstrip("/")
     suite = str(conf.get("suite", base_image.DEFAULT_SUITE))
+    cached = base_image.BaseImageSpec(mirror=configured, suite=suite)
+    if base_image.image_path(BUILD, cached).exists():
+        return cached  # offline rebuilds work
     mirror = base_image.choose_mirror(configured, suite, base_image.host_apt_mirrors())
     if mirror is None:
         raise Exit(

@@ -19,6 +19,7 @@ install -d -m 0750 -o registry-cache -g registry-cache /var/lib/registry-cache
 
 # the agent and its console script /usr/local/bin/registry-cache; its libraries are Debian's
 pip3 install --no-index --no-deps --break-system-packages --force-reinstall \
+    --disable-pip-version-check --root-user-action=ignore \
     "$payload_dir"/wheel/registry_cache-*.whl
 test -x /usr/local/bin/registry-cache
 
@@ -36,7 +37,8 @@ for timer in "$payload_dir"/systemd/*.timer; do
     systemctl enable "$(basename "$timer")"
 done
 
-# Debian's own single registry stays off: the agent runs one instance per upstream
-systemctl disable docker-registry.service
+# Debian's own single registry stays off (the base disk disabled it): the agent runs one
+# instance per upstream. A check, not `systemctl disable`: that runs update-rc.d (slow in TCG).
+test ! -e /etc/systemd/system/multi-user.target.wants/docker-registry.service
 echo "box ${BOX_NAME:-?} ${BOX_VERSION:-?}" > /etc/registry-cache/box-release
 rm -rf "$payload_dir" "$PAYLOAD"
