@@ -100,3 +100,14 @@ def test_prune_keeps_only_the_newest_base_images(tmp_path):
     assert sorted(p.name for p in base.iterdir()) == [
         "debian-bookworm-b.json", "debian-bookworm-b.raw",
         "debian-bookworm-c.json", "debian-bookworm-c.raw"]
+
+
+def test_building_the_base_image_without_root_is_a_clear_error(monkeypatch):
+    import pytest
+    from invoke.exceptions import Exit
+
+    from box.tasks import build
+
+    monkeypatch.setattr(build.os, "geteuid", lambda: 1000)
+    with pytest.raises(Exit, match=r"needs root.*sudo"):
+        build._require_root("invoke base-image")
