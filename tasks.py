@@ -2,10 +2,10 @@
 
 from invoke import Collection
 
-from box.tasks import dev, publish
+from box.tasks import build, dev, publish
 
 ns = Collection()
-for module in (dev, publish):
+for module in (dev, build, publish):
     for t in module.TASKS:
         ns.add_task(t)
 

@@ -27,6 +27,8 @@ APT_PACKAGES: dict[str, tuple[str, ...]] = {
         "e2fsprogs",
         "dosfstools",
         "zstd",
+        "fdisk",  # sfdisk: the base disk's partition table
+        "debian-archive-keyring",  # debootstrap checks the Debian archive's signatures
     ),
     # catalog checks and VM tests with the real vagrant
     "vagrant": (

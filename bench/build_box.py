@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Benchmark of `invoke build-box`: a build from scratch, then a rebuild on the cached base image.
+
+Prints the wall time of each run, the time of its long steps (base image, packer build,
+VMDK, packing) and the size of each box. Targets under TCG on 2 cores: from scratch <= 6 min,
+rebuild <= 2 min, each compressed box <= 250 MB. Needs root (debootstrap). Not a test.
+
+Usage: sudo .venv/bin/python bench/build_box.py [--rebuild-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STEP_DONE = re.compile(r"^<== (.+): done in ([0-9.]+) s$")
+TARGETS = {"scratch": 360.0, "rebuild": 120.0}
+BOX_TARGET_MB = 250.0
+
+
+def run_build(label: str) -> dict:
+    """Run ./invoke build-box, streaming its output; return wall time and step times."""
+    print(f"\n### {label}: ./invoke build-box", flush=True)
+    steps: dict[str, float] = {}
+    start = time.monotonic()
+    proc = subprocess.Popen([str(ROOT / "invoke"), "build-box"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        match = STEP_DONE.match(line.strip())
+        if match:
+            steps[match.group(1)] = float(match.group(2))
+    if proc.wait() != 0:
+        sys.exit(f"{label}: build-box failed (exit {proc.returncode})")
+    return {"wall": time.monotonic() - start, "steps": steps}
+
+
+def report(label: str, result: dict) -> None:
+    wall = result["wall"]
+    target = TARGETS[label]
+    verdict = "ok" if wall <= target else "OVER TARGET"
+    print(f"{label:8s} wall {wall:7.1f} s (target <= {target:.0f} s: {verdict})")
+    for name, seconds in result["steps"].items():
+        if seconds >= 1.0:
+            print(f"           {seconds:7.1f} s  {name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rebuild-only", action="store_true",
+                        help="keep the cached base image: measure the rebuild alone")
+    args = parser.parse_args()
+    results = {}
+    if not args.rebuild_only:
+        shutil.rmtree(ROOT / "build" / "base", ignore_errors=True)
+        results["scratch"] = run_build("scratch")
+    results["rebuild"] = run_build("rebuild")
+
+    print("\n### build-box benchmark (accelerator as probed; TCG on the build machines)")
+    for label, result in results.items():
+        report(label, result)
+    meta = json.loads((ROOT / "dist" / "build.json").read_text())
+    for box in meta["boxes"]:
+        size_mb = box["size"] / 1e6
+        verdict = "ok" if size_mb <= BOX_TARGET_MB else "OVER TARGET"
+        print(f"box      {box['file']}: {size_mb:.1f} MB (target <= {BOX_TARGET_MB:.0f} MB: "
+              f"{verdict})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""Builds the Debian base disk with debootstrap, cached under build/ by a hash of its inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import jinja2
+
+from box.run import output, run, step
+
+ASSETS = Path(__file__).parent / "assets"
+TEMPLATES = Path(__file__).parent / "templates"
+
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEFAULT_SUITE = "bookworm"
+
+# What the base disk carries beyond debootstrap's minbase. Recommends are never installed.
+BASE_PACKAGES: tuple[str, ...] = (
+    # boot: kernel with e1000/virtio/ahci/vboxguest drivers, init, device manager
+    "linux-image-amd64",
+    "initramfs-tools",
+    "systemd-sysv",
+    "udev",
+    "kmod",
+    # network: systemd-networkd DHCP; resolved writes resolv.conf from DHCP's DNS servers,
+    # which the mirrors need to reach their upstreams by name
+    "systemd-resolved",
+    "iproute2",
+    "dbus",
+    # Vagrant: ssh in, sudo, rsync synced folders offline
+    "openssh-server",
+    "sudo",
+    "rsync",
+    "ca-certificates",
+    "curl",
+    "procps",
+    # grow the root partition to the box's disk size (sfdisk)
+    "fdisk",
+    # the cache itself and the agent's runtime (from Debian: no PyPI inside the box)
+    "docker-registry",
+    "python3",
+    "python3-pip",
+    "python3-yaml",
+    "python3-jinja2",
+    "python3-requests",
+    "python3-jsonschema",
+)
+
+# Put into the disk before the packages install: (asset, path in the disk, mode).
+PRE_INSTALL_FILES: tuple[tuple[str, str, int], ...] = (
+    ("dpkg-excludes.cfg", "etc/dpkg/dpkg.cfg.d/90-registry-cache", 0o644),
+    ("initramfs.conf", "etc/initramfs-tools/conf.d/registry-cache.conf", 0o644),
+    ("initramfs-hook.sh", "etc/initramfs-tools/hooks/registry-cache", 0o755),
+    ("modprobe-blacklist.conf", "etc/modprobe.d/registry-cache-blacklist.conf", 0o644),
+)
+
+# The partition starts at 1 MiB; extlinux's MBR code sits in the first 440 bytes.
+PARTITION_OFFSET = 1024 * 1024
+MBR_BIN = Path("/usr/lib/syslinux/mbr/mbr.bin")
+# syslinux 6.04 cannot read these ext4 features; the disk is far below 16 TiB anyway
+EXT4_FEATURES = "^64bit,^metadata_csum_seed,^orphan_file"
+
+
+@dataclass(frozen=True)
+class BaseImageSpec:
+    """Everything that decides the base disk's content; its hash names the cached file."""
+
+    mirror: str = DEFAULT_MIRROR
+    suite: str = DEFAULT_SUITE
+    size_mib: int = 2048
+    hostname: str = "registry-cache"
+    packages: tuple[str, ...] = BASE_PACKAGES
+    kernel_cmdline: str = "console=tty0 console=ttyS0,115200n8 quiet"
+    extlinux_timeout: int = 1
+    # file contents that end up in the disk: a changed script means a new disk
+    assets: dict[str, str] = field(default_factory=lambda: default_assets())
+
+    def key(self) -> str:
+        """Return the short hash of every input: same inputs, same cached disk."""
+        data = asdict(self)
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def default_assets() -> dict[str, str]:
+    """Return the files copied into the disk (setup script, Vagrant keys, extlinux template)."""
+    return {
+        "base-image-setup.sh": (ASSETS / "base-image-setup.sh").read_text(),
+        "vagrant-insecure-keys.pub": (ASSETS / "vagrant-insecure-keys.pub").read_text(),
+        "extlinux.conf.j2": (TEMPLATES / "extlinux.conf.j2").read_text(),
+        **{name: (ASSETS / name).read_text() for name, _, _ in PRE_INSTALL_FILES},
+    }
+
+
+def image_path(build_dir: Path, spec: BaseImageSpec) -> Path:
+    """Return where the base disk for these inputs lives (whether built yet or not)."""
+    return build_dir / "base" / f"debian-{spec.suite}-{spec.key()}.raw"
+
+
+# --- mirror and proxy -------------------------------------------------------------------
+
+
+def apt_mirrors(sources: Iterable[str]) -> list[str]:
+    """Return the Debian archive URLs (not security) found in apt sources texts, in order."""
+    found: list[str] = []
+    for text in sources:
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            urls: list[str] = []
+            one_line = re.match(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)", line)
+            if one_line:
+                urls = [one_line.group(1)]
+            elif line.lower().startswith("uris:"):
+                urls = line.split(":", 1)[1].split()
+            for url in urls:
+                url = url.rstrip("/")
+                if url.startswith("http") and url.endswith("/debian") and url not in found:
+                    found.append(url)
+    return found
+
+
+def host_apt_mirrors() -> list[str]:
+    """Return the Debian mirrors this machine's apt uses (/etc/apt/sources.list*)."""
+    paths = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    texts = [p.read_text(errors="replace") for p in paths if p.is_file()]
+    return apt_mirrors(texts)
+
+
+def mirror_reachable(mirror: str, suite: str, timeout: float = 5.0) -> bool:
+    """Tell whether the mirror serves the suite's Release file (through http_proxy if set)."""
+    url = f"{mirror.rstrip('/')}/dists/{suite}/Release"
+    request = urllib.request.Request(url, method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return 200 <= response.status < 400
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def choose_mirror(
+    configured: str,
+    suite: str,
+    candidates: Iterable[str],
+    reachable: Callable[[str, str], bool] = mirror_reachable,
+) -> str | None:
+    """Return the configured mirror if reachable, else the first reachable candidate, or None."""
+    for mirror in dict.fromkeys([configured, *candidates]):
+        if reachable(mirror, suite):
+            return mirror
+    return None
+
+
+def apt_proxy() -> str:
+    """Return apt's configured HTTP proxy (Acquire::http::Proxy) or ''."""
+    if shutil.which("apt-config") is None:
+        return ""
+    text = output(["apt-config", "shell", "PROXY", "Acquire::http::Proxy"], check=False)
+    match = re.match(r"^PROXY='(.*)'$", text)
+    return match.group(1) if match else ""
+
+
+def proxy_env() -> dict[str, str]:
+    """Return the environment for debootstrap and apt: http_proxy from the env or from apt."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C.UTF-8"}
+    if not env.get("http_proxy"):
+        proxy = env.get("HTTP_PROXY") or apt_proxy()
+        if proxy:
+            env["http_proxy"] = proxy
+    return env
+
+
+# --- building ---------------------------------------------------------------------------
+
+
+def render_extlinux(template: str, *, kernel: str, initrd: str, root_uuid: str, cmdline: str,
+                    timeout: int) -> str:
+    """Render extlinux.conf for one kernel and the root filesystem's UUID."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.from_string(template).render(
+        kernel=kernel, initrd=initrd, root_uuid=root_uuid, cmdline=cmdline, timeout=timeout
+    )
+
+
+@contextmanager
+def _loop_device(raw: Path, offset: int) -> Iterator[str]:
+    # no udev here, so no loopNp1: attach the partition itself by its offset
+    device = output(["losetup", "--find", "--show", "--offset", str(offset), str(raw)])
+    try:
+        yield device
+    finally:
+        run(["losetup", "--detach", device], check=False)
+
+
+@contextmanager
+def _mounted(source: str, target: Path, *options: str) -> Iterator[Path]:
+    target.mkdir(parents=True, exist_ok=True)
+    run(["mount", *options, source, str(target)])
+    try:
+        yield target
+    finally:
+        # a plain umount: the root filesystem must be flushed before the loop device goes
+        run(["umount", "--recursive", str(target)], check=False)
+
+
+def _chroot(root: Path, argv: list[str], env: dict[str, str]) -> None:
+    run(["chroot", str(root), *argv], env=env)
+
+
+def build(spec: BaseImageSpec, build_dir: Path, env: dict[str, str]) -> Path:
+    """Build the base disk for `spec` (needs root and loop devices) and return its path."""
+    final = image_path(build_dir, spec)
+    work = final.parent / f"tmp-{spec.key()}"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    raw = work / "disk.raw"
+    root = work / "root"
+    root_uuid = str(uuid.uuid4())
+    assets = spec.assets
+
+    with open(raw, "wb") as disk:
+        disk.truncate(spec.size_mib * 1024 * 1024)
+    run(["sfdisk", "--quiet", str(raw)],
+        input=f"label: dos\nstart={PARTITION_OFFSET // 512}, type=83, bootable\n")
+
+    with ExitStack() as stack:
+        device = stack.enter_context(_loop_device(raw, PARTITION_OFFSET))
+        run(["mkfs.ext4", "-q", "-F", "-L", "root", "-U", root_uuid, "-O", EXT4_FEATURES,
+             device])
+        stack.enter_context(_mounted(device, root))
+        with step(f"debootstrap {spec.suite} from {spec.mirror}"):
+            run(["debootstrap", "--variant=minbase", spec.suite, str(root), spec.mirror],
+                env=env)
+        stack.enter_context(_mounted("proc", root / "proc", "-t", "proc"))
+        stack.enter_context(_mounted("sysfs", root / "sys", "-t", "sysfs"))
+        stack.enter_context(_mounted("/dev", root / "dev", "--bind"))
+        stack.enter_context(_mounted("devpts", root / "dev/pts", "-t", "devpts"))
+        # nothing starts inside the chroot
+        policy = root / "usr/sbin/policy-rc.d"
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        for name, target, mode in PRE_INSTALL_FILES:
+            path = root / target
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(assets[name])
+            path.chmod(mode)
+        with step(f"apt-get install {len(spec.packages)} packages into the base disk"):
+            _chroot(root, ["apt-get", "update", "-q"], env)
+            _chroot(root, ["apt-get", "install", "-y", "-q", "--no-install-recommends",
+                           *spec.packages], env)
+        with step("configure the base disk (vagrant user, network, fstab)"):
+            for name in ("base-image-setup.sh", "vagrant-insecure-keys.pub"):
+                (root / "tmp" / name).write_text(assets[name])
+            _chroot(root, ["/bin/sh", "/tmp/base-image-setup.sh"],
+                    {**env, "ROOT_UUID": root_uuid, "BOX_HOSTNAME": spec.hostname})
+            _chroot(root, ["apt-get", "clean"], env)
+            for name in ("base-image-setup.sh", "vagrant-insecure-keys.pub"):
+                (root / "tmp" / name).unlink()
+            policy.unlink()
+        with step("install extlinux"):
+            kernel = _newest(root / "boot", "vmlinuz-*")
+            initrd = _newest(root / "boot", "initrd.img-*")
+            conf_dir = root / "boot/extlinux"
+            conf_dir.mkdir(parents=True, exist_ok=True)
+            (conf_dir / "extlinux.conf").write_text(render_extlinux(
+                assets["extlinux.conf.j2"], kernel=f"/boot/{kernel}", initrd=f"/boot/{initrd}",
+                root_uuid=root_uuid, cmdline=spec.kernel_cmdline,
+                timeout=spec.extlinux_timeout))
+            run(["extlinux", "--install", str(conf_dir)])
+    # the MBR boot code jumps to the active partition's extlinux
+    run(["dd", f"if={MBR_BIN}", f"of={raw}", "bs=440", "count=1", "conv=notrunc",
+         "status=none"])
+    os.replace(raw, final)
+    final.with_suffix(".json").write_text(json.dumps(
+        {**asdict(spec), "assets": sorted(assets), "root_uuid": root_uuid}, indent=2) + "\n")
+    shutil.rmtree(work)
+    return final
+
+
+def prune(build_dir: Path, keep: int = 2) -> list[Path]:
+    """Delete all but the `keep` newest cached base disks (each is up to 2 GiB); return them."""
+    disks = sorted((build_dir / "base").glob("debian-*.raw"), key=lambda p: p.stat().st_mtime,
+                   reverse=True)
+    removed = []
+    for disk in disks[keep:]:
+        disk.unlink()
+        disk.with_suffix(".json").unlink(missing_ok=True)
+        removed.append(disk)
+    return removed
+
+
+def _newest(directory: Path, pattern: str) -> str:
+    names = sorted(p.name for p in directory.glob(pattern))
+    if not names:
+        raise FileNotFoundError(f"no {pattern} in {directory}: did linux-image-amd64 install?")
+    return names[-1]

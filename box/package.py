@@ -1,0 +1,113 @@
+"""Packages the boxes into dist/: the VirtualBox box from the built disk, checksums, build.json."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import re
+import shutil
+import tarfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from box import ovf, qemu
+from box.run import run, step
+
+VMDK_NAME = "box-disk001.vmdk"
+
+
+def box_file_name(name: str, version: str, provider: str) -> str:
+    """Return the file name of a box in dist/: <name>-<version>-<provider>.box."""
+    return f"{name}-{version}-{provider}.box"
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_box(target: Path, files: Mapping[str, Path], compresslevel: int = 1) -> None:
+    """Write a Vagrant box: a gzipped tar of `files` (name in box -> host path) at its root."""
+    partial = target.with_name(target.name + ".partial")
+    with tarfile.open(partial, "w:gz", compresslevel=compresslevel) as tar:
+        for name, path in files.items():
+            tar.add(str(path), arcname=name, recursive=False)
+    partial.replace(target)
+
+
+def make_virtualbox_box(disk: Path, work: Path, target: Path, machine: dict) -> Path:
+    """Build the VirtualBox box from a disk image: streamOptimized VMDK, box.ovf, Vagrantfile.
+
+    `machine` holds name, version, cpus, memory and mac (see box.ovf.OvfMachine).
+    """
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    vmdk = work / VMDK_NAME
+    with step("qemu-img convert to a streamOptimized VMDK"):
+        qemu.convert_to_stream_vmdk(disk, vmdk)
+    spec = ovf.OvfMachine(
+        disk_file=VMDK_NAME,
+        disk_file_size=vmdk.stat().st_size,
+        disk_capacity=int(qemu.image_info(vmdk)["virtual-size"]),
+        **machine,
+    )
+    (work / "box.ovf").write_text(ovf.render_ovf(spec))
+    (work / "metadata.json").write_text(json.dumps({"provider": "virtualbox"}) + "\n")
+    (work / "Vagrantfile").write_text(ovf.render_vagrantfile(spec))
+    with step(f"pack {target.name}"):
+        write_box(target, {name: work / name for name in
+                           ("metadata.json", "Vagrantfile", "box.ovf", VMDK_NAME)})
+    shutil.rmtree(work)
+    return target
+
+
+def tool_versions(raw: Mapping[str, str]) -> dict[str, str]:
+    """Return bare version numbers from the tools' version lines ('Packer v1.6.6' -> '1.6.6')."""
+    found = {}
+    for tool, line in raw.items():
+        match = re.search(r"v?(\d+\.\d+[^\s,()]*)", line)
+        found[tool] = match.group(1) if match else line
+    return found
+
+
+def box_entry(provider: str, path: Path) -> dict:
+    """Return one box's record for build.json: provider, file, sha256, size."""
+    return {"provider": provider, "file": path.name, "sha256": sha256_file(path),
+            "size": path.stat().st_size}
+
+
+def build_metadata(*, name: str, version: str, description: str, git_revision: str,
+                   git_dirty: bool, tools: Mapping[str, str], boxes: Iterable[dict],
+                   created: datetime.datetime) -> dict:
+    """Return dist/build.json's content, the record the test and publish tasks read."""
+    return {
+        "name": name,
+        "version": version,
+        "description": description,
+        "git_revision": git_revision,
+        "git_dirty": git_dirty,
+        "created": created.astimezone(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "tools": dict(tools),
+        "boxes": list(boxes),
+    }
+
+
+def sha256sums(boxes: Iterable[dict]) -> str:
+    """Return SHA256SUMS text (sha256sum -c format) for the box records."""
+    return "".join(f"{b['sha256']}  {b['file']}\n" for b in boxes)
+
+
+def git_state(repo: Path) -> tuple[str, bool]:
+    """Return (revision, dirty) of the project's git checkout; ('unknown', True) outside git."""
+    proc = run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture=True, check=False)
+    if proc.returncode != 0:
+        return "unknown", True
+    status = run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                 capture=True, check=False)
+    return proc.stdout.strip(), bool(status.stdout.strip())

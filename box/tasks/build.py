@@ -1,0 +1,278 @@
+"""Build tasks: the Debian base disk, the Packer template, and the libvirt + VirtualBox boxes."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+import sys
+import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from invoke import Context, task
+from invoke.exceptions import Exit
+
+from box import base_image, deps, package, qemu
+from box.packer import BoxSettings, PackerSettings, render_libvirt_vagrantfile, render_template
+from box.run import CommandError, run, step
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "build"
+DIST = ROOT / "dist"
+PACKER_BUILD = BUILD / "packer"
+PAYLOAD = BUILD / "payload"
+PAYLOAD_TAR = BUILD / "payload.tar"
+AGENT_INIT = ROOT / "bootstrap" / "src" / "registry_cache" / "__init__.py"
+AGENT_UNITS = ROOT / "bootstrap" / "systemd"
+TEMPLATE_OUT = PACKER_BUILD / "registry-cache.pkr.hcl"
+
+
+def _config(c: Context) -> dict:
+    """Return the `build:` section of the Invoke config (invoke.yaml, INVOKE_BUILD_* vars)."""
+    section = c.config.get("build", None)
+    return dict(section) if section else {}
+
+
+@contextmanager
+def _as_exit(what: str) -> Iterator[None]:
+    """Turn a failed host command into a clear Exit (command, exit code, stderr tail)."""
+    try:
+        yield
+    except CommandError as exc:
+        raise Exit(f"{what} failed: {exc}") from exc
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise Exit(f"{what} needs root (loop devices, mount, chroot): run it with sudo")
+
+
+def _base_spec(c: Context) -> base_image.BaseImageSpec:
+    """Return the base disk's inputs; the mirror is probed only when no disk is cached for it."""
+    conf = _config(c)
+    configured = str(conf.get("mirror", base_image.DEFAULT_MIRROR)).rstrip("/")
+    suite = str(conf.get("suite", base_image.DEFAULT_SUITE))
+    cached = base_image.BaseImageSpec(mirror=configured, suite=suite)
+    if base_image.image_path(BUILD, cached).exists():
+        return cached  # offline rebuilds work
+    mirror = base_image.choose_mirror(configured, suite, base_image.host_apt_mirrors())
+    if mirror is None:
+        raise Exit(
+            f"no Debian mirror serves {suite}: tried {configured} and this machine's apt "
+            "sources. Set build.mirror in invoke.yaml (or http_proxy) to one that does."
+        )
+    if mirror != configured:
+        print(f"==> {configured} is not reachable; using this machine's apt mirror {mirror}")
+    return base_image.BaseImageSpec(mirror=mirror, suite=suite)
+
+
+def ensure_base_image(c: Context, force: bool = False) -> Path:
+    """Return the cached base disk for the current inputs, building it first if needed."""
+    spec = _base_spec(c)
+    path = base_image.image_path(BUILD, spec)
+    if path.exists() and not force:
+        print(f"==> base image up to date: {path.relative_to(ROOT)}")
+        return path
+    _require_root("invoke base-image")
+    deps.ensure("build")
+    try:
+        with step(f"base image {path.name}"):
+            built = base_image.build(spec, BUILD, base_image.proxy_env())
+    except CommandError as exc:
+        raise Exit(f"base image failed: {exc}") from exc
+    for old in base_image.prune(BUILD):
+        print(f"==> removed an older base image: {old.relative_to(ROOT)}")
+    return built
+
+
+@task(name="base-image", help={"force": "rebuild even when a disk for the same inputs is cached"})
+def base_image_task(c: Context, force: bool = False) -> None:
+    """Build the Debian base disk with debootstrap (cached in build/base/ by input hash)."""
+    ensure_base_image(c, force=force)
+
+
+def project_version(init_file: Path = AGENT_INIT) -> str:
+    """Return the agent's __version__, read from its source (the package is not imported)."""
+    match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", init_file.read_text(), re.M)
+    if not match:
+        raise Exit(f"{init_file}: no __version__ = \"X.Y.Z\" line; add one or pass --version")
+    return match.group(1)
+
+
+def box_settings(c: Context, version: str = "", name: str = "", memory: int | None = None,
+                 cpus: int | None = None, disk_size: str = "") -> BoxSettings:
+    """Return the box settings from the flags, then invoke.yaml's build:, then the defaults;
+    exit with every bad value named before anything runs."""
+    conf = _config(c)
+    defaults = BoxSettings()
+    settings = BoxSettings(
+        name=name or str(conf.get("name", defaults.name)),
+        version=version or str(conf.get("version", "")) or project_version(),
+        description=str(conf.get("description", defaults.description)),
+        memory=_whole_number("--memory (build.memory)",
+                             memory if memory is not None else conf.get("memory", defaults.memory)),
+        cpus=_whole_number("--cpus (build.cpus)",
+                           cpus if cpus is not None else conf.get("cpus", defaults.cpus)),
+        disk_size=disk_size or str(conf.get("disk_size", defaults.disk_size)),
+    )
+    problems = settings.problems()
+    if problems:
+        raise Exit("bad box settings:\n  " + "\n  ".join(problems))
+    return settings
+
+
+def _whole_number(what: str, value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        raise Exit(f"{what} {value!r}: give a whole number") from None
+
+
+def packer_settings(box: BoxSettings, base: Path, accelerator: str) -> PackerSettings:
+    """Return the template's data for this build (paths under build/packer/)."""
+    return PackerSettings(
+        box=box,
+        base_image=str(base),
+        accelerator=accelerator,
+        output_dir=str(PACKER_BUILD / "output"),
+        serial_log=str(PACKER_BUILD / "serial.log"),
+        libvirt_box=str(PACKER_BUILD / package.box_file_name(box.name, box.version, "libvirt")),
+        libvirt_vagrantfile=str(PACKER_BUILD / "Vagrantfile.libvirt"),
+        payload=str(PAYLOAD_TAR),
+    )
+
+
+def write_template(settings: PackerSettings) -> Path:
+    """Render the Packer template and the libvirt box's Vagrantfile into build/packer/."""
+    PACKER_BUILD.mkdir(parents=True, exist_ok=True)
+    Path(settings.libvirt_vagrantfile).write_text(render_libvirt_vagrantfile(settings.box))
+    TEMPLATE_OUT.write_text(render_template(settings))
+    return TEMPLATE_OUT
+
+
+def build_payload() -> Path:
+    """Build the agent's wheel and pack it with its systemd units into build/payload.tar."""
+    if PAYLOAD.exists():
+        shutil.rmtree(PAYLOAD)
+    (PAYLOAD / "wheel").mkdir(parents=True)
+    (PAYLOAD / "systemd").mkdir()
+    with step("build the agent wheel"), _as_exit("building the agent wheel"):
+        run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+             str(ROOT / "bootstrap"), "-w", str(PAYLOAD / "wheel")])
+    for unit in sorted(AGENT_UNITS.glob("*")) if AGENT_UNITS.is_dir() else []:
+        if unit.suffix in (".service", ".timer", ".socket", ".path", ".target"):
+            shutil.copy2(unit, PAYLOAD / "systemd" / unit.name)
+    # one file to upload: Packer's directory uploads differ with trailing slashes
+    archive = PAYLOAD_TAR
+    with tarfile.open(archive, "w") as tar:
+        for path in sorted(PAYLOAD.rglob("*")):
+            tar.add(str(path), arcname=str(path.relative_to(PAYLOAD)), recursive=False)
+    return archive
+
+
+@task(help={
+    "version": "box version (default: the agent's __version__)",
+    "name": "box name (default: registry-cache)",
+    "memory": "box memory in MiB (default 1024)",
+    "cpus": "box CPUs (default 2)",
+    "disk_size": "box disk size, e.g. 20G (default 20G)",
+    "accelerator": "kvm or tcg (default: probe KVM, fall back to tcg)",
+})
+def render(c: Context, version: str = "", name: str = "", memory: int | None = None,
+           cpus: int | None = None, disk_size: str = "", accelerator: str = "") -> None:
+    """Render the Packer template into build/packer/ and check it with packer validate."""
+    box = box_settings(c, version, name, memory, cpus, disk_size)
+    if accelerator not in ("", "kvm", "tcg"):
+        raise Exit(f"--accelerator {accelerator!r}: use kvm or tcg, or leave it out to probe")
+    base = base_image.image_path(BUILD, _base_spec(c))
+    settings = packer_settings(box, base, accelerator or qemu.probe_accelerator())
+    build_payload()
+    path = write_template(settings)
+    print(f"==> rendered {path.relative_to(ROOT)}")
+    deps.ensure("build")
+    _packer_check(path)
+
+
+def _packer_check(path: Path) -> None:
+    for argv in (["packer", "fmt", "-check", "-diff", path.name],
+                 ["packer", "validate", path.name]):
+        proc = run(argv, capture=True, check=False, cwd=str(path.parent))
+        if proc.returncode != 0:
+            raise Exit(f"{' '.join(argv)} failed on {path}:\n{proc.stdout}{proc.stderr}")
+
+
+@task(name="build-box", help={
+    "version": "box version (default: the agent's __version__)",
+    "name": "box name (default: registry-cache)",
+    "memory": "box memory in MiB, 256-65536 (default 1024)",
+    "cpus": "box CPUs, 1-64 (default 2)",
+    "disk_size": "box disk size, e.g. 20G or 8192M, at least 4G (default 20G)",
+    "accelerator": "kvm or tcg (default: probe KVM, fall back to tcg)",
+    "keep": "keep build/packer/output (the provisioned qcow2) after packaging",
+})
+def build_box(c: Context, version: str = "", name: str = "", memory: int | None = None,
+              cpus: int | None = None, disk_size: str = "", accelerator: str = "",
+              keep: bool = False) -> None:
+    """Bake the libvirt and VirtualBox boxes into dist/ (base image, render, packer build)."""
+    box = box_settings(c, version, name, memory, cpus, disk_size)
+    if accelerator not in ("", "kvm", "tcg"):
+        raise Exit(f"--accelerator {accelerator!r}: use kvm or tcg, or leave it out to probe")
+    deps.ensure("build")
+    started = datetime.datetime.now(datetime.timezone.utc)
+    base = ensure_base_image(c)
+    build_payload()
+    with step("probe the QEMU accelerator"):
+        accel = accelerator or qemu.probe_accelerator()
+    print(f"==> accelerator: {accel}")
+    settings = packer_settings(box, base, accel)
+    template = write_template(settings)
+    _packer_check(template)
+    try:
+        with step(f"packer build ({accel})"):
+            run(["packer", "build", "-force", "-color=false", "-timestamp-ui", template.name],
+                cwd=str(PACKER_BUILD), env={**os.environ, "PACKER_NO_COLOR": "1"})
+    except CommandError as exc:
+        raise Exit(f"packer build failed (exit {exc.returncode}); the guest's console is in "
+                   f"{settings.serial_log}") from exc
+    make_dist(box, settings, started, keep=keep)
+
+
+def make_dist(box: BoxSettings, settings: PackerSettings, started: datetime.datetime,
+              keep: bool = False) -> None:
+    """Move both boxes into dist/ with SHA256SUMS and build.json; clean build scratch."""
+    disk = Path(settings.output_dir) / f"{box.name}.qcow2"
+    DIST.mkdir(exist_ok=True)
+    for old in [*DIST.glob("*.box"), DIST / "SHA256SUMS", DIST / "build.json"]:
+        old.unlink(missing_ok=True)
+    libvirt = DIST / package.box_file_name(box.name, box.version, "libvirt")
+    shutil.move(settings.libvirt_box, libvirt)
+    virtualbox = package.make_virtualbox_box(
+        disk, BUILD / "virtualbox", DIST / package.box_file_name(box.name, box.version,
+                                                                "virtualbox"),
+        {"name": box.name, "version": box.version, "cpus": box.cpus, "memory": box.memory},
+    )
+    with step("checksums and build.json"):
+        boxes = [package.box_entry("libvirt", libvirt),
+                 package.box_entry("virtualbox", virtualbox)]
+        revision, dirty = package.git_state(ROOT)
+        tools = package.tool_versions({
+            "packer": deps.tool_version(["packer", "version"]),
+            "qemu": deps.tool_version(["qemu-system-x86_64", "--version"]),
+            "debootstrap": deps.tool_version(["debootstrap", "--version"]),
+        })
+        meta = package.build_metadata(
+            name=box.name, version=box.version, description=box.description,
+            git_revision=revision, git_dirty=dirty, tools=tools, boxes=boxes, created=started)
+        (DIST / "SHA256SUMS").write_text(package.sha256sums(boxes))
+        (DIST / "build.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if not keep:
+        shutil.rmtree(settings.output_dir, ignore_errors=True)
+    for entry in boxes:
+        print(f"==> dist/{entry['file']}: {entry['size'] / 1e6:.1f} MB")
+
+
+TASKS = [base_image_task, render, build_box]
