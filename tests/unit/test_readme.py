@@ -49,9 +49,12 @@ def test_readme_config_table_matches_the_shipped_schema():
     assert expected in README, "put this table between the config-reference markers:\n" + expected
 
 
-def test_readme_leaves_the_marked_places_for_build_and_publish():
-    assert "<!-- build-box section -->" in README
-    assert "<!-- publish section -->" in README
+def test_every_invoke_task_the_readme_names_exists():
+    from tasks import ns
+
+    named = set(re.findall(r"\./invoke ([a-z][a-z-]*)", README))
+    assert {"build-box", "test", "publish"} <= named
+    assert named <= set(ns.task_names), named - set(ns.task_names)
 
 
 def _commands():
