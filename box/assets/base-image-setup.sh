@@ -27,6 +27,14 @@ Name=en* eth*
 DHCP=yes
 NET
 systemctl enable systemd-networkd.service systemd-resolved.service
+# "online" once any NIC is up: a second NIC (Vagrant's private network, configured later by
+# Vagrant, no DHCP on a VirtualBox host-only network) must not hold the boot for 2 minutes
+mkdir -p /etc/systemd/system/systemd-networkd-wait-online.service.d
+cat > /etc/systemd/system/systemd-networkd-wait-online.service.d/any.conf <<UNIT
+[Service]
+ExecStart=
+ExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=30
+UNIT
 
 # The vagrant user: password vagrant, passwordless sudo, Vagrant's well-known insecure keys.
 id vagrant >/dev/null 2>&1 || useradd --create-home --shell /bin/bash --user-group vagrant

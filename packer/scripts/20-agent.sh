@@ -28,7 +28,7 @@ for unit in "$payload_dir"/systemd/*.service "$payload_dir"/systemd/*.timer; do
     [ -e "$unit" ] || continue
     install -m 0644 "$unit" /etc/systemd/system/
 done
-systemctl daemon-reload
+# no daemon-reload: `enable` reads the unit files, and the VM powers off after provisioning
 if [ -e /etc/systemd/system/registry-cache-boot.service ]; then
     systemctl enable registry-cache-boot.service
 fi
