@@ -22,6 +22,9 @@ pip3 install --no-index --no-deps --break-system-packages --force-reinstall \
     --disable-pip-version-check --root-user-action=ignore \
     "$payload_dir"/wheel/registry_cache-*.whl
 test -x /usr/local/bin/registry-cache
+# the agent runs on Debian's libraries: its embedded default config must validate here
+registry-cache --version
+registry-cache check --config /nonexistent/config.yml
 
 # the units (there may be none yet): boot-time apply and every timer enabled
 for unit in "$payload_dir"/systemd/*.service "$payload_dir"/systemd/*.timer; do
