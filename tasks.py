@@ -2,10 +2,10 @@
 
 from invoke import Collection
 
-from box.tasks import dev, publish
+from box.tasks import dev, publish, testbox
 
 ns = Collection()
-for module in (dev, publish):
+for module in (dev, publish, testbox):
     for t in module.TASKS:
         ns.add_task(t)
 
