@@ -21,10 +21,10 @@ import os
 import shutil
 import tempfile
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
 from box.boxversion import BoxVersion, VersionError, parse_version
 from box.buildinfo import BuildMetadata
@@ -279,29 +279,21 @@ def _fsync_dir(path: Path) -> None:
 
 def atomic_copy(source: Path, dest: Path) -> None:
     """Copy a file so that `dest` is either absent, the old file or the complete new one."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-            shutil.copyfileobj(src, out, 4 * 1024 * 1024)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(dest.parent)
+    with open(source, "rb") as src:
+        _atomic_replace(dest, lambda out: shutil.copyfileobj(src, out, 4 * 1024 * 1024))
 
 
 def atomic_write_text(dest: Path, text: str) -> None:
     """Write a text file atomically: temp file in the same folder, fsync, rename."""
+    _atomic_replace(dest, lambda out: out.write(text.encode("utf-8")))
+
+
+def _atomic_replace(dest: Path, fill: Callable[[BinaryIO], object]) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
+        with os.fdopen(fd, "wb") as out:
+            fill(out)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, 0o644)

@@ -56,9 +56,10 @@ def test_apply_renders_every_mirror_with_secret_files_readable_by_owner_only(pro
     result = cli("apply", "--config", str(project / "config.yml"), root=root)
     assert result.returncode == 0, result.stderr
     for name in ("hub", "ghcr"):
-        for filename in ("proxy.yml", "readonly.yml", "mirror.json"):
+        for filename, wanted in (("proxy.yml", 0o600), ("readonly.yml", 0o600), ("mirror.json", 0o644)):
             mode = stat.S_IMODE(os.stat(root / "mirrors" / name / filename).st_mode)
-            assert mode == 0o600, f"{name}/{filename} has mode {oct(mode)}"
+            assert mode == wanted, f"{name}/{filename} has mode {oct(mode)}"
+        assert SECRET not in (root / "mirrors" / name / "mirror.json").read_text()
         assert (project / "cache" / name / ".registry-cache-mirror").exists()
     assert SECRET in (root / "mirrors" / "hub" / "proxy.yml").read_text()
     assert json.loads((root / "applied.json").read_text())["mirrors"] == ["ghcr", "hub"]

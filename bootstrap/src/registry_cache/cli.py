@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -80,6 +81,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(func=_status)
 
+    client = sub.add_parser(
+        "client-config",
+        help="print the setup that points Docker, containerd, k3s or podman at the mirrors",
+        description="Print ready-to-paste client setup for the mirrors: from --config when given, "
+        "else from the mirrors `apply` rendered under --root (what runs now). "
+        "The files go to stdout, advice to stderr.",
+    )
+    client.add_argument("--host", required=True,
+                        help="address clients reach the cache at, e.g. 192.168.56.50")
+    client.add_argument("--format", default="docker", choices=_client_formats(),
+                        help="client to configure (default: docker)")
+    client.add_argument("--config", default=None,
+                        help="take the mirrors from this config file instead of the applied ones")
+    client.set_defaults(func=_client_config)
+
     run_mirror = sub.add_parser(
         "run-mirror", help="run one rendered mirror in the foreground (what its systemd unit runs)"
     )
@@ -139,6 +155,48 @@ def _status(args: argparse.Namespace) -> int:
     else:
         print(status.format_table(statuses))
     return 0 if statuses and all(s.healthy for s in statuses) else 1
+
+
+def _client_formats() -> tuple[str, ...]:
+    from registry_cache.clientconfig import FORMATS
+
+    return FORMATS
+
+
+def _client_config(args: argparse.Namespace) -> int:
+    from registry_cache import clientconfig
+
+    if args.config is not None:
+        if not os.path.exists(args.config):
+            print(f"registry-cache client-config: {args.config} does not exist", file=sys.stderr)
+            return EXIT_INVALID
+        mirrors = clientconfig.mirrors_from_config(configmod.load(args.config, check_storage=False))
+    else:
+        root = _root(args)
+        try:
+            mirrors = clientconfig.mirrors_from_infos(layout.rendered_infos(root))
+            chosen = args.root or os.environ.get("REGISTRY_CACHE_ROOT")
+            if not mirrors and not chosen and root != layout.SYSTEM_ROOT:
+                # an unprivileged user in the box (`vagrant ssh -c ...`): the mirrors apply rendered
+                root = layout.SYSTEM_ROOT
+                mirrors = clientconfig.mirrors_from_infos(layout.rendered_infos(root))
+        except PermissionError:
+            print(f"registry-cache client-config: cannot read the applied mirrors under {root}: "
+                  "run it with sudo, or give --config config.yml", file=sys.stderr)
+            return EXIT_INVALID
+        if not mirrors:
+            print(f"registry-cache client-config: no mirror is applied under {root}; run "
+                  "`registry-cache apply` first, or give --config config.yml", file=sys.stderr)
+            return EXIT_INVALID
+    try:
+        setup = clientconfig.client_setup(mirrors, args.host, args.format)
+    except clientconfig.ClientConfigError as exc:
+        print(f"registry-cache client-config: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    sys.stdout.write(setup.text())
+    for note in setup.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
 
 
 def _run_mirror(args: argparse.Namespace) -> int:

@@ -27,8 +27,8 @@ def default_root() -> str:
     """Where rendered configs live: $REGISTRY_CACHE_ROOT, else /etc/registry-cache or ~/.local/state."""
     if os.environ.get("REGISTRY_CACHE_ROOT"):
         return os.environ["REGISTRY_CACHE_ROOT"]
-    if os.geteuid() == 0:
-        return SYSTEM_ROOT
+    if os.geteuid() == 0 or os.path.isdir(SYSTEM_ROOT):
+        return SYSTEM_ROOT  # in the box, `registry-cache status` works for the vagrant user too
     state_home = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return os.path.join(state_home, "registry-cache")
 
@@ -69,19 +69,28 @@ def read_rendered(root: str) -> dict[str, dict[str, str]]:
 
 
 def rendered_infos(root: str) -> list[dict]:
-    """Return the public facts (mirror.json) of every rendered mirror."""
-    return [json.loads(files[MIRROR_INFO]) for files in read_rendered(root).values()]
+    """Return the public facts (mirror.json, readable by anyone) of every rendered mirror."""
+    base = os.path.join(root, "mirrors")
+    infos = []
+    for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        try:
+            with open(os.path.join(base, name, MIRROR_INFO), encoding="utf-8") as handle:
+                infos.append(json.load(handle))
+        except (OSError, ValueError):
+            continue
+    return infos
 
 
 def write_rendered(root: str, mirror: RenderedMirror, owner: Optional[Owner]) -> None:
     """Write one mirror's files atomically: configs 0600, readable by the mirror's account only."""
     directory = mirror_dir(root, mirror.name)
-    os.makedirs(directory, mode=0o750, exist_ok=True)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
     ids = (owner.uid, owner.gid) if owner and os.geteuid() == 0 else None
     if ids:
         os.chown(directory, *ids)
     for filename, text in mirror.files.items():
-        write_file(os.path.join(directory, filename), text, mode=_SECRET_FILES_MODE, owner=ids)
+        mode = 0o644 if filename == MIRROR_INFO else _SECRET_FILES_MODE  # the facts hold no secret
+        write_file(os.path.join(directory, filename), text, mode=mode, owner=ids)
     for stale in set(os.listdir(directory)) - set(mirror.files):
         if not stale.startswith("."):
             os.unlink(os.path.join(directory, stale))

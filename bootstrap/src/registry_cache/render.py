@@ -28,7 +28,7 @@ def templates() -> Any:
     """The package's Jinja2 templates (loaded on first use: `apply` with nothing changed never needs them)."""
     import jinja2
 
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.PackageLoader("registry_cache", "templates"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -36,6 +36,9 @@ def templates() -> Any:
         lstrip_blocks=True,
         autoescape=False,
     )
+    # plain JSON strings, which are valid YAML and TOML strings too (Jinja's own escapes for HTML)
+    env.filters["tojson"] = json.dumps
+    return env
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def render(config: CacheConfig) -> dict[str, RenderedMirror]:
 def render_mirror(config: CacheConfig, mirror: Mirror) -> RenderedMirror:
     """Render one mirror's Distribution configs (proxy and read-only) and its facts file."""
     if mirror.raw is not None:
-        proxy_text, readonly_text = _seed_configs(mirror.raw)
+        proxy_text, readonly_text = _seed_configs(mirror.raw, mirror.storage)
     else:
         proxy_text = _distribution_config(config, mirror, readonly=False)
         readonly_text = _distribution_config(config, mirror, readonly=True)
@@ -119,9 +122,10 @@ def _distribution_config(config: CacheConfig, mirror: Mirror, *, readonly: bool)
     )
 
 
-def _seed_configs(raw: dict[str, Any]) -> tuple[str, str]:
-    """The seed format runs as written; only the log format changes so hits can be counted."""
+def _seed_configs(raw: dict[str, Any], storage: str) -> tuple[str, str]:
+    """The seed format runs as written, but for the log format (to count hits) and an absolute storage."""
     proxy = copy.deepcopy(raw)
+    proxy["storage"]["filesystem"]["rootdirectory"] = storage  # relative paths are relative to config.yml
     log = proxy.get("log") if isinstance(proxy.get("log"), dict) else {}
     log["formatter"] = "json"
     log.setdefault("accesslog", {})["disabled"] = True

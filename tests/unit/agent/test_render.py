@@ -104,3 +104,12 @@ def test_seed_config_is_rendered_as_written_apart_from_the_log_format():
 def test_rendering_is_deterministic(rendered):
     cfg = config.parse(CONFIG, "config.yml", base_dir="/", check_storage=False)
     assert render.render(cfg) == rendered
+
+
+def test_seed_config_with_a_relative_storage_path_is_rendered_absolute():
+    seed = "version: 0.1\nstorage: {filesystem: {rootdirectory: data/hub}}\nhttp: {addr: ':5000'}\n" \
+           "proxy: {remoteurl: 'https://registry-1.docker.io'}\n"
+    cfg = config.parse(seed, "/vagrant/config.yml", base_dir="/vagrant", check_storage=False)
+    for filename in (render.PROXY_CONFIG, render.READONLY_CONFIG):
+        doc = yaml.safe_load(render.render(cfg)["default"].files[filename])
+        assert doc["storage"]["filesystem"]["rootdirectory"] == "/vagrant/data/hub"

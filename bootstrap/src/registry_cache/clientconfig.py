@@ -1,0 +1,188 @@
+"""`registry-cache client-config`: the ready-to-paste setup that points a client at the mirrors.
+
+Pure: mirrors and the cache's address in, file texts out. Each client format is a
+template file `templates/client-<format>.j2`; this module only decides the data.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from registry_cache.config import CacheConfig
+from registry_cache.render import templates
+
+FORMATS = ("docker", "containerd", "k3s", "podman")
+DOCKER_HUB = "docker.io"
+# The cache serves plain HTTP (no TLS yet), so every client must be told the mirrors are insecure.
+SCHEME = "http"
+
+
+
+class ClientConfigError(ValueError):
+    """The host or the mirrors cannot make a client setup; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ClientMirror:
+    """What a client needs to know of one mirror: which registry it stands in for, and its port."""
+
+    name: str
+    upstream: str
+    port: int
+    docker_hub: bool
+
+    @property
+    def registry(self) -> str:
+        """The registry host that image names use for this upstream: docker.io for Docker Hub."""
+        if self.docker_hub:
+            return DOCKER_HUB
+        return urlsplit(self.upstream).netloc
+
+
+@dataclass(frozen=True)
+class Registry:
+    """One upstream registry as clients name it, and the mirror addresses that stand in for it."""
+
+    host: str
+    server: str
+    mirrors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClientFile:
+    """One file to write on the client machine: where it goes and what it says."""
+
+    path: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ClientSetup:
+    """Everything `client-config` prints: the files, and notes for the person applying them."""
+
+    format: str
+    files: tuple[ClientFile, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    def text(self) -> str:
+        """The files as one text; each file but daemon.json opens with its path as a comment."""
+        return "\n".join(f.text for f in self.files)
+
+
+def mirrors_from_config(config: CacheConfig) -> list[ClientMirror]:
+    """The client's view of every mirror of a validated config."""
+    return [ClientMirror(m.name, m.upstream, m.port, m.is_docker_hub) for m in config.mirrors]
+
+
+def mirrors_from_infos(infos: list[dict[str, Any]]) -> list[ClientMirror]:
+    """The client's view of the mirrors `apply` rendered (their mirror.json facts)."""
+    return [
+        ClientMirror(str(i["name"]), str(i["upstream"]), int(i["port"]), bool(i["docker_hub"]))
+        for i in sorted(infos, key=lambda i: int(i["port"]))
+    ]
+
+
+def address(host: str, port: int) -> str:
+    """HOST:PORT as clients write a registry address ([v6]:PORT for IPv6)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_host(host: str) -> str:
+    """Return the host clients reach the cache at, or raise ClientConfigError saying what is wrong."""
+    text = host.strip().strip("[]")
+    if not text:
+        raise ClientConfigError("--host is empty; give the cache's address, e.g. --host 192.168.56.50")
+    if "://" in text or "/" in text:
+        raise ClientConfigError(
+            f"--host '{host}' must be a bare address without scheme or path, e.g. --host 192.168.56.50"
+        )
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        if ":" in text:
+            raise ClientConfigError(
+                f"--host '{host}' must not carry a port: each mirror has its own port in config.yml"
+            ) from None
+        return text
+    if ip.is_unspecified:
+        raise ClientConfigError(
+            f"--host {host} is the bind-everything address, which clients cannot dial; "
+            "give the address they reach the cache at, e.g. --host 192.168.56.50"
+        )
+    return str(ip)
+
+
+def registries(mirrors: list[ClientMirror], host: str) -> list[Registry]:
+    """Group mirrors by the registry they stand in for, keeping the order of their ports."""
+    grouped: dict[str, list[ClientMirror]] = {}
+    for mirror in sorted(mirrors, key=lambda m: m.port):
+        grouped.setdefault(mirror.registry, []).append(mirror)
+    result = []
+    for name, group in grouped.items():
+        upstream = urlsplit(group[0].upstream)
+        result.append(Registry(
+            host=name,
+            server=f"{upstream.scheme}://{upstream.netloc}",
+            mirrors=tuple(address(host, m.port) for m in group),
+        ))
+    return result
+
+
+def client_setup(mirrors: list[ClientMirror], host: str, fmt: str) -> ClientSetup:
+    """Render the setup of one client format for the cache reachable at `host`."""
+    if fmt not in FORMATS:
+        raise ClientConfigError(f"unknown format '{fmt}'; use one of: {', '.join(FORMATS)}")
+    if not mirrors:
+        raise ClientConfigError("no mirror is configured, so there is nothing to point a client at")
+    host = check_host(host)
+    regs = registries(mirrors, host)
+    return _BUILDERS[fmt](regs, mirrors, host)
+
+
+def _docker(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> ClientSetup:
+    hub = next((r for r in regs if r.host == DOCKER_HUB), None)
+    data = {
+        # Docker only ever mirrors Docker Hub: other upstreams are pulled by the mirror's address.
+        "registry_mirrors": [f"{SCHEME}://{m}" for m in hub.mirrors] if hub else [],
+        "insecure_registries": [address(host, m.port) for m in sorted(mirrors, key=lambda m: m.port)],
+    }
+    text = templates().get_template("client-docker.j2").render(**data)
+    notes = ["merge this into /etc/docker/daemon.json (create it if missing), then restart Docker: "
+             "sudo systemctl restart docker"]
+    if hub is None:
+        notes.append("no mirror proxies Docker Hub, so Docker gets no registry-mirrors entry")
+    for reg in regs:
+        if reg.host != DOCKER_HUB:
+            notes.append(f"Docker mirrors only Docker Hub: pull {reg.host}/NAME:TAG through the cache "
+                         f"by its address: docker pull {reg.mirrors[0]}/NAME:TAG")
+    return ClientSetup("docker", (ClientFile("/etc/docker/daemon.json", text),), tuple(notes))
+
+
+def _containerd(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> ClientSetup:
+    template = templates().get_template("client-containerd.j2")
+    files = []
+    for reg in regs:
+        # One folder per registry host namespace; host:port names are valid folder names on Linux.
+        path = f"/etc/containerd/certs.d/{reg.host}/hosts.toml"
+        files.append(ClientFile(path, template.render(path=path, registry=reg, scheme=SCHEME)))
+    notes = ["containerd reads these only when its registry config_path is /etc/containerd/certs.d "
+             "(see the comment in each file); no restart is needed for changes under certs.d"]
+    return ClientSetup("containerd", tuple(files), tuple(notes))
+
+
+def _k3s(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> ClientSetup:
+    path = "/etc/rancher/k3s/registries.yaml"
+    text = templates().get_template("client-k3s.j2").render(path=path, registries=regs, scheme=SCHEME)
+    return ClientSetup("k3s", (ClientFile(path, text),), ("restart k3s on each node to apply it",))
+
+
+def _podman(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> ClientSetup:
+    path = "/etc/containers/registries.conf.d/50-registry-cache.conf"
+    text = templates().get_template("client-podman.j2").render(path=path, registries=regs)
+    return ClientSetup("podman", (ClientFile(path, text),), ())
+
+
+_BUILDERS = {"docker": _docker, "containerd": _containerd, "k3s": _k3s, "podman": _podman}

@@ -1,0 +1,215 @@
+"""`registry-cache client-config`: golden files per example and format, each parsed back."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import tomllib
+import yaml
+from registry_cache import cli, clientconfig, layout, render
+from registry_cache import config as configmod
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+GOLDEN = Path(__file__).parent / "golden" / "client"
+HOST = "192.168.56.50"
+# UPDATE_GOLDEN=1 rewrites the golden files from the current output; review the diff.
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+
+
+def _mirrors(example):
+    cfg = configmod.load(str(EXAMPLES / f"{example}.yml"), check_storage=False)
+    return clientconfig.mirrors_from_config(cfg)
+
+
+def _setup(example, fmt, host=HOST):
+    return clientconfig.client_setup(_mirrors(example), host, fmt)
+
+
+@pytest.mark.parametrize("fmt", clientconfig.FORMATS)
+@pytest.mark.parametrize("example", ["dockerhub", "multi-upstream"])
+def test_client_config_matches_its_golden_file(example, fmt):
+    text = _setup(example, fmt).text()
+    golden = GOLDEN / example / f"{fmt}.txt"
+    if UPDATE:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_docker_mirrors_only_docker_hub_and_trusts_every_mirror_over_http():
+    setup = _setup("multi-upstream", "docker")
+    (daemon,) = setup.files
+    assert daemon.path == "/etc/docker/daemon.json"
+    data = json.loads(daemon.text)
+    assert data == {
+        "registry-mirrors": ["http://192.168.56.50:5000"],
+        "insecure-registries": [f"192.168.56.50:{port}" for port in (5000, 5001, 5002, 5003)],
+    }
+    assert any("docker pull 192.168.56.50:5001/NAME:TAG" in note for note in setup.notes)
+
+
+def test_docker_without_a_docker_hub_mirror_gets_no_registry_mirrors():
+    mirrors = [clientconfig.ClientMirror("ghcr", "https://ghcr.io", 5001, docker_hub=False)]
+    setup = clientconfig.client_setup(mirrors, HOST, "docker")
+    data = json.loads(setup.text())
+    assert "registry-mirrors" not in data
+    assert data["insecure-registries"] == ["192.168.56.50:5001"]
+    assert any("no mirror proxies Docker Hub" in note for note in setup.notes)
+
+
+def test_containerd_gets_one_hosts_toml_per_upstream_registry():
+    setup = _setup("multi-upstream", "containerd")
+    parsed = {f.path: tomllib.loads(f.text) for f in setup.files}
+    assert parsed == {
+        "/etc/containerd/certs.d/docker.io/hosts.toml": {
+            "server": "https://registry-1.docker.io",
+            "host": {"http://192.168.56.50:5000": {"capabilities": ["pull", "resolve"]}},
+        },
+        "/etc/containerd/certs.d/ghcr.io/hosts.toml": {
+            "server": "https://ghcr.io",
+            "host": {"http://192.168.56.50:5001": {"capabilities": ["pull", "resolve"]}},
+        },
+        "/etc/containerd/certs.d/quay.io/hosts.toml": {
+            "server": "https://quay.io",
+            "host": {"http://192.168.56.50:5002": {"capabilities": ["pull", "resolve"]}},
+        },
+        "/etc/containerd/certs.d/registry.k8s.io/hosts.toml": {
+            "server": "https://registry.k8s.io",
+            "host": {"http://192.168.56.50:5003": {"capabilities": ["pull", "resolve"]}},
+        },
+    }
+    for f in setup.files:
+        assert f.text.startswith(f"# {f.path}\n"), "each file says where it goes"
+
+
+def test_k3s_registries_yaml_lists_an_endpoint_per_registry():
+    (registries,) = _setup("multi-upstream", "k3s").files
+    assert registries.path == "/etc/rancher/k3s/registries.yaml"
+    assert yaml.safe_load(registries.text) == {
+        "mirrors": {
+            "docker.io": {"endpoint": ["http://192.168.56.50:5000"]},
+            "ghcr.io": {"endpoint": ["http://192.168.56.50:5001"]},
+            "quay.io": {"endpoint": ["http://192.168.56.50:5002"]},
+            "registry.k8s.io": {"endpoint": ["http://192.168.56.50:5003"]},
+        }
+    }
+
+
+def test_podman_registries_conf_is_version_2_with_insecure_mirrors():
+    (conf,) = _setup("multi-upstream", "podman").files
+    assert conf.path.startswith("/etc/containers/registries.conf.d/") and conf.path.endswith(".conf")
+    data = tomllib.loads(conf.text)
+    assert data["registry"][0] == {
+        "prefix": "docker.io",
+        "location": "docker.io",
+        "mirror": [{"location": "192.168.56.50:5000", "insecure": True}],
+    }
+    assert [r["prefix"] for r in data["registry"]] == ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io"]
+    assert all(m["insecure"] is True for r in data["registry"] for m in r["mirror"])
+
+
+def test_two_mirrors_of_one_registry_are_both_listed_in_port_order():
+    mirrors = [
+        clientconfig.ClientMirror("hub-b", "https://registry-1.docker.io", 5010, docker_hub=True),
+        clientconfig.ClientMirror("hub-a", "https://registry-1.docker.io", 5000, docker_hub=True),
+    ]
+    data = yaml.safe_load(clientconfig.client_setup(mirrors, HOST, "k3s").text())
+    assert data["mirrors"]["docker.io"]["endpoint"] == ["http://192.168.56.50:5000", "http://192.168.56.50:5010"]
+
+
+def test_an_upstream_with_a_port_keeps_it_in_the_registry_name():
+    corp = clientconfig.ClientMirror("corp", "https://registry.corp.example:8443", 5005, docker_hub=False)
+    mirrors = [corp]
+    (hosts,) = clientconfig.client_setup(mirrors, HOST, "containerd").files
+    assert hosts.path == "/etc/containerd/certs.d/registry.corp.example:8443/hosts.toml"
+    assert tomllib.loads(hosts.text)["server"] == "https://registry.corp.example:8443"
+
+
+def test_an_ipv6_host_is_bracketed_in_every_address():
+    data = json.loads(_setup("dockerhub", "docker", host="fd00::50").text())
+    assert data == {
+        "registry-mirrors": ["http://[fd00::50]:5000"],
+        "insecure-registries": ["[fd00::50]:5000"],
+    }
+
+
+def test_the_seed_format_mirrors_docker_hub_too():
+    data = json.loads(_setup("seed-distribution", "docker").text())
+    assert data["registry-mirrors"] == ["http://192.168.56.50:5000"]
+
+
+@pytest.mark.parametrize(
+    ("host", "says"),
+    [
+        ("http://192.168.56.50", "without scheme or path"),
+        ("192.168.56.50:5000", "must not carry a port"),
+        ("0.0.0.0", "clients cannot dial"),
+        ("", "is empty"),
+    ],
+)
+def test_a_host_clients_cannot_use_is_refused_with_the_fix(host, says):
+    with pytest.raises(clientconfig.ClientConfigError, match=says):
+        _setup("dockerhub", "docker", host=host)
+
+
+def test_the_applied_mirrors_give_the_same_setup_as_their_config(tmp_path):
+    cfg = configmod.load(str(EXAMPLES / "multi-upstream.yml"), check_storage=False)
+    for rendered in render.render(cfg).values():
+        layout.write_rendered(str(tmp_path), rendered, owner=None)
+    from_infos = clientconfig.mirrors_from_infos(layout.rendered_infos(str(tmp_path)))
+    for fmt in clientconfig.FORMATS:
+        expected = clientconfig.client_setup(clientconfig.mirrors_from_config(cfg), HOST, fmt)
+        assert clientconfig.client_setup(from_infos, HOST, fmt) == expected
+
+
+def test_cli_prints_the_files_on_stdout_and_advice_on_stderr(capsys):
+    status = cli.main(["client-config", "--host", HOST, "--format", "docker",
+                       "--config", str(EXAMPLES / "dockerhub.yml")])
+    out, err = capsys.readouterr()
+    assert status == 0
+    assert out == (GOLDEN / "dockerhub" / "docker.txt").read_text()
+    assert "note: merge this into /etc/docker/daemon.json" in err
+
+
+def test_cli_without_config_reads_the_applied_mirrors(tmp_path, capsys):
+    cfg = configmod.load(str(EXAMPLES / "multi-upstream.yml"), check_storage=False)
+    for rendered in render.render(cfg).values():
+        layout.write_rendered(str(tmp_path), rendered, owner=None)
+    status = cli.main(["--root", str(tmp_path), "client-config", "--host", HOST, "--format", "k3s"])
+    assert status == 0
+    assert capsys.readouterr().out == (GOLDEN / "multi-upstream" / "k3s.txt").read_text()
+
+
+def test_cli_without_config_or_applied_mirrors_says_what_to_do(tmp_path, capsys):
+    status = cli.main(["--root", str(tmp_path), "client-config", "--host", HOST])
+    assert status == 2
+    assert "run `registry-cache apply` first, or give --config" in capsys.readouterr().err
+
+
+def test_cli_with_a_missing_config_file_refuses_rather_than_use_the_default(tmp_path, capsys):
+    status = cli.main(["client-config", "--host", HOST, "--config", str(tmp_path / "nope.yml")])
+    assert status == 2
+    assert "nope.yml does not exist" in capsys.readouterr().err
+
+
+def test_cli_with_an_invalid_config_lists_its_problems(tmp_path, capsys):
+    bad = tmp_path / "config.yml"
+    bad.write_text("mirrors:\n  hub:\n    upstream: https://registry-1.docker.io\n    prot: 5000\n")
+    status = cli.main(["client-config", "--host", HOST, "--config", str(bad)])
+    assert status == 2
+    assert f"{bad}:4: mirrors.hub.prot: unknown key; did you mean 'port'?" in capsys.readouterr().err
+
+
+def test_cli_as_an_unprivileged_user_falls_back_to_the_system_mirrors(tmp_path, monkeypatch, capsys):
+    system = tmp_path / "etc-registry-cache"
+    cfg = configmod.load(str(EXAMPLES / "dockerhub.yml"), check_storage=False)
+    for rendered in render.render(cfg).values():
+        layout.write_rendered(str(system), rendered, owner=None)
+    monkeypatch.setattr(layout, "SYSTEM_ROOT", str(system))
+    monkeypatch.delenv("REGISTRY_CACHE_ROOT", raising=False)
+    monkeypatch.setattr(layout, "default_root", lambda: str(tmp_path / "empty-user-state"))
+    status = cli.main(["client-config", "--host", HOST, "--format", "docker"])
+    assert status == 0
+    assert capsys.readouterr().out == (GOLDEN / "dockerhub" / "docker.txt").read_text()
