@@ -9,7 +9,7 @@ Read `dist/build.json` (or $REGISTRY_CACHE_TEST_DIST/build.json), then, for the 
   libvirt box with its version, `vagrant up` of the project's drop-in Vagrantfile with a
   test config.yml, exactly as a team runs it; VM networks exist only in the namespace;
 - `machine` (parametrized): each box as a `Machine` for the shared checks; the VirtualBox
-  box is booted in QEMU as VirtualBox would present it (box/vm/vboxlike.py).
+  box is booted in QEMU as VirtualBox would present it (box/vm/qemuvm.py).
 
 Everything is torn down, also when a test fails: VMs destroyed, the box removed from
 Vagrant and the libvirt pool, daemons stopped by pid, the namespace deleted.
@@ -35,8 +35,8 @@ from box.qemu import probe_accelerator
 from box.run import step
 from box.vm import netns as netns_mod
 from box.vm.libvirtd import PrivateLibvirt
+from box.vm.qemuvm import QemuVM, read_box, unpack_box
 from box.vm.vagrant import Vagrant, box_catalog, libvirt_volume_prefix
-from box.vm.vboxlike import VirtualBoxLikeVM, read_box, unpack_box
 from tests.box.machines import Machine, config_yaml, ssh_config_for
 from tests.harness import images
 from tests.harness.registry import Registry, start_registry
@@ -247,7 +247,7 @@ def _virtualbox_machine(lab: Lab, build_meta: BuildMetadata, request: pytest.Fix
     with step("unpack the VirtualBox box"):
         unpacked = unpack_box(box_file, work / "box")
     described = read_box(unpacked)
-    vm = VirtualBoxLikeVM(work, described, lab.accel,
+    vm = QemuVM(work, described, lab.accel,
                           {SSH_FORWARD: 22, MIRROR_PORT: MIRROR_PORT, SECOND_PORT: SECOND_PORT})
     identity = work / "vagrant-insecure-key"
     shutil.copy(VAGRANT_INSECURE_KEY, identity)

@@ -20,7 +20,8 @@ from box.run import run
 
 MIRROR_UNIT = "registry-cache-mirror@{}.service"
 RENDERED = "/etc/registry-cache/mirrors/{}"
-RENDERED_FILES = ("proxy.yml", "readonly.yml", "mirror.json")
+# the registry configs (they may hold the upstream password); mirror.json holds no secret
+SECRET_FILES = ("proxy.yml", "readonly.yml")
 DEBUG_PORT_OFFSET = 10000
 
 
@@ -56,7 +57,10 @@ class Machine:
             timeout: float = 120) -> str:
         """Run a shell command in the guest over ssh (no sudo), optionally feeding stdin."""
         proc = run(["ssh", "-F", str(self.ssh_config), "default", command], capture=True,
-                   input=input, check=check, timeout=timeout)
+                   input=input, check=False, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{self.provider}: `{command}` exited {proc.returncode}:\n"
+                                 f"{proc.stdout}{proc.stderr}")
         return proc.stdout
 
     def write_file(self, path: str, text: str, mode: str = "0644") -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.box.machines import DEBUG_PORT_OFFSET, MIRROR_UNIT, RENDERED, RENDERED_FILES, Machine
+from tests.box.machines import DEBUG_PORT_OFFSET, MIRROR_UNIT, RENDERED, SECRET_FILES, Machine
 from tests.harness import images
 
 pytestmark = pytest.mark.box
@@ -49,7 +49,7 @@ def test_mirror_ports_listen_on_the_configured_address_and_debug_ports_on_loopba
 def test_rendered_configs_are_readable_by_the_mirror_account_only(machine: Machine):
     for name in machine.mirrors:
         account = machine.unit(name)["User"]
-        for filename in RENDERED_FILES:
+        for filename in SECRET_FILES:
             rendered = machine.host.file(f"{RENDERED.format(name)}/{filename}")
             assert rendered.is_file, rendered.path
             assert rendered.mode == 0o600, (rendered.path, oct(rendered.mode))

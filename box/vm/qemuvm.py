@@ -1,5 +1,6 @@
-"""Boots the VirtualBox box in plain QEMU, presenting the machine the way VirtualBox would.
+"""Boots a box's disk in plain QEMU, presenting the machine the way its provider would.
 
+Mainly for the VirtualBox box:
 VirtualBox cannot run on the build machines, so the box's own description is read and
 honoured instead: `box.ovf` (CPUs, memory, the disk file, an AHCI/SATA controller, one
 E1000 NAT adapter) and the box's `Vagrantfile` (`config.vm.base_mac`, the MAC Vagrant
@@ -35,22 +36,29 @@ class BoxError(ValueError):
 
 
 @dataclass(frozen=True)
-class VirtualBoxMachine:
-    """What the VirtualBox box tells VirtualBox to create."""
+class BoxMachine:
+    """The machine a box asks its provider for: disk, CPUs, memory, disk controller, NIC."""
 
     disk: Path
     cpus: int
     memory_mib: int
     mac: str  # aa:bb:cc:dd:ee:ff
-    controller: str  # "AHCI"
-    nic: str  # "E1000"
+    controller: str  # "AHCI" (VirtualBox's SATA) or "virtio" (libvirt)
+    nic: str  # "E1000" (VirtualBox) or "virtio" (libvirt)
+    disk_format: str = "vmdk"
+
+
+def libvirt_machine(disk: Path, cpus: int = 2, memory_mib: int = 1024) -> BoxMachine:
+    """The machine vagrant-libvirt makes of a libvirt box: virtio disk and NIC."""
+    return BoxMachine(disk=disk, cpus=cpus, memory_mib=memory_mib, mac="52:54:00:12:34:56",
+                      controller="virtio", nic="virtio", disk_format="qcow2")
 
 
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def read_box(folder: Path) -> VirtualBoxMachine:
+def read_box(folder: Path) -> BoxMachine:
     """Read box.ovf and the Vagrantfile of an unpacked VirtualBox box."""
     ovf_path, vagrantfile = folder / "box.ovf", folder / "Vagrantfile"
     for path in (ovf_path, vagrantfile):
@@ -76,7 +84,7 @@ def read_box(folder: Path) -> VirtualBoxMachine:
     if not match:
         raise BoxError(f"{vagrantfile}: no config.vm.base_mac (Vagrant needs it to set the NAT MAC)")
     digits = match.group(1).replace(":", "").lower()
-    return VirtualBoxMachine(
+    return BoxMachine(
         disk=folder / href,
         cpus=int(only(_CPU, "CPU")["VirtualQuantity"]),
         memory_mib=int(only(_MEMORY, "memory")["VirtualQuantity"]),
@@ -95,18 +103,29 @@ def unpack_box(box_file: Path, dest: Path) -> Path:
 
 
 def qemu_argv(
-    machine: VirtualBoxMachine,
+    machine: BoxMachine,
     overlay: Path,
     *,
     accel: str,
     forwards: Mapping[int, int],
     console_log: Path,
 ) -> list[str]:
-    """The QEMU command line of the VirtualBox machine: AHCI disk, E1000 NIC with base_mac, NAT."""
-    if machine.controller.upper() != "AHCI" or machine.nic.upper() != "E1000":
-        raise BoxError(f"box.ovf asks for a {machine.controller} disk controller and a "
-                       f"{machine.nic} NIC; this runner presents AHCI and E1000, as the box should")
+    """The QEMU command line: the box's disk controller and NIC (with its MAC), NAT networking."""
     hostfwd = ",".join(f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in forwards.items())
+    presented = (machine.controller.upper(), machine.nic.upper())
+    if presented == ("AHCI", "E1000"):
+        disk = ["-device", "ahci,id=sata0",
+                "-drive", f"if=none,id=disk0,file={overlay},format=qcow2",
+                "-device", "ide-hd,drive=disk0,bus=sata0.0"]
+        nic = f"e1000,netdev=nat0,mac={machine.mac}"
+    elif presented == ("VIRTIO", "VIRTIO"):
+        disk = ["-drive", f"if=none,id=disk0,file={overlay},format=qcow2",
+                "-device", "virtio-blk-pci,drive=disk0"]
+        nic = f"virtio-net-pci,netdev=nat0,mac={machine.mac}"
+    else:
+        raise BoxError(f"the box asks for a {machine.controller} disk controller and a "
+                       f"{machine.nic} NIC; this runner presents AHCI+E1000 (VirtualBox) or "
+                       "virtio (libvirt)")
     return [
         "qemu-system-x86_64",
         "-accel", accel,
@@ -115,21 +134,19 @@ def qemu_argv(
         "-smp", str(machine.cpus),
         "-m", str(machine.memory_mib),
         "-nodefaults", "-display", "none", "-no-user-config",
-        "-device", "ahci,id=sata0",
-        "-drive", f"if=none,id=disk0,file={overlay},format=qcow2",
-        "-device", "ide-hd,drive=disk0,bus=sata0.0",
+        *disk,
         "-netdev", f"user,id=nat0,{hostfwd}",
-        "-device", f"e1000,netdev=nat0,mac={machine.mac}",
+        "-device", nic,
         "-serial", f"file:{console_log}",
     ]
 
 
 @dataclass
-class VirtualBoxLikeVM:
-    """The VirtualBox box running in QEMU; `ssh_port` and `forwards` are on 127.0.0.1."""
+class QemuVM:
+    """A box's disk running in QEMU; the `forwards` (host -> guest ports) are on 127.0.0.1."""
 
     workdir: Path
-    machine: VirtualBoxMachine
+    machine: BoxMachine
     accel: str
     forwards: dict[int, int]  # host port -> guest port
     launcher: Sequence[str] = ()
@@ -141,16 +158,23 @@ class VirtualBoxLikeVM:
         """The guest's serial console."""
         return self.workdir / "console.log"
 
-    def start(self) -> None:
-        """Make the overlay disk and power the VM on."""
-        overlay = self.workdir / "disk.qcow2"
-        overlay.unlink(missing_ok=True)
-        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "vmdk",
-             "-b", str(self.machine.disk.resolve()), str(overlay)], capture=True)
+    @property
+    def overlay(self) -> Path:
+        """The VM's own disk: a qcow2 overlay; the box's disk is never written."""
+        return self.workdir / "disk.qcow2"
+
+    def start(self, *, fresh: bool = True) -> None:
+        """Power the VM on (`fresh`: on a new overlay, else on the disk of the last run)."""
+        overlay = self.overlay
+        if fresh or not overlay.exists():
+            overlay.unlink(missing_ok=True)
+            run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", self.machine.disk_format,
+                 "-b", str(self.machine.disk.resolve()), str(overlay)], capture=True)
         argv = qemu_argv(self.machine, overlay, accel=self.accel, forwards=self.forwards,
                          console_log=self.console_log)
         self.powered_on = time.monotonic()
-        self.process = start("virtualbox-box", [*self.launcher, *argv], self.workdir / "qemu.log")
+        self.process = start(f"box-{self.machine.controller.lower()}", [*self.launcher, *argv],
+                             self.workdir / "qemu.log")
 
     def wait_for_ssh(self, host_port: int, timeout: float = 600.0) -> float:
         """Wait until sshd greets on the forwarded port; return the seconds since power-on."""
@@ -170,11 +194,17 @@ class VirtualBoxLikeVM:
         raise RuntimeError(f"no answer on 127.0.0.1:{host_port} after {timeout:.0f} s; console:\n"
                            + "\n".join(self.console_log.read_text(errors="replace").splitlines()[-30:]))
 
-    def stop(self) -> None:
-        """Power the VM off (QEMU stopped by its pid) and delete its overlay disk."""
+    def wait_exit(self, timeout: float = 120.0) -> None:
+        """Wait for QEMU to end by itself (the guest powered off)."""
+        if self.process is not None:
+            self.process.wait(timeout)
+
+    def stop(self, *, keep_disk: bool = False) -> None:
+        """Power the VM off (QEMU stopped by its pid); delete its overlay unless `keep_disk`."""
         if self.process is not None:
             self.process.stop(timeout=10)
-        (self.workdir / "disk.qcow2").unlink(missing_ok=True)
+        if not keep_disk:
+            self.overlay.unlink(missing_ok=True)
 
 
 def remove(path: Path) -> None:
