@@ -107,12 +107,16 @@ class Machine:
         return self.host.check_output("cat /proc/sys/kernel/random/boot_id").strip()
 
     def wait_for_ssh(self, timeout: float = 300) -> None:
-        """Wait until the guest accepts ssh commands again."""
+        """Wait until the guest accepts ssh commands again, also through testinfra's connection.
+
+        After a reboot testinfra's shared ssh connection (ControlMaster) is dead but still
+        there until its keep-alives give up: wait for it to be replaced too.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             proc = run(["ssh", "-F", str(self.ssh_config), "-o", "ConnectTimeout=5", "default",
                         "true"], capture=True, check=False, timeout=30)
-            if proc.returncode == 0:
+            if proc.returncode == 0 and self.host.run("true").rc == 0:
                 return
             time.sleep(3)
         raise AssertionError(f"{self.provider}: no ssh after {timeout:.0f} s")

@@ -7,6 +7,7 @@ test starts from the state the previous one left.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -72,22 +73,29 @@ def test_reboot_from_inside_waits_for_the_synced_folder_then_serves_the_cache(
     tag, options = mount[0], mount[2]
     before = machine.boot_id()
 
-    machine.ssh("sudo systemd-run --on-active=1 systemctl reboot")
-    machine.wait_for_ssh()
-    assert machine.boot_id() != before
-    # Nobody mounted /vagrant (Vagrant was not asked): the mirror must wait, not write there.
-    assert not machine.host.mount_point("/vagrant").exists
-    status = machine.wait_until(
-        lambda s: any(m["name"] == "team" and m["mode"] == "waiting-for-storage" for m in s),
-        "the mirror waiting for its storage")
-    assert status
-    assert machine.host.service(MIRROR_UNIT.format("team")).is_enabled
-    assert _underlying_vagrant_dir(machine) == [], "something was written into the bare /vagrant"
+    mount_like_vagrant = f"mount -t 9p -o {options},version=9p2000.L {tag} /vagrant"
 
-    # Mount it the way Vagrant does: the mirror comes back by itself, its cache intact.
-    machine.host.run_expect([0], f"mount -t 9p -o {options},version=9p2000.L {tag} /vagrant")
-    machine.wait_all_serving()
-    _pull_cached_with_upstream_stopped(machine, lab, tmp_path / "offline")
+    machine.ssh("sudo systemd-run --on-active=1 systemctl reboot")
+    time.sleep(5)
+    machine.wait_for_ssh()
+    try:
+        assert machine.boot_id() != before
+        # Nobody mounted /vagrant (Vagrant was not asked): the mirror must wait, not write there.
+        assert not machine.host.mount_point("/vagrant").exists
+        machine.wait_until(
+            lambda s: any(m["name"] == "team" and m["mode"] == "waiting-for-storage" for m in s),
+            "the mirror waiting for its storage")
+        assert machine.host.service(MIRROR_UNIT.format("team")).is_enabled
+        assert _underlying_vagrant_dir(machine) == [], "something was written into the bare /vagrant"
+
+        # Mount it the way Vagrant does: the mirror comes back by itself, its cache intact.
+        machine.host.run_expect([0], mount_like_vagrant)
+        machine.wait_all_serving()
+        _pull_cached_with_upstream_stopped(machine, lab, tmp_path / "offline")
+    finally:
+        # the next tests need the synced folder, whatever happened here
+        if not machine.host.mount_point("/vagrant").exists:
+            machine.host.run(mount_like_vagrant)
 
 
 def test_provision_with_a_second_upstream_starts_it_and_leaves_the_first_mirror_running(
