@@ -106,6 +106,20 @@ class Machine:
         """The guest kernel's boot id: changes with every boot."""
         return self.host.check_output("cat /proc/sys/kernel/random/boot_id").strip()
 
+    def wait_for_new_boot(self, old_boot_id: str, timeout: float = 420) -> None:
+        """Wait until the guest answers over ssh from a boot other than `old_boot_id`.
+
+        A reboot under TCG takes seconds to tear sshd down, so "ssh works" alone may still
+        be the old boot; the boot id tells. Also waits for testinfra's shared connection.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = self.host.run("cat /proc/sys/kernel/random/boot_id")
+            if result.rc == 0 and result.stdout.strip() not in ("", old_boot_id):
+                return
+            time.sleep(3)
+        raise AssertionError(f"{self.provider}: not back from a reboot after {timeout:.0f} s")
+
     def wait_for_ssh(self, timeout: float = 300) -> None:
         """Wait until the guest accepts ssh commands again, also through testinfra's connection.
 

@@ -7,7 +7,6 @@ test starts from the state the previous one left.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -76,10 +75,8 @@ def test_reboot_from_inside_waits_for_the_synced_folder_then_serves_the_cache(
     mount_like_vagrant = f"mount -t 9p -o {options},version=9p2000.L {tag} /vagrant"
 
     machine.ssh("sudo systemd-run --on-active=1 systemctl reboot")
-    time.sleep(5)
-    machine.wait_for_ssh()
+    machine.wait_for_new_boot(before)
     try:
-        assert machine.boot_id() != before
         # Nobody mounted /vagrant (Vagrant was not asked): the mirror must wait, not write there.
         assert not machine.host.mount_point("/vagrant").exists
         machine.wait_until(
