@@ -2,10 +2,10 @@
 
 from invoke import Collection
 
-from box.tasks import build, dev, publish
+from box.tasks import build, dev, publish, testbox
 
 ns = Collection()
-for module in (dev, build, publish):
+for module in (dev, build, testbox, publish):
     for t in module.TASKS:
         ns.add_task(t)
 

@@ -1,0 +1,110 @@
+"""The box as a team gets it: what runs, as whom, on which address, and a real pull through it.
+
+Runs once per box (libvirt through `vagrant up`, VirtualBox's disk in QEMU): see conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.box.machines import DEBUG_PORT_OFFSET, MIRROR_UNIT, RENDERED, SECRET_FILES, Machine
+from tests.harness import images
+
+pytestmark = pytest.mark.box
+
+
+def test_registry_cache_is_installed(machine: Machine):
+    assert machine.host.file("/usr/local/bin/registry-cache").is_executable
+    machine.host.run_expect([0], "registry-cache --version")
+    assert machine.host.exists("docker-registry")
+
+
+def test_every_mirror_unit_is_enabled_active_and_not_root(machine: Machine):
+    assert machine.host.service("registry-cache-boot.service").is_enabled
+    for name in machine.mirrors:
+        service = machine.host.service(MIRROR_UNIT.format(name))
+        assert service.is_enabled, name
+        assert service.is_running, name
+        unit = machine.unit(name)
+        assert unit["User"] not in ("", "root"), unit
+        main_pid = unit["MainPID"]
+        users = machine.host.check_output(
+            f"ps -o user= -p {main_pid}; ps -o user= --ppid {main_pid}").split()
+        assert users and "root" not in users, f"{name}: processes run as {users}"
+
+
+def test_mirror_ports_listen_on_the_configured_address_and_debug_ports_on_loopback_only(
+    machine: Machine,
+):
+    listening = machine.host.socket.get_listening_sockets()
+    for name, port in machine.mirrors.items():
+        assert f"tcp://{machine.config['listen']}:{port}" in listening, (name, listening)
+        debug = [s for s in listening if s.endswith(f":{port + DEBUG_PORT_OFFSET}")]
+        assert debug == [f"tcp://127.0.0.1:{port + DEBUG_PORT_OFFSET}"], (name, debug)
+
+
+def test_rendered_configs_are_readable_by_the_mirror_account_only(machine: Machine):
+    for name in machine.mirrors:
+        account = machine.unit(name)["User"]
+        for filename in SECRET_FILES:
+            rendered = machine.host.file(f"{RENDERED.format(name)}/{filename}")
+            assert rendered.is_file, rendered.path
+            assert rendered.mode == 0o600, (rendered.path, oct(rendered.mode))
+            assert rendered.user == account, (rendered.path, rendered.user)
+
+
+def test_status_reports_every_mirror_healthy_in_proxy_mode(machine: Machine):
+    status = machine.wait_all_serving()
+    assert sorted(m["name"] for m in status) == sorted(machine.mirrors)
+    for mirror in status:
+        assert mirror["healthy"] is True, mirror
+        assert mirror["mode"] == "proxy", mirror
+        assert mirror["problem"] is None, mirror
+
+
+def _counts(machine: Machine, name: str) -> tuple[int, int]:
+    mirror = next(m for m in machine.status() if m["name"] == name)
+    return mirror["hits"], mirror["misses"]
+
+
+@pytest.mark.destructive
+def test_pull_through_the_cache_hits_the_second_time_and_survives_the_upstream_stopping(
+    machine: Machine, lab, tmp_path: Path
+):
+    image = lab.image
+    mirror = machine.mirror_host("team")
+    _hits0, misses0 = _counts(machine, "team")
+
+    cold = images.pull(image.ref(mirror), tmp_path / "cold", timeout=300)
+    assert cold.digest == image.digest
+    hits1, misses1 = _counts(machine, "team")
+    assert misses1 > misses0, "a cold pull must count misses"
+
+    warm = images.pull(image.ref(mirror), tmp_path / "warm", timeout=300)
+    assert warm.digest == image.digest
+    hits2, misses2 = _counts(machine, "team")
+    assert misses2 == misses1, "the warm pull must not go upstream"
+    assert hits2 > hits1, "the warm pull must count hits"
+
+    lab.upstream.stop()
+    try:
+        offline = images.pull(image.ref(mirror), tmp_path / "offline", timeout=300)
+        assert offline.digest == image.digest
+        stored = (tmp_path / "offline" / image.layers[0].digest.split(":", 1)[1]).read_bytes()
+        assert len(stored) == image.layers[0].size
+    finally:
+        lab.upstream.start()
+
+
+def test_no_secret_in_the_journal_status_or_vagrant_output(machine: Machine):
+    journal = machine.host.check_output("journalctl --no-pager -o cat")
+    status_text = machine.host.check_output("registry-cache status --no-rate-limit")
+    status_json = json.dumps(machine.status())
+    assert "team" in status_text  # the command really printed its table
+    for where, text in (("journalctl", journal), ("status", status_text),
+                        ("status --json", status_json), ("vagrant/apply output",
+                                                         "\n".join(machine.outputs))):
+        assert machine.secret not in text, f"the upstream password shows in {where}"

@@ -1,0 +1,160 @@
+"""What a team does to a running cache through Vagrant: reload, reboot, edit config.yml, break it.
+
+libvirt box only (the VirtualBox box cannot run Vagrant here). Runs in file order: each
+test starts from the state the previous one left.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.box.conftest import LIBVIRT_HOST_SIDE, SECOND_PORT, LibvirtVM
+from tests.box.machines import MIRROR_UNIT, Machine, config_yaml
+from tests.harness import images
+
+pytestmark = [pytest.mark.box, pytest.mark.destructive]
+
+# the bare mount point, seen through a bind mount of / that has no synced folder on top
+UNDERLAY = "/run/registry-cache-test-underlay"
+
+
+def _underlying_vagrant_dir(machine: Machine) -> list[str]:
+    """What the root file system itself holds at /vagrant, below any synced folder."""
+    text = machine.host.check_output(
+        f"mkdir -p {UNDERLAY} && mount --bind / {UNDERLAY} && "
+        f"(ls -A {UNDERLAY}/vagrant; umount {UNDERLAY})")
+    return text.split()
+
+
+def _pull_cached_with_upstream_stopped(machine: Machine, lab, dest: Path) -> None:
+    lab.upstream.stop()
+    try:
+        pulled = images.pull(lab.image.ref(machine.mirror_host("team")), dest, timeout=300)
+        assert pulled.digest == lab.image.digest
+    finally:
+        lab.upstream.start()
+
+
+def _warm_the_cache(machine: Machine, lab, dest: Path) -> None:
+    machine.wait_all_serving()
+    pulled = images.pull(lab.image.ref(machine.mirror_host("team")), dest, timeout=300)
+    assert pulled.digest == lab.image.digest
+
+
+def test_vagrant_reload_without_provision_brings_the_mirrors_back_with_their_cache(
+    libvirt_vm: LibvirtVM, lab, tmp_path: Path
+):
+    machine = libvirt_vm.machine
+    _warm_the_cache(machine, lab, tmp_path / "warm")
+    before = machine.boot_id()
+
+    reload = libvirt_vm.vagrant("reload", "--no-provision")
+    machine.outputs.append(reload.output)
+
+    assert "Running provisioner" not in reload.output
+    assert machine.boot_id() != before
+    machine.wait_all_serving()
+    assert machine.host.service(MIRROR_UNIT.format("team")).is_running
+    assert _underlying_vagrant_dir(machine) == [], "something was written into the bare /vagrant"
+    _pull_cached_with_upstream_stopped(machine, lab, tmp_path / "offline")
+
+
+def test_reboot_from_inside_waits_for_the_synced_folder_then_serves_the_cache(
+    libvirt_vm: LibvirtVM, lab, tmp_path: Path
+):
+    machine = libvirt_vm.machine
+    mount = machine.host.check_output("findmnt -n -o SOURCE,FSTYPE,OPTIONS /vagrant").split()
+    assert len(mount) == 3 and mount[1] == "9p", mount
+    tag, options = mount[0], mount[2]
+    before = machine.boot_id()
+
+    mount_like_vagrant = f"mount -t 9p -o {options},version=9p2000.L {tag} /vagrant"
+
+    machine.ssh("sudo systemd-run --on-active=1 systemctl reboot")
+    machine.wait_for_new_boot(before)
+    try:
+        # Nobody mounted /vagrant (Vagrant was not asked): the mirror must wait, not write there.
+        assert not machine.host.mount_point("/vagrant").exists
+        machine.wait_until(
+            lambda s: any(m["name"] == "team" and m["mode"] == "waiting-for-storage" for m in s),
+            "the mirror waiting for its storage")
+        assert machine.host.service(MIRROR_UNIT.format("team")).is_enabled
+        assert _underlying_vagrant_dir(machine) == [], "something was written into the bare /vagrant"
+
+        # Mount it the way Vagrant does: the mirror comes back by itself, its cache intact.
+        machine.host.run_expect([0], mount_like_vagrant)
+        machine.wait_all_serving()
+        _pull_cached_with_upstream_stopped(machine, lab, tmp_path / "offline")
+    finally:
+        # the next tests need the synced folder, whatever happened here
+        if not machine.host.mount_point("/vagrant").exists:
+            machine.host.run(mount_like_vagrant)
+
+
+def test_provision_with_a_second_upstream_starts_it_and_leaves_the_first_mirror_running(
+    libvirt_vm: LibvirtVM, lab, tmp_path: Path
+):
+    machine = libvirt_vm.machine
+    machine.wait_all_serving()
+    first_before = machine.unit("team")
+    config = yaml.safe_load((libvirt_vm.project / "config.yml").read_text())
+    config["mirrors"]["second"] = {
+        "upstream": f"http://{LIBVIRT_HOST_SIDE}:{lab.second_upstream.port}",
+        "port": SECOND_PORT,
+    }
+    (libvirt_vm.project / "config.yml").write_text(config_yaml(config))
+
+    provision = libvirt_vm.vagrant("provision")
+    machine.outputs.append(provision.output)
+    machine.config = config
+
+    assert machine.host.service(MIRROR_UNIT.format("second")).is_running
+    assert machine.host.service(MIRROR_UNIT.format("second")).is_enabled
+    pulled = images.pull(lab.second_image.ref(machine.mirror_host("second")), tmp_path / "second",
+                         timeout=300)
+    assert pulled.digest == lab.second_image.digest
+    first_after = machine.unit("team")
+    assert first_after["MainPID"] == first_before["MainPID"], "the first mirror was restarted"
+    assert first_after["ActiveEnterTimestamp"] == first_before["ActiveEnterTimestamp"]
+
+
+def test_broken_config_fails_provision_naming_file_line_key_and_mirrors_keep_serving(
+    libvirt_vm: LibvirtVM, lab, tmp_path: Path
+):
+    machine = libvirt_vm.machine
+    machine.wait_all_serving()
+    before = {name: machine.unit(name) for name in machine.mirrors}
+    good = (libvirt_vm.project / "config.yml").read_text()
+    broken = good.replace(f"port: {SECOND_PORT}", "port: 70000")
+    assert broken != good
+    line = next(i for i, text in enumerate(broken.splitlines(), 1) if "port: 70000" in text)
+    (libvirt_vm.project / "config.yml").write_text(broken)
+    try:
+        provision = libvirt_vm.vagrant("provision", check=False)
+        machine.outputs.append(provision.output)
+
+        assert not provision.ok, "vagrant provision must fail on an invalid config.yml"
+        assert re.search(rf"/vagrant/config\.yml:{line}: mirrors\.second\.port: ", provision.output), \
+            provision.output
+        for name in machine.mirrors:
+            after = machine.unit(name)
+            assert after["MainPID"] == before[name]["MainPID"], f"{name} was restarted"
+        pulled = images.pull(lab.image.ref(machine.mirror_host("team")), tmp_path / "team",
+                             timeout=300)
+        assert pulled.digest == lab.image.digest
+        pulled = images.pull(lab.second_image.ref(machine.mirror_host("second")),
+                             tmp_path / "second", timeout=300)
+        assert pulled.digest == lab.second_image.digest
+    finally:
+        (libvirt_vm.project / "config.yml").write_text(good)
+
+
+def test_secret_never_printed_during_the_lifecycle(libvirt_vm: LibvirtVM):
+    machine = libvirt_vm.machine
+    journal = machine.host.check_output("journalctl --no-pager -o cat")
+    for where, text in (("journalctl", journal), ("vagrant output", "\n".join(machine.outputs))):
+        assert machine.secret not in text, f"the upstream password shows in {where}"
