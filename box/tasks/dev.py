@@ -11,6 +11,7 @@ from invoke.exceptions import Exit
 
 from box import deps
 from box.run import step
+from box.tasks import build, testbox
 
 # pytest's exit code when it collected no test at all
 _PYTEST_NO_TESTS = 5
@@ -29,19 +30,16 @@ def install_deps(c: Context, groups: str = "") -> None:
 @task(
     help={
         "quick": "unit and integration tests only: no box build, no VM (the inner loop)",
-        "k": "only tests whose names match this pytest -k expression",
-        "path": "a test file or folder instead of the whole suite",
+        "k": "only tests whose names match this pytest -k expression (no box build)",
+        "path": "a test file or folder instead of the whole suite (no box build)",
     }
 )
 def test(c: Context, quick: bool = False, k: str = "", path: str = "") -> None:
-    """Run the whole test suite: unit, integration, then the box in a real VM."""
-    groups = ["test"] if quick else list(deps.APT_PACKAGES)
-    deps.ensure(*groups)
+    """Run the whole test suite: unit, integration, then build the box and test it in a real VM."""
+    deps.ensure(*(["test"] if quick else deps.APT_PACKAGES))
     with step("ruff check"):
         c.run("ruff check .", pty=False)
-    argv = [sys.executable, "-m", "pytest", "-ra"]
-    if quick:
-        argv += ["-m", "not box"]
+    argv = [sys.executable, "-m", "pytest", "-ra", "-m", "not box"]
     if k:
         argv += ["-k", k]
     argv.append(path or "tests")
@@ -51,6 +49,10 @@ def test(c: Context, quick: bool = False, k: str = "", path: str = "") -> None:
         raise Exit("pytest collected no test", code=1)
     if result.exited != 0:
         raise Exit(f"tests failed (pytest exit {result.exited})", code=result.exited)
+    if quick or k or path:
+        return
+    build.build_box(c)
+    testbox.test_box(c)
 
 
 @task
