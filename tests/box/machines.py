@@ -114,8 +114,11 @@ class Machine:
         """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            result = self.host.run("cat /proc/sys/kernel/random/boot_id")
-            if result.rc == 0 and result.stdout.strip() not in ("", old_boot_id):
+            try:
+                result = self.host.run("cat /proc/sys/kernel/random/boot_id")
+            except RuntimeError:  # testinfra raises when ssh itself fails (exit 255)
+                result = None
+            if result is not None and result.rc == 0 and result.stdout.strip() not in ("", old_boot_id):
                 return
             time.sleep(3)
         raise AssertionError(f"{self.provider}: not back from a reboot after {timeout:.0f} s")
@@ -130,8 +133,12 @@ class Machine:
         while time.monotonic() < deadline:
             proc = run(["ssh", "-F", str(self.ssh_config), "-o", "ConnectTimeout=5", "default",
                         "true"], capture=True, check=False, timeout=30)
-            if proc.returncode == 0 and self.host.run("true").rc == 0:
-                return
+            if proc.returncode == 0:
+                try:
+                    if self.host.run("true").rc == 0:
+                        return
+                except RuntimeError:  # testinfra's shared connection is still the dead one
+                    pass
             time.sleep(3)
         raise AssertionError(f"{self.provider}: no ssh after {timeout:.0f} s")
 
