@@ -68,8 +68,13 @@ class Machine:
         self.ssh(f"sudo install -D -m {mode} /dev/stdin {shlex.quote(path)}", input=text)
 
     def status(self) -> list[dict[str, Any]]:
-        """`registry-cache status --json` (no Docker Hub rate-limit probe: no internet here)."""
-        return json.loads(self.host.check_output("registry-cache status --json --no-rate-limit"))
+        """`registry-cache status --json` (no Docker Hub rate-limit probe: no internet here).
+
+        It exits 1 while a mirror is not healthy (e.g. waiting for its storage): the JSON
+        on stdout is the answer either way.
+        """
+        result = self.host.run_expect([0, 1], "registry-cache status --json --no-rate-limit")
+        return json.loads(result.stdout)
 
     def wait_until(self, predicate: Any, what: str, timeout: float = 240) -> list[dict[str, Any]]:
         """Poll `status` until `predicate(status)` holds; fail naming `what` and the last status."""
