@@ -67,6 +67,7 @@ def test_reboot_from_inside_waits_for_the_synced_folder_then_serves_the_cache(
     libvirt_vm: LibvirtVM, lab, tmp_path: Path
 ):
     machine = libvirt_vm.machine
+    _warm_the_cache(machine, lab, tmp_path / "warm")
     mount = machine.host.check_output("findmnt -n -o SOURCE,FSTYPE,OPTIONS /vagrant").split()
     assert len(mount) == 3 and mount[1] == "9p", mount
     tag, options = mount[0], mount[2]
