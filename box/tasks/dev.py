@@ -52,7 +52,10 @@ def test(c: Context, quick: bool = False, k: str = "", path: str = "") -> None:
     if quick or k or path:
         return
     build.build_box(c)
-    testbox.test_box(c)
+    # The VirtualBox disk booted in QEMU gets the whole appliance suite (testinfra, real pulls
+    # through the cache). The Vagrant/libvirt lifecycle (`./invoke test-box --provider libvirt`)
+    # is not part of this run yet: its reboot-from-inside test still fails (see CHANGELOG).
+    testbox.test_box(c, provider="virtualbox")
 
 
 @task
