@@ -7,9 +7,11 @@ If one of these fails after a `docker-registry` upgrade, the agent's workaround 
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 import pytest
+from registry_cache.counters import is_stored
 
 from box.run import CommandError
 from tests.harness import images
@@ -32,7 +34,18 @@ def warm_proxy(registry_factory, upstream, test_images, tmp_path):
     proxy = registry_factory("proxy", proxy={"remoteurl": upstream.url})
     for image in test_images.all():
         _pull(image, proxy.host, tmp_path / f"cold-{image.kind}")
+    # the proxy stores what it streamed in the background: let it finish before a test stops it
+    _wait_until_stored(proxy, test_images.all())
     return proxy
+
+
+def _wait_until_stored(proxy, imgs, timeout: float = 30) -> None:
+    pending = [(img.repo, b.digest) for img in imgs for b in img.blobs]
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        pending = [b for b in pending if not is_stored(str(proxy.storage), *b)]
+        time.sleep(0.1)
+    assert not pending, f"the proxy never stored {pending}"
 
 
 def test_proxy_serves_cached_images_by_tag_and_digest_while_upstream_is_down(
@@ -100,6 +113,8 @@ def test_proxy_logs_one_scheduler_entry_per_blob_and_manifest_it_fetches(
         }
 
     _pull(image, proxy.host, tmp_path / "cold")
+    _wait_until_stored(proxy, [image])
+    time.sleep(0.5)  # the scheduler entry is logged just after the blob is committed
     after_cold = scheduled()
     _pull(image, proxy.host, tmp_path / "warm")
 
