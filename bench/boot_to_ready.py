@@ -100,7 +100,7 @@ def bench_disk(label: str, machine: BoxMachine, work: Path, accel: str, upstream
                           + " ".join(f"registry-cache-mirror@m{p}.service" for p in MIRROR_PORTS))
         figures["mirror_unit_memory_mib"] = [
             round(int(v) / 2**20, 1) for v in
-            (line.split("=", 1)[1] for line in units.splitlines()) if v.isdigit()]
+            (line.split("=", 1)[1] for line in units.splitlines() if "=" in line) if v.isdigit()]
     finally:
         vm.stop()
     return figures
