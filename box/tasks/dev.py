@@ -54,7 +54,7 @@ def test(c: Context, quick: bool = False, k: str = "", path: str = "") -> None:
     build.build_box(c)
     # The VirtualBox disk booted in QEMU gets the whole appliance suite (testinfra, real pulls
     # through the cache). The Vagrant/libvirt lifecycle (`./invoke test-box --provider libvirt`)
-    # is not part of this run yet: its reboot-from-inside test still fails (see CHANGELOG).
+    # is not part of this run yet: it has not had one green run of the final code (see CHANGELOG).
     testbox.test_box(c, provider="virtualbox")
 
 
