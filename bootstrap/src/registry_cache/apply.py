@@ -55,12 +55,7 @@ def apply(
             print(line, file=out)
         return plan
     _warn_about_upstreams(cfg, plan, out)
-    owner = layout.storage_owner(cfg.storage) if os.path.exists(cfg.storage) else None
-    if owner is None:
-        os.makedirs(cfg.storage, exist_ok=True)
-        owner = layout.storage_owner(cfg.storage)
-    for mirror in cfg.mirrors:
-        layout.prepare_storage(mirror.storage, owner)
+    owner = layout.prepare_cache(cfg.storage, [m.storage for m in cfg.mirrors])
     _carry_out(plan, wanted, root, owner, cfg, out)
     text = None
     if cfg.source != configmod.EMBEDDED_DEFAULT:

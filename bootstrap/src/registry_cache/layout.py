@@ -122,6 +122,15 @@ def prepare_storage(storage: str, owner: Optional[Owner]) -> None:
     write_file(marker, "This folder is a registry-cache mirror's cache. Safe to delete to reset it.\n")
 
 
+def prepare_cache(storage_root: str, storages: list[str]) -> Owner:
+    """Create the cache root and each mirror's cache folder; return the account mirrors run as."""
+    os.makedirs(storage_root, exist_ok=True)
+    owner = storage_owner(storage_root)
+    for storage in storages:
+        prepare_storage(storage, owner)
+    return owner
+
+
 def storage_owner(storage_root: str) -> Owner:
     """Pick the account mirrors run as: the cache folder's owner, or the registry-cache user."""
     uid = os.stat(storage_root).st_uid if os.path.exists(storage_root) else os.geteuid()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from typing import Optional, TextIO
@@ -65,18 +64,16 @@ class Server:
 
     def _converge(self, cfg: configmod.CacheConfig, wanted: dict[str, RenderedMirror]) -> None:
         plan = make_plan(wanted, layout.read_rendered(self.root))
-        # a mirror that is rendered but not running here (an earlier serve) starts too
-        plan.add.extend(n for n in plan.keep if n not in self.runners)
         for line in plan.lines():
             log.info("%s", line)
-        owner = layout.storage_owner(cfg.storage) if os.path.exists(cfg.storage) else None
+        # a mirror rendered by an earlier run but not running in this process starts too
+        start = plan.add + plan.update + [n for n in plan.keep if n not in self.runners]
         for name in plan.remove + plan.update:
             self._stop_runner(name)
         for name in plan.remove:
             layout.remove_rendered(self.root, name)
-        for mirror in cfg.mirrors:
-            layout.prepare_storage(mirror.storage, owner)
-        for name in plan.add + plan.update:
+        owner = layout.prepare_cache(cfg.storage, [m.storage for m in cfg.mirrors])
+        for name in start:
             layout.write_rendered(self.root, wanted[name], owner)
             self._start_runner(name)
 
