@@ -63,7 +63,8 @@ def test_box(c: Context, provider: str = "all", dist: str = "dist", keep: bool =
         "REGISTRY_CACHE_TEST_PROVIDERS": ",".join(chosen),
         "REGISTRY_CACHE_TEST_KEEP": "1" if keep else "0",
     }
-    argv = [sys.executable, "-m", "pytest", "-ra", "--capture=tee-sys", "-p", "no:cacheprovider", "-m", "box"]
+    argv = [sys.executable, "-m", "pytest", "-ra", "--durations=0", "--capture=tee-sys", "-p",
+            "no:cacheprovider", "-m", "box"]
     if k:
         argv += ["-k", k]
     argv.append(str(PROJECT_ROOT / "tests" / "box"))

@@ -36,6 +36,14 @@ def test_every_mirror_unit_is_enabled_active_and_not_root(machine: Machine):
         assert users and "root" not in users, f"{name}: processes run as {users}"
 
 
+def test_the_boot_unit_started_the_mirrors_of_this_boot_without_failing(machine: Machine):
+    boot = machine.host.check_output(
+        "systemctl show -p ActiveState -p Result registry-cache-boot.service")
+    assert "ActiveState=active" in boot and "Result=success" in boot, boot
+    log = machine.host.check_output("journalctl -b -o cat -u registry-cache-boot.service")
+    assert "started mirrors:" in log, log
+
+
 def test_mirror_ports_listen_on_the_configured_address_and_debug_ports_on_loopback_only(
     machine: Machine,
 ):

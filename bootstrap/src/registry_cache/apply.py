@@ -93,7 +93,7 @@ def apply_at_boot(root: str, out: TextIO) -> None:
         wanted = render(cfg)
         plan = make_plan(wanted, layout.read_rendered(root))
         owner = layout.storage_owner(layout.SYSTEM_ROOT if os.geteuid() == 0 else root)
-        _carry_out(plan, wanted, root, owner, cfg, out, wait=False)
+        _carry_out(plan, wanted, root, owner, cfg, out, at_boot=True)
         layout.save_last_good(root, cfg.source, None, sorted(wanted))
         names = sorted(wanted)
         print("first boot: started the embedded default config", file=out)
@@ -111,8 +111,14 @@ def _carry_out(
     cfg: configmod.CacheConfig,
     out: TextIO,
     *,
-    wait: bool = True,
+    at_boot: bool = False,
 ) -> None:
+    """Write the rendered configs and drop-ins, then stop, start and restart the units that changed.
+
+    At boot this runs inside registry-cache-boot.service, and the mirror units are ordered
+    after it: their start jobs are only queued (--no-block), because waiting for them would
+    be waiting for ourselves. Otherwise it waits until every mirror answers /v2/.
+    """
     for name in plan.add + plan.update:
         layout.write_rendered(root, wanted[name], owner)
     if not systemd.running():
@@ -121,6 +127,7 @@ def _carry_out(
         print("systemd is not running here: configs rendered under "
               f"{root}; run `registry-cache serve` to start the mirrors", file=out)
         return
+    queue = ("--no-block",) if at_boot else ()
     reload_needed = False
     restart = list(plan.update)
     for mirror in cfg.mirrors:
@@ -129,20 +136,20 @@ def _carry_out(
             if mirror.name in plan.keep:
                 restart.append(mirror.name)  # it must run as the cache's (new) owner
     for name in plan.remove:
-        systemd.systemctl("disable", "--now", systemd.unit(name))
+        systemd.systemctl("disable", "--now", *queue, systemd.unit(name))
         systemd.remove_dropin(name)
         layout.remove_rendered(root, name)
         reload_needed = True
     if reload_needed:
         systemd.systemctl("daemon-reload")
     for name in plan.add:
-        systemd.systemctl("enable", "--now", systemd.unit(name))
+        systemd.systemctl("enable", "--now", *queue, systemd.unit(name))
     for name in restart:
-        systemd.systemctl("restart", systemd.unit(name))
+        systemd.systemctl("restart", *queue, systemd.unit(name))
     for name in plan.keep:
         if name not in restart and not systemd.is_active(name):
-            systemd.systemctl("enable", "--now", systemd.unit(name))
-    if wait:
+            systemd.systemctl("enable", "--now", *queue, systemd.unit(name))
+    if not at_boot:
         _wait_until_serving(cfg, out)
 
 
