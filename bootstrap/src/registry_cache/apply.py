@@ -97,9 +97,8 @@ def apply_at_boot(root: str, out: TextIO) -> None:
         layout.save_last_good(root, cfg.source, None, sorted(wanted))
         names = sorted(wanted)
         print("first boot: started the embedded default config", file=out)
-    if systemd.running():
-        for name in names:
-            systemd.systemctl("start", "--no-block", systemd.unit(name))
+    elif systemd.running() and names:
+        systemd.systemctl("start", "--no-block", *(systemd.unit(n) for n in names))
     print("started mirrors: " + ", ".join(names), file=out)
 
 
@@ -127,6 +126,8 @@ def _carry_out(
         print("systemd is not running here: configs rendered under "
               f"{root}; run `registry-cache serve` to start the mirrors", file=out)
         return
+    # One daemon-reload for the whole change: enable and disable reload systemd by themselves
+    # unless told not to, and each reload takes seconds on a slow (TCG) machine.
     queue = ("--no-block",) if at_boot else ()
     reload_needed = False
     restart = list(plan.update)
@@ -135,20 +136,22 @@ def _carry_out(
             reload_needed = True
             if mirror.name in plan.keep:
                 restart.append(mirror.name)  # it must run as the cache's (new) owner
-    for name in plan.remove:
-        systemd.systemctl("disable", "--now", *queue, systemd.unit(name))
-        systemd.remove_dropin(name)
-        layout.remove_rendered(root, name)
+    if plan.remove:
+        systemd.systemctl("disable", "--now", "--no-reload", *queue,
+                          *(systemd.unit(n) for n in plan.remove))
+        for name in plan.remove:
+            systemd.remove_dropin(name)
+            layout.remove_rendered(root, name)
         reload_needed = True
+    start = plan.add + [n for n in plan.keep if n not in restart and not systemd.is_active(n)]
+    if start:
+        systemd.systemctl("enable", "--no-reload", *(systemd.unit(n) for n in start))
     if reload_needed:
         systemd.systemctl("daemon-reload")
-    for name in plan.add:
-        systemd.systemctl("enable", "--now", *queue, systemd.unit(name))
-    for name in restart:
-        systemd.systemctl("restart", *queue, systemd.unit(name))
-    for name in plan.keep:
-        if name not in restart and not systemd.is_active(name):
-            systemd.systemctl("enable", "--now", *queue, systemd.unit(name))
+    if start:
+        systemd.systemctl("start", *queue, *(systemd.unit(n) for n in start))
+    if restart:
+        systemd.systemctl("restart", *queue, *(systemd.unit(n) for n in restart))
     if not at_boot:
         _wait_until_serving(cfg, out)
 

@@ -1,7 +1,7 @@
-"""`apply --boot` as it runs inside registry-cache-boot.service, before any config was applied.
+"""How `apply` drives systemd: at boot inside registry-cache-boot.service, and at provision.
 
 systemd is not PID 1 on this machine, so systemctl is played by a stand-in that follows the
-ordering the real unit files declare; the real boot is checked in the box (tests/box).
+ordering the real unit files declare; the real units are checked in the box (tests/box).
 """
 
 from __future__ import annotations
@@ -24,27 +24,28 @@ def _mirror_unit_after() -> list[str]:
     return parser["Unit"]["After"].split()
 
 
-class SystemctlDuringBoot:
-    """systemctl seen from inside registry-cache-boot.service while it is still starting.
+class Systemctl:
+    """systemctl as the agent sees it, from inside registry-cache-boot.service while `booting`.
 
-    A mirror unit is ordered after the boot unit, so a job for it waits until the boot
-    unit has finished: a systemctl call that waits for such a job never returns.
+    A mirror unit is ordered after the boot unit, so while that one is still starting a job
+    for a mirror waits for it: a systemctl call that waits for such a job never returns.
     """
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, ...]] = []
+        self.booting = True
 
     def __call__(self, *args: str) -> None:
         self.calls.append(args)
         makes_job = args[0] in JOB_VERBS or "--now" in args
         mirror = any(a.startswith("registry-cache-mirror@") for a in args)
-        if makes_job and mirror and "--no-block" not in args:
+        if self.booting and makes_job and mirror and "--no-block" not in args:
             raise proc.CommandError(["systemctl", *args], 124, "no answer after 120 s")
 
 
 @pytest.fixture
 def boot(monkeypatch, tmp_path):
-    fake = SystemctlDuringBoot()
+    fake = Systemctl()
     monkeypatch.setattr(systemd, "running", lambda: True)
     monkeypatch.setattr(systemd, "UNIT_DIR", str(tmp_path / "units"))
     monkeypatch.setattr(systemd, "systemctl", fake)
@@ -53,7 +54,7 @@ def boot(monkeypatch, tmp_path):
 
 
 def test_the_mirror_units_are_ordered_after_the_boot_unit():
-    # the premise of SystemctlDuringBoot, read from the unit file the box installs
+    # the premise of Systemctl.booting, read from the unit file the box installs
     assert "registry-cache-boot.service" in _mirror_unit_after()
 
 
@@ -62,8 +63,11 @@ def test_first_boot_queues_the_default_mirror_without_waiting_for_its_own_unit(b
 
     applymod.apply_at_boot(str(tmp_path / "root"), out)
 
-    assert ("daemon-reload",) in boot.calls
-    assert ("enable", "--now", "--no-block", "registry-cache-mirror@dockerhub.service") in boot.calls
+    assert boot.calls == [
+        ("enable", "--no-reload", "registry-cache-mirror@dockerhub.service"),
+        ("daemon-reload",),
+        ("start", "--no-block", "registry-cache-mirror@dockerhub.service"),
+    ]
     assert (tmp_path / "units" / "registry-cache-mirror@dockerhub.service.d"
             / "10-registry-cache.conf").is_file()
     assert "first boot: started the embedded default config" in out.getvalue()
@@ -78,3 +82,28 @@ def test_later_boots_queue_the_last_good_mirrors_without_rendering_again(boot, t
     applymod.apply_at_boot(root, io.StringIO())
 
     assert boot.calls == [("start", "--no-block", "registry-cache-mirror@dockerhub.service")]
+
+
+def _reloads(calls: list[tuple[str, ...]]) -> int:
+    """daemon-reloads, counting the one enable/disable do by themselves without --no-reload."""
+    return sum(1 for c in calls
+               if c[0] == "daemon-reload" or (c[0] in ("enable", "disable") and "--no-reload" not in c))
+
+
+def test_provision_replacing_the_default_mirror_reloads_systemd_once(boot, tmp_path, monkeypatch):
+    root = str(tmp_path / "root")
+    applymod.apply_at_boot(root, io.StringIO())
+    boot.calls.clear()
+    boot.booting = False
+    monkeypatch.setattr(applymod, "_warn_about_upstreams", lambda cfg, plan, out: None)
+    monkeypatch.setattr(applymod, "_wait_until_serving", lambda cfg, out: None)
+    config = tmp_path / "config.yml"
+    config.write_text(f"storage: {tmp_path / 'cache'}\n"
+                      "mirrors:\n  team:\n    upstream: http://127.0.0.1:9\n    port: 5000\n")
+
+    plan = applymod.apply(str(config), root, io.StringIO())
+
+    assert (plan.add, plan.remove) == (["team"], ["dockerhub"])
+    assert _reloads(boot.calls) == 1, boot.calls
+    assert ("disable", "--now", "--no-reload", "registry-cache-mirror@dockerhub.service") in boot.calls
+    assert boot.calls[-1] == ("start", "registry-cache-mirror@team.service")
