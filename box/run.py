@@ -6,6 +6,7 @@ import logging
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -57,6 +58,50 @@ def run(
     if check and proc.returncode != 0:
         raise CommandError(argv, proc.returncode, proc.stderr or "")
     return proc
+
+
+def stream(
+    argv: Sequence[str],
+    *,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[str] = None,
+    timeout: Optional[float] = None,
+) -> subprocess.CompletedProcess:
+    """Run a long command, echoing each output line as it comes with the seconds since its start.
+
+    stdout and stderr come back together, in order, as `stdout`; nothing raises on a
+    non-zero exit (look at `returncode`); after `timeout` seconds the command is killed and
+    CommandError(124) raised.
+    """
+    log.debug("stream: %s", shlex.join(argv))
+    start = time.monotonic()
+    try:
+        child = subprocess.Popen(list(argv), env=dict(env) if env is not None else None, cwd=cwd,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, bufsize=1)
+    except FileNotFoundError as exc:
+        raise CommandError(argv, 127, f"{argv[0]}: not found") from exc
+    timer = threading.Timer(timeout, child.kill) if timeout else None
+    if timer:
+        timer.start()
+    lines = []
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            lines.append(line)
+            sys.stderr.write(f"[{time.monotonic() - start:6.1f} s] {line}")
+            sys.stderr.flush()
+        returncode = child.wait()
+    finally:
+        if timer:
+            timer.cancel()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    text = "".join(lines)
+    if timeout and returncode < 0 and time.monotonic() - start >= timeout:
+        raise CommandError(argv, 124, f"timed out after {timeout} s\n{text}")
+    return subprocess.CompletedProcess(list(argv), returncode, text, "")
 
 
 def output(argv: Sequence[str], **kwargs: object) -> str:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 
-from box.run import CommandError, run
+from box.run import CommandError, stream
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +100,12 @@ class Vagrant:
         )
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 900) -> VagrantResult:
-        """Run `vagrant ARGS` in the project folder; its output is echoed and returned."""
+        """Run `vagrant ARGS` in the project folder; its output is echoed as it comes, and returned."""
         argv = [*self.launcher, "vagrant", *args]
-        try:
-            proc = run(argv, capture=True, check=False, env=self.env(), cwd=str(self.project),
-                       timeout=timeout)
-        except CommandError as exc:  # timeout
-            raise CommandError(argv, exc.returncode, exc.stderr) from None
-        text = (proc.stdout or "") + (proc.stderr or "")
-        sys.stderr.write(text)
-        result = VagrantResult(argv, proc.returncode, text)
+        proc = stream(argv, env=self.env(), cwd=str(self.project), timeout=timeout)
+        result = VagrantResult(argv, proc.returncode, proc.stdout)
         if check and not result.ok:
-            raise CommandError(argv, proc.returncode, text)
+            raise CommandError(argv, proc.returncode, proc.stdout)
         return result
 
     def add_box(self, catalog: dict, workdir: Path, provider: str) -> None:
