@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 import shutil
 import socket
-import tarfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -95,10 +94,13 @@ def read_box(folder: Path) -> BoxMachine:
 
 
 def unpack_box(box_file: Path, dest: Path) -> Path:
-    """Unpack a .box (a tar, gzip'd or not) into `dest`."""
+    """Unpack a .box (a tar, gzip'd or not) into `dest`, with the system's tar as Vagrant does.
+
+    Not Python's tarfile: Packer's vagrant post-processor writes GNU headers whose atime/ctime
+    fields tarfile reads as a ustar name prefix (box.img became 15302610461/box.img).
+    """
     dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(box_file) as tar:
-        tar.extractall(dest, filter="data")
+    run(["tar", "-xf", str(box_file), "-C", str(dest), "--no-same-owner"], capture=True)
     return dest
 
 
