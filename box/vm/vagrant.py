@@ -108,11 +108,11 @@ class Vagrant:
             raise CommandError(argv, proc.returncode, proc.stdout)
         return result
 
-    def add_box(self, catalog: dict, workdir: Path, provider: str) -> None:
+    def add_box(self, catalog: dict, workdir: Path, provider: str) -> VagrantResult:
         """`vagrant box add` from a catalog file, so the box gets its version."""
         path = workdir / "box-catalog.json"
         path.write_text(json.dumps(catalog, indent=2))
-        self("box", "add", "--provider", provider, path.resolve().as_uri())
+        return self("box", "add", "--provider", provider, path.resolve().as_uri())
 
     def remove_box(self, name: str, version: str, provider: str) -> None:
         """`vagrant box remove` one version of the box (no error when it is not there)."""

@@ -181,6 +181,7 @@ class LibvirtVM:
     project: Path
     libvirt: PrivateLibvirt
     up_seconds: float
+    box_add_output: str
 
 
 @pytest.fixture(scope="package")
@@ -214,8 +215,8 @@ def libvirt_vm(lab: Lab, build_meta: BuildMetadata) -> Iterator[LibvirtVM]:
             vagrant.configure_home(daemons.uri)
             with step(f"vagrant box add {build_meta.name} {build_meta.version} (libvirt)"):
                 box_added = True
-                vagrant.add_box(box_catalog(build_meta.name, build_meta.version, "libvirt",
-                                            box_file, box_sha), work, "libvirt")
+                added = vagrant.add_box(box_catalog(build_meta.name, build_meta.version, "libvirt",
+                                                    box_file, box_sha), work, "libvirt")
             start = time.monotonic()
             with step(f"vagrant up --provider=libvirt ({lab.accel})"):
                 up = vagrant("up", "--provider=libvirt")
@@ -225,7 +226,7 @@ def libvirt_vm(lab: Lab, build_meta: BuildMetadata) -> Iterator[LibvirtVM]:
             machine = Machine("libvirt", ssh_config, LIBVIRT_BOX_IP,
                               {MIRROR_PORT: MIRROR_PORT, SECOND_PORT: SECOND_PORT}, config, secret,
                               outputs=[up.output])
-            yield LibvirtVM(machine, vagrant, project, daemons, up_seconds)
+            yield LibvirtVM(machine, vagrant, project, daemons, up_seconds, added.output)
     finally:
         with lab.namespace.entered():
             if KEEP:

@@ -45,6 +45,13 @@ def _warm_the_cache(machine: Machine, lab, dest: Path) -> None:
     assert pulled.digest == lab.image.digest
 
 
+def test_the_box_is_added_and_used_with_its_version(libvirt_vm: LibvirtVM, build_meta):
+    assert "No version detected" not in libvirt_vm.box_add_output
+    listed = libvirt_vm.vagrant("box", "list").output
+    assert f"{build_meta.name} (libvirt, {build_meta.version}" in listed, listed
+    assert "No version detected" not in libvirt_vm.machine.outputs[0]  # vagrant up's output
+
+
 def test_vagrant_reload_without_provision_brings_the_mirrors_back_with_their_cache(
     libvirt_vm: LibvirtVM, lab, tmp_path: Path
 ):
