@@ -121,7 +121,3 @@ class PrivateLibvirt:
         daemons = [self.pids[n] for n in ("libvirtd", "virtlogd") if n in self.pids]
         kill_pids(daemons)
         self.pids.clear()
-
-    def remove_state(self) -> None:
-        """Delete the private folders (the daemons must be stopped)."""
-        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -14,11 +14,10 @@ Run it inside the test's network namespace so even that loopback is the namespac
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,7 +150,6 @@ class QemuVM:
     machine: BoxMachine
     accel: str
     forwards: dict[int, int]  # host port -> guest port
-    launcher: Sequence[str] = ()
     process: Process | None = field(default=None, repr=False)
     powered_on: float = 0.0
 
@@ -175,7 +173,7 @@ class QemuVM:
         argv = qemu_argv(self.machine, overlay, accel=self.accel, forwards=self.forwards,
                          console_log=self.console_log)
         self.powered_on = time.monotonic()
-        self.process = start(f"box-{self.machine.controller.lower()}", [*self.launcher, *argv],
+        self.process = start(f"box-{self.machine.controller.lower()}", argv,
                              self.workdir / "qemu.log")
 
     def wait_for_ssh(self, host_port: int, timeout: float = 600.0) -> float:
@@ -207,8 +205,3 @@ class QemuVM:
             self.process.stop(timeout=10)
         if not keep_disk:
             self.overlay.unlink(missing_ok=True)
-
-
-def remove(path: Path) -> None:
-    """Delete an unpacked box folder."""
-    shutil.rmtree(path, ignore_errors=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,7 +79,6 @@ class Vagrant:
     project: Path
     home: Path
     settings: Mapping[str, str] = field(default_factory=dict)
-    launcher: Sequence[str] = ()
 
     def env(self) -> dict[str, str]:
         """The environment every vagrant command gets."""
@@ -101,7 +100,7 @@ class Vagrant:
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 900) -> VagrantResult:
         """Run `vagrant ARGS` in the project folder; its output is echoed as it comes, and returned."""
-        argv = [*self.launcher, "vagrant", *args]
+        argv = ["vagrant", *args]
         proc = stream(argv, env=self.env(), cwd=str(self.project), timeout=timeout)
         result = VagrantResult(argv, proc.returncode, proc.stdout)
         if check and not result.ok:
