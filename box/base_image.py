@@ -19,9 +19,9 @@ from typing import Callable
 import jinja2
 
 from box.run import output, run, step
+from box.templating import TEMPLATES
 
 ASSETS = Path(__file__).parent / "assets"
-TEMPLATES = Path(__file__).parent / "templates"
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SUITE = "bookworm"

@@ -5,11 +5,8 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
-import jinja2
-
-TEMPLATES = Path(__file__).parent / "templates"
+from box.templating import render
 
 # VirtualBox's "Debian (64-bit)": its OSType name and the CIM id VirtualBox exports with it
 OS_TYPE = "Debian_64"
@@ -49,18 +46,9 @@ class OvfMachine:
         return "{" + str(uuid.uuid5(_NAMESPACE, f"machine/{self.name}/{self.version}")) + "}"
 
 
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        autoescape=jinja2.select_autoescape(["ovf.j2"], default_for_string=False),
-        keep_trailing_newline=True,
-    )
-
-
 def render_ovf(machine: OvfMachine) -> str:
     """Return box.ovf for the machine (OVF 1.0, importable by VirtualBox)."""
-    return _environment().get_template("box.ovf.j2").render(
+    return render("box.ovf.j2",
         name=machine.name,
         disk_file=machine.disk_file,
         disk_file_size=machine.disk_file_size,
@@ -77,7 +65,7 @@ def render_ovf(machine: OvfMachine) -> str:
 
 def render_vagrantfile(machine: OvfMachine) -> str:
     """Return the Vagrantfile of the VirtualBox box: base_mac, memory and CPUs."""
-    return _environment().get_template("Vagrantfile.virtualbox.j2").render(
+    return render("Vagrantfile.virtualbox.j2",
         name=machine.name, version=machine.version, mac=machine.mac,
         memory=machine.memory, cpus=machine.cpus,
     )

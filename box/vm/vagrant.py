@@ -3,7 +3,8 @@
 The project folder holds a copy of the repository's drop-in `Vagrantfile` and a
 `config.yml`, exactly what a team drops into its repository. Settings go in through the
 Vagrantfile's environment variables; the only addition is the private VAGRANT_HOME's own
-Vagrantfile pointing vagrant-libvirt at the test's libvirtd (vagrant-home.Vagrantfile.j2).
+Vagrantfile pointing vagrant-libvirt at the test's libvirtd
+(box/templates/vagrant-home.Vagrantfile.j2).
 """
 
 from __future__ import annotations
@@ -15,27 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jinja2
-
 from box.run import CommandError, stream
+from box.templating import render
 
 log = logging.getLogger(__name__)
-
-_HERE = Path(__file__).resolve().parent
-
-
-def render_file(name: str, **values: object) -> str:
-    """Render one of this folder's `*.j2` templates (`[[ ]]` delimiters, StrictUndefined)."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(_HERE)),
-        undefined=jinja2.StrictUndefined,
-        variable_start_string="[[",
-        variable_end_string="]]",
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    return env.get_template(name).render(**values)
-
 
 def box_catalog(name: str, version: str, provider: str, box_file: Path, sha256: str) -> dict:
     """The Vagrant box metadata (catalog) of one local box file, so it is added with its version."""
@@ -95,7 +79,7 @@ class Vagrant:
         """Write the private VAGRANT_HOME's Vagrantfile (vagrant-libvirt's connection)."""
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "Vagrantfile").write_text(
-            render_file("vagrant-home.Vagrantfile.j2", uri=libvirt_uri)
+            render("vagrant-home.Vagrantfile.j2", uri=libvirt_uri)
         )
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 900) -> VagrantResult:
@@ -134,4 +118,4 @@ def _ssh_config_only(text: str) -> str:
     raise ValueError("vagrant ssh-config printed no Host block:\n" + text)
 
 
-__all__ = ["Vagrant", "VagrantResult", "box_catalog", "libvirt_volume_prefix", "render_file"]
+__all__ = ["Vagrant", "VagrantResult", "box_catalog", "libvirt_volume_prefix"]

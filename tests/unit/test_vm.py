@@ -9,8 +9,9 @@ import pytest
 from invoke.exceptions import Exit
 
 from box.tasks.testbox import providers_to_test
+from box.templating import render
 from box.vm.qemuvm import BoxError, BoxMachine, libvirt_machine, qemu_argv, read_box
-from box.vm.vagrant import box_catalog, libvirt_volume_prefix, render_file
+from box.vm.vagrant import box_catalog, libvirt_volume_prefix
 
 DATA = Path(__file__).parent / "vm_data"
 
@@ -77,7 +78,7 @@ def test_libvirt_volume_prefix_follows_vagrant_libvirts_naming():
 
 
 def test_vagrant_home_file_points_vagrant_libvirt_at_the_private_socket():
-    text = render_file("vagrant-home.Vagrantfile.j2", uri="qemu:///system?socket=/x/libvirt-sock")
+    text = render("vagrant-home.Vagrantfile.j2", uri="qemu:///system?socket=/x/libvirt-sock")
     assert 'libvirt.uri = "qemu:///system?socket=/x/libvirt-sock"' in text
 
 
