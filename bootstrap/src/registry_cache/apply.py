@@ -37,10 +37,9 @@ def apply(
     unchanged = None if dry_run else _unchanged_since_last_apply(fingerprint, root)
     if unchanged is not None:
         plan = Plan(keep=unchanged)
-        if systemd.running():
-            for name in unchanged:
-                if not systemd.is_active(name):
-                    systemd.systemctl("enable", "--now", systemd.unit(name))
+        stopped = [n for n in unchanged if not systemd.is_active(n)] if systemd.running() else []
+        if stopped:
+            systemd.systemctl("enable", "--now", *(systemd.unit(n) for n in stopped))
         for line in plan.lines():
             print(line, file=out)
         return plan
