@@ -33,11 +33,10 @@ from box.vm import netns
 from box.vm.libvirtd import PrivateLibvirt
 from box.vm.qemuvm import BoxMachine, QemuVM, libvirt_machine, read_box, unpack_box
 from box.vm.vagrant import Vagrant, box_catalog, libvirt_volume_prefix
-from tests.box.machines import Machine, config_yaml, ssh_config_for
+from tests.box.machines import VAGRANT_INSECURE_KEY, Machine, config_yaml, ssh_config_for
 from tests.harness.registry import start_registry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-INSECURE_KEY = Path("/usr/share/rubygems-integration/all/gems/vagrant-2.3.4/keys/vagrant")
 SSH_PORT = 2222
 MIRROR_PORTS = (5000, 5001)
 
@@ -56,7 +55,7 @@ def bench_disk(label: str, machine: BoxMachine, work: Path, accel: str, upstream
     forwards = {SSH_PORT: 22, **{p: p for p in MIRROR_PORTS}}
     vm = QemuVM(work, machine, accel, forwards)
     identity = work / "key"
-    shutil.copy(INSECURE_KEY, identity)
+    shutil.copy(VAGRANT_INSECURE_KEY, identity)
     identity.chmod(0o600)
     guest = Machine(label, ssh_config_for(work / "ssh-config", port=SSH_PORT, identity=identity),
                     "127.0.0.1", {p: p for p in MIRROR_PORTS}, {}, "")

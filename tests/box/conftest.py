@@ -37,7 +37,7 @@ from box.vm import netns as netns_mod
 from box.vm.libvirtd import PrivateLibvirt
 from box.vm.qemuvm import QemuVM, read_box, unpack_box
 from box.vm.vagrant import Vagrant, box_catalog, libvirt_volume_prefix
-from tests.box.machines import Machine, config_yaml, ssh_config_for
+from tests.box.machines import VAGRANT_INSECURE_KEY, Machine, config_yaml, ssh_config_for
 from tests.harness import images
 from tests.harness.registry import Registry, start_registry
 
@@ -45,7 +45,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROVIDERS = tuple(p for p in os.environ.get("REGISTRY_CACHE_TEST_PROVIDERS",
                                             "virtualbox,libvirt").split(",") if p)
 KEEP = os.environ.get("REGISTRY_CACHE_TEST_KEEP") == "1"
-VAGRANT_INSECURE_KEY = Path("/usr/share/rubygems-integration/all/gems/vagrant-2.3.4/keys/vagrant")
+DIST = Path(os.environ.get("REGISTRY_CACHE_TEST_DIST", PROJECT_ROOT / "dist"))
 # where the guest reaches the namespace side: libvirt's private network bridge / QEMU NAT's host
 LIBVIRT_HOST_SIDE = "192.168.56.1"
 LIBVIRT_BOX_IP = "192.168.56.50"
@@ -89,19 +89,17 @@ def _work_root() -> Path:
 @pytest.fixture(scope="package")
 def build_meta() -> BuildMetadata:
     """The build metadata of the boxes under test."""
-    dist = Path(os.environ.get("REGISTRY_CACHE_TEST_DIST", PROJECT_ROOT / "dist"))
     try:
-        return load_build_metadata(dist / "build.json")
+        return load_build_metadata(DIST / "build.json")
     except BuildMetadataError as exc:
         pytest.fail(str(exc), pytrace=False)
 
 
 def _box_path(meta: BuildMetadata, provider: str) -> Path:
-    dist = Path(os.environ.get("REGISTRY_CACHE_TEST_DIST", PROJECT_ROOT / "dist"))
     for box in meta.boxes:
         if box.provider == provider:
-            return dist / box.file
-    pytest.fail(f"{dist}/build.json lists no {provider} box: rebuild with `./invoke build-box`",
+            return DIST / box.file
+    pytest.fail(f"{DIST}/build.json lists no {provider} box: rebuild with `./invoke build-box`",
                 pytrace=False)
 
 

@@ -23,6 +23,8 @@ RENDERED = "/etc/registry-cache/mirrors/{}"
 # the registry configs (they may hold the upstream password); mirror.json holds no secret
 SECRET_FILES = ("proxy.yml", "readonly.yml")
 DEBUG_PORT_OFFSET = 10000
+# the key every Vagrant box accepts until `vagrant up` replaces it (the VirtualBox disk keeps it)
+VAGRANT_INSECURE_KEY = Path("/usr/share/rubygems-integration/all/gems/vagrant-2.3.4/keys/vagrant")
 
 
 @dataclass
