@@ -19,6 +19,7 @@ from invoke.exceptions import Exit
 from box import base_image, deps, package, qemu
 from box.packer import BoxSettings, PackerSettings, render_libvirt_vagrantfile, render_template
 from box.run import CommandError, run, step
+from box.tasks import ensure_packages
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
@@ -78,7 +79,7 @@ def ensure_base_image(c: Context, force: bool = False) -> Path:
         print(f"==> base image up to date: {path.relative_to(ROOT)}")
         return path
     _require_root("invoke base-image")
-    deps.ensure("build")
+    ensure_packages("build")
     try:
         with step(f"base image {path.name}"):
             built = base_image.build(spec, BUILD, base_image.proxy_env())
@@ -193,7 +194,7 @@ def render(c: Context, version: str = "", name: str = "", memory: int | None = N
     build_payload()
     path = write_template(settings)
     print(f"==> rendered {path.relative_to(ROOT)}")
-    deps.ensure("build")
+    ensure_packages("build")
     _packer_check(path)
 
 
@@ -221,7 +222,7 @@ def build_box(c: Context, version: str = "", name: str = "", memory: int | None 
     box = box_settings(c, version, name, memory, cpus, disk_size)
     if accelerator not in ("", "kvm", "tcg"):
         raise Exit(f"--accelerator {accelerator!r}: use kvm or tcg, or leave it out to probe")
-    deps.ensure("build")
+    ensure_packages("build")
     started = datetime.datetime.now(datetime.timezone.utc)
     base = ensure_base_image(c)
     build_payload()

@@ -6,15 +6,15 @@ import pytest
 
 from box.boxversion import BoxVersion, VersionError, sort_versions
 from box.buildinfo import BoxFile, BuildMetadata, BuildMetadataError, parse_build_metadata
-from box.catalog import (
+from box.publish.catalog import (
     CatalogError,
     apply_catalog_plan,
-    atomic_write_text,
     box_url,
     plan_catalog,
     read_catalog,
     render_catalog,
 )
+from box.publish.files import atomic_write_text
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64

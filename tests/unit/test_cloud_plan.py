@@ -3,15 +3,9 @@
 import pytest
 
 from box.buildinfo import BoxFile, BuildMetadata
-from box.cloud import (
-    CloudClient,
-    CloudError,
-    changelog_section,
-    describe_cloud_plan,
-    parse_tag,
-    plan_cloud,
-    version_description,
-)
+from box.publish.changelog import changelog_section, version_description
+from box.publish.cloud_client import CloudClient
+from box.publish.cloud_plan import CloudError, describe_cloud_plan, parse_tag, plan_cloud
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
