@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from box import ovf, qemu
+from box.buildinfo import box_file_stem
 from box.publish.dist import sha256_file
 from box.run import run, step
 
@@ -18,8 +19,8 @@ VMDK_NAME = "box-disk001.vmdk"
 
 
 def box_file_name(name: str, version: str, provider: str) -> str:
-    """Return the file name of a box in dist/: <name>-<version>-<provider>.box."""
-    return f"{name}-{version}-{provider}.box"
+    """Return the file name of a box in dist/: <name>-<version>-<provider>.box ("org/" dropped)."""
+    return f"{box_file_stem(name)}-{version}-{provider}.box"
 
 
 def write_box(target: Path, files: Mapping[str, Path], compresslevel: int = 1) -> None:
