@@ -2,6 +2,7 @@
 
 Each module is one concern; `flow` strings them together for the publish task:
 
+    errors       PublishError: what every module here raises (the task makes it an exit)
     dist         dist/ matches build.json (sizes, sha256)
     published    a published provider entry: checksum comparison, refusal to overwrite
     catalog      plan and apply a catalog folder (pure plan, atomic apply)
