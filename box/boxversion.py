@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Union
+from typing import Optional, Union
 
 Segment = Union[int, str]
 
@@ -100,6 +100,21 @@ def _canonical(segments: tuple[Segment, ...]) -> tuple[Segment, ...]:
 def parse_version(text: str) -> BoxVersion:
     """Parse a version as Vagrant would, or raise VersionError saying what is accepted."""
     return BoxVersion(text)
+
+
+def version_problem(text: str) -> Optional[str]:
+    """Say what is wrong with the version of a box we build or publish; None when it is fine.
+
+    The one rule build, test-box and publish apply: a version Vagrant accepts, written
+    without surrounding spaces (it goes into file names and URLs as it is).
+    """
+    try:
+        version = parse_version(text)
+    except VersionError as exc:
+        return str(exc)
+    if version.text != text:
+        return f"{text!r} has spaces around it: write it as {version.text!r}"
+    return None
 
 
 def sort_versions(texts: list[str]) -> list[str]:

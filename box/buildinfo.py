@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from box.boxversion import VersionError, parse_version
+from box.boxversion import version_problem
 
 PROVIDERS = ("libvirt", "virtualbox")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# Vagrant accepts "box" or "org/box"; no path tricks in either part.
-_BOX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+# Vagrant accepts "box" or "org/box"; no path tricks in either part (the name is a
+# folder of the catalog). 63 characters a part: the build names files and the VM after it.
+_BOX_NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 class BuildMetadataError(ValueError):
@@ -64,9 +65,23 @@ class BuildMetadata:
     description: Optional[str] = None
 
 
-def valid_box_name(name: str) -> bool:
-    """Tell whether `name` is a box name Vagrant and a catalog folder can both carry."""
-    return bool(_BOX_NAME.match(name)) and ".." not in name
+def box_name_problem(name: str) -> Optional[str]:
+    """Say what is wrong with a box name, None when Vagrant and a catalog folder can carry it.
+
+    The one rule build, test-box and publish apply to the box name.
+    """
+    parts = name.split("/") if isinstance(name, str) else []
+    if (not 1 <= len(parts) <= 2 or not all(_BOX_NAME_PART.match(p) for p in parts)
+            or ".." in name):
+        return (f"{name!r} is not a box name: use letters, digits, '.', '_', '-' and at most "
+                "one '/' (org/box), each part starting with a letter or digit, at most 63 "
+                "characters, no '..'")
+    return None
+
+
+def box_file_stem(name: str) -> str:
+    """Return what the box's files are named after: the box part of an "org/box" name."""
+    return name.rsplit("/", 1)[-1]
 
 
 def parse_build_metadata(data: Any, source: str) -> BuildMetadata:
@@ -86,13 +101,13 @@ def parse_build_metadata(data: Any, source: str) -> BuildMetadata:
         return value
 
     name = text("name")
-    if not valid_box_name(name):
-        raise fail("name", f"{name!r} is not a box name (letters, digits, . _ -, one optional /)")
+    problem = box_name_problem(name)
+    if problem:
+        raise fail("name", problem)
     version = text("version")
-    try:
-        parse_version(version)
-    except VersionError as exc:
-        raise fail("version", str(exc)) from None
+    problem = version_problem(version)
+    if problem:
+        raise fail("version", problem)
     if not isinstance(data.get("git_dirty"), bool):
         raise fail("git_dirty", "missing or not true/false")
     tools = data.get("tools", {})

@@ -7,8 +7,6 @@ import shutil
 import time
 from collections.abc import Iterable
 
-from invoke.exceptions import Exit
-
 from box.run import output, run, step
 
 # What each kind of work needs from Debian. Keep each list to what that work runs.
@@ -46,6 +44,11 @@ APT_PACKAGES: dict[str, tuple[str, ...]] = {
     ),
 }
 
+
+class MissingPackagesError(RuntimeError):
+    """Packages a task needs are missing and cannot be installed here; the message says how."""
+
+
 # An apt index younger than this counts as fresh: `apt-get update` runs once, not per task.
 _APT_INDEX_FRESH_SECONDS = 6 * 3600
 
@@ -81,10 +84,13 @@ def _apt_index_is_fresh() -> bool:
 
 
 def ensure(*groups: str) -> None:
-    """Install whatever Debian packages the named groups need and this machine lacks."""
+    """Install whatever Debian packages the named groups need and this machine lacks.
+
+    Raises MissingPackagesError when they are missing and this process cannot install them.
+    """
     wanted = [pkg for group in groups for pkg in APT_PACKAGES[group]]
     if shutil.which("dpkg-query") is None:
-        raise Exit(
+        raise MissingPackagesError(
             "this is not a Debian/Ubuntu machine: install these yourself, then retry: "
             + " ".join(wanted)
         )
@@ -92,7 +98,7 @@ def ensure(*groups: str) -> None:
     if not missing:
         return
     if os.geteuid() != 0:
-        raise Exit(
+        raise MissingPackagesError(
             "missing packages: "
             + " ".join(missing)
             + "\nrun this task as root, or install them first: sudo apt-get install "
@@ -115,4 +121,4 @@ def tool_version(argv: list[str]) -> str:
     return text[0] if text else "unknown"
 
 
-__all__ = ["APT_PACKAGES", "ensure", "missing_packages", "output", "tool_version"]
+__all__ = ["APT_PACKAGES", "MissingPackagesError", "ensure", "missing_packages", "output", "tool_version"]

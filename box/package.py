@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import re
 import shutil
@@ -12,23 +11,16 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from box import ovf, qemu
+from box.buildinfo import box_file_stem
+from box.publish.dist import sha256_file
 from box.run import run, step
 
 VMDK_NAME = "box-disk001.vmdk"
 
 
 def box_file_name(name: str, version: str, provider: str) -> str:
-    """Return the file name of a box in dist/: <name>-<version>-<provider>.box."""
-    return f"{name}-{version}-{provider}.box"
-
-
-def sha256_file(path: Path) -> str:
-    """Return the hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Return the file name of a box in dist/: <name>-<version>-<provider>.box ("org/" dropped)."""
+    return f"{box_file_stem(name)}-{version}-{provider}.box"
 
 
 def write_box(target: Path, files: Mapping[str, Path], compresslevel: int = 1) -> None:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import jinja2
 
+from box.boxversion import version_problem
+from box.buildinfo import box_file_stem, box_name_problem
+
 PACKER_DIR = Path(__file__).resolve().parents[1] / "packer"
 TEMPLATE = "registry-cache.pkr.hcl.j2"
 LIBVIRT_VAGRANTFILE = "Vagrantfile.libvirt.j2"
@@ -24,9 +27,23 @@ SCRIPTS: tuple[tuple[str, str], ...] = (
 # Inside the VM the payload (a tar of wheel/ and systemd/) lands here; 20-agent.sh unpacks it.
 PAYLOAD_IN_VM = "/tmp/registry-cache-payload.tar"
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-_VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}([.-]?[A-Za-z0-9]+)*$")
 _SIZE = re.compile(r"^([1-9][0-9]*)([MG])$")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The bounds of the box's machine settings.
+
+    Python checks them before any work (BoxSettings.problems) and hands the same numbers
+    to the Packer template, whose validation blocks guard a hand-run `packer build`.
+    """
+
+    memory_mib: tuple[int, int] = (256, 65536)
+    cpus: tuple[int, int] = (1, 64)
+    disk_mib_min: int = 4096
+
+
+LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -43,28 +60,31 @@ class BoxSettings:
     def problems(self) -> list[str]:
         """Return every invalid setting, each with how to fix it (empty when all is well)."""
         found = []
-        if not _NAME.match(self.name):
-            found.append(f"--name {self.name!r}: use lowercase letters, digits, '.', '_', '-'"
-                         " (at most 63, starting with a letter or digit)")
-        if not _VERSION.match(self.version):
-            found.append(f"--version {self.version!r}: use a version like 1.2.3 (Vagrant "
-                         "compares box versions as numbers)")
-        if not 256 <= self.memory <= 65536:
-            found.append(f"--memory {self.memory}: give MiB between 256 and 65536")
-        if not 1 <= self.cpus <= 64:
-            found.append(f"--cpus {self.cpus}: give a count between 1 and 64")
+        # the same rules test-box and publish apply to build.json (box/buildinfo.py)
+        name = box_name_problem(self.name)
+        if name:
+            found.append(f"--name {self.name!r}: {name}")
+        version = version_problem(self.version)
+        if version:
+            found.append(f"--version {self.version!r}: {version}")
+        low, high = LIMITS.memory_mib
+        if not low <= self.memory <= high:
+            found.append(f"--memory {self.memory}: give MiB between {low} and {high}")
+        low, high = LIMITS.cpus
+        if not low <= self.cpus <= high:
+            found.append(f"--cpus {self.cpus}: give a count between {low} and {high}")
         if self.disk_mib() is None:
             found.append(f"--disk-size {self.disk_size!r}: give a size like 20G or 8192M, "
-                         "at least 4G")
+                         f"at least {LIMITS.disk_mib_min // 1024}G")
         return found
 
     def disk_mib(self) -> int | None:
-        """Return the disk size in MiB, or None when it is malformed or below 4 GiB."""
+        """Return the disk size in MiB, or None when it is malformed or below the minimum."""
         match = _SIZE.match(self.disk_size)
         if not match:
             return None
         mib = int(match.group(1)) * (1024 if match.group(2) == "G" else 1)
-        return mib if mib >= 4096 else None
+        return mib if mib >= LIMITS.disk_mib_min else None
 
 
 @dataclass(frozen=True)
@@ -103,6 +123,10 @@ class PackerSettings:
     compression_level: int = 1
     uploads: tuple[Upload, ...] = field(default=())
 
+    def disk_file(self) -> str:
+        """Return the file name of the provisioned disk in output_dir."""
+        return f"{box_file_stem(self.box.name)}.qcow2"
+
     def template_data(self) -> dict:
         """Return the template's variables: the settings flattened, provisioners listed."""
         env = (f"BOX_NAME={self.box.name}", f"BOX_VERSION={self.box.version}",
@@ -119,6 +143,8 @@ class PackerSettings:
             "memory": self.box.memory,
             "cpus": self.box.cpus,
             "disk_size": self.box.disk_size,
+            "disk_file": self.disk_file(),
+            "limits": LIMITS,
             "base_image": self.base_image,
             "accelerator": self.accelerator,
             "output_dir": self.output_dir,

@@ -17,8 +17,15 @@ from invoke import Context, task
 from invoke.exceptions import Exit
 
 from box import base_image, deps, package, qemu
-from box.packer import BoxSettings, PackerSettings, render_libvirt_vagrantfile, render_template
+from box.packer import (
+    LIMITS,
+    BoxSettings,
+    PackerSettings,
+    render_libvirt_vagrantfile,
+    render_template,
+)
 from box.run import CommandError, run, step
+from box.tasks import ensure_packages
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
@@ -78,7 +85,7 @@ def ensure_base_image(c: Context, force: bool = False) -> Path:
         print(f"==> base image up to date: {path.relative_to(ROOT)}")
         return path
     _require_root("invoke base-image")
-    deps.ensure("build")
+    ensure_packages("build")
     try:
         with step(f"base image {path.name}"):
             built = base_image.build(spec, BUILD, base_image.proxy_env())
@@ -193,7 +200,7 @@ def render(c: Context, version: str = "", name: str = "", memory: int | None = N
     build_payload()
     path = write_template(settings)
     print(f"==> rendered {path.relative_to(ROOT)}")
-    deps.ensure("build")
+    ensure_packages("build")
     _packer_check(path)
 
 
@@ -208,9 +215,10 @@ def _packer_check(path: Path) -> None:
 @task(name="build-box", help={
     "version": "box version (default: the agent's __version__)",
     "name": "box name (default: registry-cache)",
-    "memory": "box memory in MiB, 256-65536 (default 1024)",
-    "cpus": "box CPUs, 1-64 (default 2)",
-    "disk_size": "box disk size, e.g. 20G or 8192M, at least 4G (default 20G)",
+    "memory": f"box memory in MiB, {LIMITS.memory_mib[0]}-{LIMITS.memory_mib[1]} (default 1024)",
+    "cpus": f"box CPUs, {LIMITS.cpus[0]}-{LIMITS.cpus[1]} (default 2)",
+    "disk_size": f"box disk size, e.g. 20G or 8192M, at least {LIMITS.disk_mib_min // 1024}G "
+    "(default 20G)",
     "accelerator": "kvm or tcg (default: probe KVM, fall back to tcg)",
     "keep": "keep build/packer/output (the provisioned qcow2) after packaging",
 })
@@ -221,7 +229,7 @@ def build_box(c: Context, version: str = "", name: str = "", memory: int | None 
     box = box_settings(c, version, name, memory, cpus, disk_size)
     if accelerator not in ("", "kvm", "tcg"):
         raise Exit(f"--accelerator {accelerator!r}: use kvm or tcg, or leave it out to probe")
-    deps.ensure("build")
+    ensure_packages("build")
     started = datetime.datetime.now(datetime.timezone.utc)
     base = ensure_base_image(c)
     build_payload()
@@ -244,7 +252,7 @@ def build_box(c: Context, version: str = "", name: str = "", memory: int | None 
 def make_dist(box: BoxSettings, settings: PackerSettings, started: datetime.datetime,
               keep: bool = False) -> None:
     """Move both boxes into dist/ with SHA256SUMS and build.json; clean build scratch."""
-    disk = Path(settings.output_dir) / f"{box.name}.qcow2"
+    disk = Path(settings.output_dir) / settings.disk_file()
     DIST.mkdir(exist_ok=True)
     for old in [*DIST.glob("*.box"), DIST / "SHA256SUMS", DIST / "build.json"]:
         old.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ from invoke.exceptions import Exit
 
 from box import deps
 from box.run import step
-from box.tasks import build, testbox
+from box.tasks import build, ensure_packages, testbox
 
 # pytest's exit code when it collected no test at all
 _PYTEST_NO_TESTS = 5
@@ -24,7 +24,7 @@ def install_deps(c: Context, groups: str = "") -> None:
     unknown = sorted(set(names) - set(deps.APT_PACKAGES))
     if unknown:
         raise Exit(f"unknown group(s) {', '.join(unknown)}; pick from {', '.join(deps.APT_PACKAGES)}")
-    deps.ensure(*names)
+    ensure_packages(*names)
 
 
 @task(
@@ -36,7 +36,7 @@ def install_deps(c: Context, groups: str = "") -> None:
 )
 def test(c: Context, quick: bool = False, k: str = "", path: str = "") -> None:
     """Run the whole test suite: unit, integration, then build the box and test it in a real VM."""
-    deps.ensure(*(["test"] if quick else deps.APT_PACKAGES))
+    ensure_packages(*(["test"] if quick else deps.APT_PACKAGES))
     with step("ruff check"):
         c.run("ruff check .", pty=False)
     argv = [sys.executable, "-m", "pytest", "-ra", "-m", "not box"]

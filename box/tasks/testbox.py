@@ -15,9 +15,9 @@ from pathlib import Path
 from invoke import Context, task
 from invoke.exceptions import Exit
 
-from box import deps
 from box.buildinfo import PROVIDERS, BuildMetadataError, load_build_metadata
 from box.run import step
+from box.tasks import ensure_packages
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +56,7 @@ def test_box(c: Context, provider: str = "all", dist: str = "dist", keep: bool =
     if os.geteuid() != 0:
         raise Exit("test-box needs root: it creates a network namespace and runs libvirtd "
                    "(run it with sudo)")
-    deps.ensure("test", "vagrant")
+    ensure_packages("test", "vagrant")
     env = {
         "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
         "REGISTRY_CACHE_TEST_DIST": str(dist_dir),

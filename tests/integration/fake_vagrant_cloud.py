@@ -1,6 +1,6 @@
 """A small Vagrant Cloud API v2 on 127.0.0.1: the documented request/response shapes, in memory.
 
-Only what `box/cloud.py` uses: boxes, versions, providers (with architecture), direct
+Only what `box/publish/cloud_client.py` uses: boxes, versions, providers (with architecture), direct
 upload (upload_path + callback), release. Errors come back as the API sends them:
 `{"errors": [...], "success": false}`. `faults` injects failures for matching requests:
 dropped connections (before or after the request is processed) and error statuses.

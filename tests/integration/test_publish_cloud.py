@@ -7,7 +7,9 @@ import pytest
 from invoke import Context
 from invoke.exceptions import Exit
 
-from box.tasks.publish import publish, publish_cloud
+from box.publish.cloud_plan import CloudError
+from box.publish.flow import publish_cloud
+from box.tasks.publish import publish
 from tests.integration.fake_vagrant_cloud import FakeVagrantCloud, Fault
 from tests.integration.publish_helpers import sha256, write_dist
 
@@ -120,7 +122,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(cloud, dist, sleeps):
     # The API keeps failing the second upload: the first run gives up part-way.
     cloud.faults.append(Fault("GET", r"virtualbox/amd64/upload/direct$", "status", times=4,
                               status=502))
-    with pytest.raises(Exit, match=r"502 Bad Gateway: .*gave up after 4 attempts; re-run"):
+    with pytest.raises(CloudError, match=r"502 Bad Gateway: .*gave up after 4 attempts; re-run"):
         run_publish(cloud, dist, sleeps)
     version = cloud.version("acme", "registry-cache", "1.0.0")
     assert version["status"] == "unreleased"
@@ -175,9 +177,9 @@ def test_a_create_whose_answer_was_lost_is_not_done_twice(cloud, dist, sleeps):
 def test_a_client_error_stops_with_the_servers_message(cloud, dist, sleeps):
     cloud.faults.append(Fault("POST", r"/providers$", "status", status=422,
                               errors=["Architecture is not supported for this provider"]))
-    with pytest.raises(Exit) as stopped:
+    with pytest.raises(CloudError) as stopped:
         run_publish(cloud, dist, sleeps)
-    assert stopped.value.message == (
+    assert str(stopped.value) == (
         f"POST {V}/providers: 422 Unprocessable Entity: "
         "Architecture is not supported for this provider"
     )
@@ -192,7 +194,7 @@ def test_a_changed_box_is_refused_unless_forced(cloud, dist, sleeps, tmp_path):
     write_dist(dist, "registry-cache", "1.0.0",
                {"libvirt": box, "virtualbox": dist / "registry-cache-1.0.0-virtualbox.box"})
     before = len(cloud.seen)
-    with pytest.raises(Exit, match="libvirt/amd64 exists with checksum"):
+    with pytest.raises(CloudError, match="libvirt/amd64 exists with checksum"):
         run_publish(cloud, dist, sleeps)
     assert all(c.startswith("GET ") for c in cloud.calls()[before:])
 
@@ -247,7 +249,7 @@ def test_an_unreachable_server_is_reported_after_bounded_retries(dist, sleeps, t
     from box.buildinfo import load_build_metadata
 
     meta = load_build_metadata(dist / "build.json")
-    with pytest.raises(Exit, match=r"connection failed: ConnectionError, gave up after 3 attempts"):
+    with pytest.raises(CloudError, match=r"connection failed: ConnectionError, gave up after 3 attempts"):
         publish_cloud(meta, dist, "acme/registry-cache", server="http://127.0.0.1:9",
                       token=TOKEN, force=False, dry_run=False, release=True, changelog=None,
                       client_options={"attempts": 3, "sleep": sleeps.append})

@@ -6,15 +6,15 @@ import pytest
 
 from box.boxversion import BoxVersion, VersionError, sort_versions
 from box.buildinfo import BoxFile, BuildMetadata, BuildMetadataError, parse_build_metadata
-from box.catalog import (
+from box.publish.catalog import (
     CatalogError,
     apply_catalog_plan,
-    atomic_write_text,
     box_url,
     plan_catalog,
     read_catalog,
     render_catalog,
 )
+from box.publish.files import atomic_write_text
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -336,3 +336,23 @@ def test_an_unreadable_catalog_json_names_the_file_and_line(tmp_path):
     target.write_text('{\n  "name": "x",\n  oops\n}\n')
     with pytest.raises(CatalogError, match=r"c.json:3: not valid JSON"):
         read_catalog(target)
+
+
+# --- dist/ -------------------------------------------------------------------------------
+
+
+def test_dist_matching_build_json_passes_and_a_changed_or_missing_box_is_named(tmp_path):
+    from box.publish.dist import DistError, check_dist, sha256_file
+
+    box = tmp_path / "cache-1.1.0-libvirt.box"
+    box.write_bytes(b"x" * 100)
+    m = BuildMetadata(name="acme/cache", version="1.1.0", git_revision="0", git_dirty=False,
+                      created="2024-05-01T12:00:00Z",
+                      boxes=(BoxFile("libvirt", box.name, sha256_file(box), 100),))
+    check_dist(m, tmp_path)
+    box.write_bytes(b"y" * 100)
+    with pytest.raises(DistError, match=f"(?s)a box changed after the build.*{box.name}: sha256"):
+        check_dist(m, tmp_path)
+    box.unlink()
+    with pytest.raises(DistError, match=f"{box.name}: missing .listed in build.json for libvirt"):
+        check_dist(m, tmp_path)

@@ -3,15 +3,9 @@
 import pytest
 
 from box.buildinfo import BoxFile, BuildMetadata
-from box.cloud import (
-    CloudClient,
-    CloudError,
-    changelog_section,
-    describe_cloud_plan,
-    parse_tag,
-    plan_cloud,
-    version_description,
-)
+from box.publish.changelog import changelog_section, version_description
+from box.publish.cloud_client import CloudClient
+from box.publish.cloud_plan import CloudError, describe_cloud_plan, parse_tag, plan_cloud
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -136,6 +130,36 @@ def test_a_changed_box_is_refused_without_force():
         plan(remote_box={}, remote_version=version)
     assert "acme/cache 1.1.0 libvirt/amd64 exists with checksum sha256:" + SHA_C in str(err.value)
     assert "--force" in str(err.value)
+
+
+def test_cloud_and_catalog_refuse_a_changed_box_in_the_same_words():
+    from box.publish.catalog import CatalogError, plan_catalog
+
+    version = {"version": "1.1.0", "status": "active",
+               "providers": [remote_provider("libvirt", SHA_C)]}
+    with pytest.raises(CloudError) as cloud:
+        plan(remote_box={}, remote_version=version)
+    catalog = {"name": META.name, "versions": [{"version": "1.1.0", "providers": [
+        {"name": "libvirt", "checksum_type": "sha256", "checksum": SHA_C}]}]}
+    with pytest.raises(CatalogError) as local:
+        plan_catalog(META, catalog, dist_dir="dist", catalog_dir="c")
+    for err in (cloud.value, local.value):
+        first, *_, last = str(err).splitlines()
+        assert first == "refusing to overwrite published boxes:"
+        assert last == "bump the version in the build, or pass --force to replace them"
+
+
+@pytest.mark.parametrize(
+    ("published", "same"),
+    [({"checksum_type": "SHA256", "checksum": SHA_A.upper()}, True),
+     ({"checksum_type": "sha256", "checksum": SHA_B}, False),
+     ({"checksum_type": "md5", "checksum": SHA_A}, False),
+     ({"checksum_type": None, "checksum": None}, False)],
+)
+def test_a_published_checksum_matches_only_a_sha256_of_the_same_value(published, same):
+    from box.publish.published import same_checksum
+
+    assert same_checksum(published, SHA_A) is same
 
 
 def test_force_updates_the_provider_then_uploads_again():

@@ -47,3 +47,12 @@ def test_write_box_is_a_gzipped_tar_with_files_at_its_root(tmp_path):
     package.write_box(target, {"metadata.json": tmp_path / "metadata.json"})
     with tarfile.open(target, "r:gz") as tar:
         assert tar.getnames() == ["metadata.json"]
+
+
+def test_build_json_records_the_checksum_publish_verifies(tmp_path):
+    from box.publish.dist import sha256_file
+
+    box = tmp_path / "rc-1.0.0-libvirt.box"
+    box.write_bytes(b"box" * 5_000_000)  # more than one read chunk
+    assert package.box_entry("libvirt", box)["sha256"] == sha256_file(box)
+    assert sha256_file(box) == hashlib.sha256(box.read_bytes()).hexdigest()

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from box import package
+from box.buildinfo import BuildMetadataError, parse_build_metadata
 from box.packer import (
+    LIMITS,
     PACKER_DIR,
     BoxSettings,
     PackerSettings,
@@ -135,3 +138,64 @@ def test_project_version_is_read_from_the_agent_source(tmp_path):
     init.write_text("VERSION = 1\n")
     with pytest.raises(Exit, match="__version__"):
         project_version(init)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("version", "1a"), ("name", "a..b")])
+def test_build_refuses_before_any_work_what_test_box_and_publish_would_refuse(flag, value):
+    # BoxSettings.problems is what build-box checks first (box_settings): no box gets built
+    problems = BoxSettings(**{flag: value}).problems()
+    assert len(problems) == 1
+    assert problems[0].startswith(f"--{flag} {value!r}: ")
+
+
+@pytest.mark.parametrize(
+    ("name", "version"),
+    [("registry-cache", "1.0.0"), ("acme/registry-cache", "1.2.0.rc1"), ("Cache", "1.0-rc.1"),
+     ("a..b", "1.0.0"), ("acme/x/y", "1.0.0"), ("-x", "1.0.0"), ("x" * 64, "1.0.0"),
+     ("rc", "1a"), ("rc", "v1"), ("rc", " 1.0"), ("rc", "1..0"), ("rc", "1.0.0.0.0")],
+)
+def test_build_and_build_json_accept_the_same_names_and_versions(name, version):
+    data = {"name": name, "version": version, "git_revision": "abc", "git_dirty": False,
+            "created": "2024-05-01T12:00:00Z",
+            "boxes": [{"provider": "libvirt", "file": "x.box", "sha256": "a" * 64, "size": 1}]}
+    try:
+        parse_build_metadata(data, "build.json")
+        published = True
+    except BuildMetadataError:
+        published = False
+    assert (BoxSettings(name=name, version=version).problems() == []) == published
+
+
+def test_an_org_box_name_names_the_files_after_the_box():
+    assert settings(name="acme/cache").disk_file() == "cache.qcow2"
+    assert package.box_file_name("acme/cache", "1.0.0", "libvirt") == "cache-1.0.0-libvirt.box"
+
+
+@pytest.mark.allow_subprocess
+def test_packers_validation_accepts_exactly_what_python_accepts(tmp_path):
+    if shutil.which("packer") is None:
+        pytest.skip("packer is not installed (invoke install-deps --groups build)")
+    (tmp_path / "payload.tar").write_bytes(b"")
+    (tmp_path / "packer").mkdir()
+    (tmp_path / "packer" / "Vagrantfile.libvirt").write_text("# empty\n")
+    template = tmp_path / "box.pkr.hcl"
+    template.write_text(render_template(PackerSettings(**{
+        **settings(tmp_path).__dict__, "scripts_dir": str(PACKER_DIR / "scripts")})))
+    low_mem, high_mem = LIMITS.memory_mib
+    low_cpus, high_cpus = LIMITS.cpus
+    cases = [("memory", low_mem - 1), ("memory", low_mem), ("memory", high_mem),
+             ("memory", high_mem + 1), ("cpus", low_cpus - 1), ("cpus", low_cpus),
+             ("cpus", high_cpus), ("cpus", high_cpus + 1),
+             ("disk_size", f"{LIMITS.disk_mib_min - 1}M"), ("disk_size", f"{LIMITS.disk_mib_min}M"),
+             ("disk_size", f"{LIMITS.disk_mib_min // 1024}G"),
+             ("disk_size", f"{LIMITS.disk_mib_min // 1024 - 1}G"), ("disk_size", "20G"),
+             ("disk_size", "08G"), ("disk_size", "20"), ("disk_size", "20MG"), ("disk_size", "G"),
+             ("disk_size", "-8G"), ("disk_size", "8T")]
+    disagree = []
+    for field, value in cases:
+        python_ok = BoxSettings(**{field: value}).problems() == []
+        proc = subprocess.run(["packer", "validate", "-var", f"{field}={value}", template.name],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        if (proc.returncode == 0) != python_ok:
+            disagree.append(f"{field}={value}: python {python_ok}, packer {proc.returncode == 0}")
+    assert disagree == []

@@ -35,8 +35,8 @@ variable "memory" {
   default     = 1024
 
   validation {
-    condition     = var.memory >= 256
-    error_message = "The memory must be at least 256 MiB."
+    condition     = var.memory >= 256 && var.memory <= 65536
+    error_message = "The memory must be between 256 and 65536 MiB."
   }
 }
 
@@ -46,8 +46,8 @@ variable "cpus" {
   default     = 2
 
   validation {
-    condition     = var.cpus >= 1
-    error_message = "The cpus must be at least 1."
+    condition     = var.cpus >= 1 && var.cpus <= 64
+    error_message = "The cpus must be between 1 and 64."
   }
 }
 
@@ -55,6 +55,12 @@ variable "disk_size" {
   type        = string
   description = "Virtual size of the box's disk (the root filesystem grows to fill it)."
   default     = "20G"
+
+  validation {
+    # Packer 1.6 has no regex(): a digit count ending in M or G, at least the minimum
+    condition     = try(contains(["M", "G"], substr(var.disk_size, -1, 1)) && substr(var.disk_size, 0, 1) != "0" && parseint(substr(var.disk_size, 0, length(var.disk_size) - 1), 10) * (substr(var.disk_size, -1, 1) == "G" ? 1024 : 1) >= 4096, false)
+    error_message = "The disk_size must be a size like 20G or 8192M, at least 4096 MiB."
+  }
 }
 
 source "qemu" "registry-cache" {
@@ -76,7 +82,7 @@ source "qemu" "registry-cache" {
   boot_wait        = "1s"
   vnc_bind_address = "127.0.0.1"
   output_directory = "/build/packer/output"
-  vm_name          = "${var.box_name}.qcow2"
+  vm_name          = "registry-cache.qcow2"
   qemuargs = [
     # SSH forward on loopback only (Packer's default listens on every address)
     ["-netdev", "user,id=user.0,hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22"],

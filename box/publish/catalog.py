@@ -18,26 +18,25 @@ import contextlib
 import copy
 import json
 import os
-import shutil
-import tempfile
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Optional
+from typing import Any, Optional
 
 from box.boxversion import BoxVersion, VersionError, parse_version
 from box.buildinfo import BuildMetadata
+from box.publish.errors import PublishError
+from box.publish.files import atomic_copy, atomic_write_text
+from box.publish.published import ARCHITECTURE, CHECKSUM_TYPE, overwrite_refusal, same_checksum
 
-ARCHITECTURE = "amd64"
-CHECKSUM_TYPE = "sha256"
 DEFAULT_DESCRIPTION = (
     "docker-registry-cache: a pull-through cache for Docker/OCI images, "
     "started with `vagrant up`."
 )
 
 
-class CatalogError(ValueError):
+class CatalogError(PublishError, ValueError):
     """The catalog cannot be published as asked (conflict, unreadable JSON, bad input)."""
 
 
@@ -180,10 +179,7 @@ def plan_catalog(
             notes.append(f"add {label}: copy {box.file} -> {dest}")
             continue
         old = entry["providers"][old_index]
-        same = (
-            str(old.get("checksum_type", "")).lower() == CHECKSUM_TYPE
-            and str(old.get("checksum", "")).lower() == box.sha256
-        )
+        same = same_checksum(old, box.sha256)
         if not same and not force:
             conflicts.append(
                 f"{label} is already published with checksum "
@@ -207,11 +203,7 @@ def plan_catalog(
             notes.append(f"update {label} url -> {new['url']}")
 
     if conflicts:
-        raise CatalogError(
-            "refusing to overwrite published boxes:\n  "
-            + "\n  ".join(conflicts)
-            + "\nbump the version in the build, or pass --force to replace them"
-        )
+        raise CatalogError(overwrite_refusal(conflicts))
 
     entry["providers"].sort(key=lambda p: (p["name"], str(p.get("architecture", ""))))
     catalog["versions"].sort(key=lambda v: BoxVersion(v["version"]))
@@ -267,42 +259,6 @@ def present_boxes(catalog_dir: Path, meta: BuildMetadata) -> dict[str, int]:
         with contextlib.suppress(FileNotFoundError):
             found[rel] = (catalog_dir / rel).stat().st_size
     return found
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_copy(source: Path, dest: Path) -> None:
-    """Copy a file so that `dest` is either absent, the old file or the complete new one."""
-    with open(source, "rb") as src:
-        _atomic_replace(dest, lambda out: shutil.copyfileobj(src, out, 4 * 1024 * 1024))
-
-
-def atomic_write_text(dest: Path, text: str) -> None:
-    """Write a text file atomically: temp file in the same folder, fsync, rename."""
-    _atomic_replace(dest, lambda out: out.write(text.encode("utf-8")))
-
-
-def _atomic_replace(dest: Path, fill: Callable[[BinaryIO], object]) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            fill(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(dest.parent)
 
 
 def apply_catalog_plan(plan: CatalogPlan, catalog_dir: Path) -> None:

@@ -1,0 +1,50 @@
+"""Atomic file writes: a reader sees the old file or the complete new one, never a half.
+
+Each write goes to a temporary file in the same folder, is fsynced, chmodded 0644 and
+renamed over the target; the folder is fsynced so the rename survives a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_copy(source: Path, dest: Path) -> None:
+    """Copy a file so that `dest` is either absent, the old file or the complete new one."""
+    with open(source, "rb") as src:
+        _atomic_replace(dest, lambda out: shutil.copyfileobj(src, out, 4 * 1024 * 1024))
+
+
+def atomic_write_text(dest: Path, text: str) -> None:
+    """Write a text file atomically: temp file in the same folder, fsync, rename."""
+    _atomic_replace(dest, lambda out: out.write(text.encode("utf-8")))
+
+
+def _atomic_replace(dest: Path, fill: Callable[[BinaryIO], object]) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            fill(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(dest.parent)
