@@ -5,7 +5,7 @@ Prints its figures; asserts nothing. Run as root from the repo root:
     .venv/bin/python -m bench.agent [--size-mb 100] [--rate 50mbit]
 
 The upstream registry sits in a network namespace behind a veth pair shaped to a WAN-like
-rate (tests/harness/netem.py: netem where the kernel has it, else a token bucket); the
+rate (lab/netem.py: netem where the kernel has it, else a token bucket); the
 mirror runs on 127.0.0.1 under `registry-cache serve`, exactly as in the integration tests.
 """
 
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.harness import images, netem, procs
+from lab import images, netem, procs
 
 AGENT = [sys.executable, "-m", "registry_cache"]
 MiB = 1024 * 1024
