@@ -161,7 +161,7 @@ def stop_pids(
             os.kill(pid, signal.SIGTERM)
     stubborn = _wait_ended(pids, time.monotonic() + timeout, alive)
     for pid in stubborn:
-        log.warning("%s (pid %d) ignored SIGTERM for %.0f s: killing", name or "process", pid, timeout)
+        log.warning("%s (pid %d) ignored SIGTERM for %g s: killing", name or "process", pid, timeout)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     _wait_ended(stubborn, time.monotonic() + timeout, alive)
