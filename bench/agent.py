@@ -15,12 +15,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from box.run import run
 from lab import images, netem, procs
 
 AGENT = [sys.executable, "-m", "registry_cache"]
@@ -52,11 +52,11 @@ def bench_apply(workdir: Path) -> None:
         "  ghcr: {upstream: 'http://127.0.0.1:9', port: 5001}\n"
     )
     argv = [*AGENT, "--root", str(workdir / "apply-root"), "apply", "--config", str(config)]
-    subprocess.run(argv, capture_output=True, check=True)
+    run(argv, capture=True)
     runs = []
     for _ in range(7):
         start = time.monotonic()
-        subprocess.run(argv, capture_output=True, check=True)
+        run(argv, capture=True)
         runs.append(time.monotonic() - start)
     print(f"{'apply, nothing changed (median of 7)':<44} {statistics.median(runs) * 1000:8.0f} ms "
           f"(target < 300 ms; min {min(runs) * 1000:.0f}, max {max(runs) * 1000:.0f})")
