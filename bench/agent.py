@@ -5,7 +5,7 @@ Prints its figures; asserts nothing. Run as root from the repo root:
     .venv/bin/python -m bench.agent [--size-mb 100] [--rate 50mbit]
 
 The upstream registry sits in a network namespace behind a veth pair shaped to a WAN-like
-rate (tests/harness/netem.py: netem where the kernel has it, else a token bucket); the
+rate (lab/netem.py: netem where the kernel has it, else a token bucket); the
 mirror runs on 127.0.0.1 under `registry-cache serve`, exactly as in the integration tests.
 """
 
@@ -15,13 +15,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from tests.harness import images, netem, procs
+from box.run import run
+from lab import images, netem, procs
 
 AGENT = [sys.executable, "-m", "registry_cache"]
 MiB = 1024 * 1024
@@ -52,11 +52,11 @@ def bench_apply(workdir: Path) -> None:
         "  ghcr: {upstream: 'http://127.0.0.1:9', port: 5001}\n"
     )
     argv = [*AGENT, "--root", str(workdir / "apply-root"), "apply", "--config", str(config)]
-    subprocess.run(argv, capture_output=True, check=True)
+    run(argv, capture=True)
     runs = []
     for _ in range(7):
         start = time.monotonic()
-        subprocess.run(argv, capture_output=True, check=True)
+        run(argv, capture=True)
         runs.append(time.monotonic() - start)
     print(f"{'apply, nothing changed (median of 7)':<44} {statistics.median(runs) * 1000:8.0f} ms "
           f"(target < 300 ms; min {min(runs) * 1000:.0f}, max {max(runs) * 1000:.0f})")

@@ -4,7 +4,8 @@ Prints its figures; asserts nothing. Run as root from the repo root, after `./in
 
     .venv/bin/python -m bench.boot_to_ready [--dist dist] [--memory 512] [--no-vagrant]
 
-Everything runs inside a network namespace of its own (box/vm/netns.py), like `test-box`:
+Everything runs inside a network namespace of its own (lab/netns.py), like `test-box`,
+with the same boot steps (lab/boot.py):
 an upstream registry, the VMs, libvirtd. For each disk (the libvirt box's qcow2 with virtio,
 the VirtualBox box's VMDK with AHCI + E1000, both in QEMU with the accelerator that really
 works here), a first boot applies a two-mirror config with its cache on the VM's disk and
@@ -23,18 +24,15 @@ import shutil
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
-from box.buildinfo import load_build_metadata
-from box.qemu import probe_accelerator
-from box.vm import netns
-from box.vm.libvirtd import PrivateLibvirt
-from box.vm.qemuvm import BoxMachine, QemuVM, libvirt_machine, read_box, unpack_box
-from box.vm.vagrant import Vagrant, box_catalog, libvirt_volume_prefix
-from tests.box.machines import VAGRANT_INSECURE_KEY, Machine, config_yaml, ssh_config_for
-from tests.harness.registry import start_registry
+from box.buildinfo import BuildMetadata, load_build_metadata
+from box.qemu import choose_accelerator
+from lab import boot, netns
+from lab.procs import http_status
+from lab.qemuvm import BoxMachine, libvirt_machine, read_box, unpack_box
+from lab.registry import start_registry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SSH_PORT = 2222
@@ -42,37 +40,27 @@ MIRROR_PORTS = (5000, 5001)
 
 
 def answers_v2(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
+    """Whether a mirror answers `GET /v2/` with 200 on its forwarded port."""
+    return http_status(f"http://127.0.0.1:{port}/v2/") == 200
 
 
 def bench_disk(label: str, machine: BoxMachine, work: Path, accel: str, upstream_port: int,
                memory: int) -> dict:
     """Boot once to apply a config, then time the second boot; return the figures."""
-    forwards = {SSH_PORT: 22, **{p: p for p in MIRROR_PORTS}}
-    vm = QemuVM(work, machine, accel, forwards)
-    identity = work / "key"
-    shutil.copy(VAGRANT_INSECURE_KEY, identity)
-    identity.chmod(0o600)
-    guest = Machine(label, ssh_config_for(work / "ssh-config", port=SSH_PORT, identity=identity),
-                    "127.0.0.1", {p: p for p in MIRROR_PORTS}, {}, "")
     config = {
         "listen": "0.0.0.0",
         "storage": "/var/lib/registry-cache-bench",
-        "mirrors": {f"m{p}": {"upstream": f"http://10.0.2.2:{upstream_port}", "port": p}
+        "mirrors": {f"m{p}": {"upstream": f"http://{boot.QEMU_NAT_HOST}:{upstream_port}", "port": p}
                     for p in MIRROR_PORTS},
     }
+    qemu = boot.QemuBox.prepare(label, work, machine, accel, ssh_port=SSH_PORT,
+                                ports={p: p for p in MIRROR_PORTS}, config=config)
+    vm, guest = qemu.vm, qemu.guest
     figures: dict = {"disk": label}
     try:
-        vm.start()
-        figures["first_boot_ssh_s"] = vm.wait_for_ssh(SSH_PORT)
-        guest.wait_for_ssh()
-        guest.write_file("/srv/bench/config.yml", config_yaml(config))
+        figures["first_boot_ssh_s"] = qemu.boot()
         start = time.monotonic()
-        guest.ssh("sudo registry-cache apply --config /srv/bench/config.yml", timeout=600)
+        boot.apply_config(guest, "/srv/bench", config, {})
         figures["first_apply_s"] = time.monotonic() - start
         guest.ssh("sudo systemctl poweroff", check=False)
         vm.wait_exit(timeout=180)
@@ -105,43 +93,24 @@ def bench_disk(label: str, machine: BoxMachine, work: Path, accel: str, upstream
     return figures
 
 
-def bench_vagrant(meta, dist: Path, work: Path, ns: netns.NetworkNamespace, accel: str,
+def bench_vagrant(meta: BuildMetadata, dist: Path, work: Path, ns: netns.NetworkNamespace, accel: str,
                   upstream_port: int) -> dict:
     """`vagrant box add` + `vagrant up` of the libvirt box with the drop-in Vagrantfile."""
-    box = next(b for b in meta.boxes if b.provider == "libvirt")
-    project = work / "project"
-    project.mkdir(parents=True)
-    shutil.copy(PROJECT_ROOT / "Vagrantfile", project / "Vagrantfile")
-    (project / "config.yml").write_text(config_yaml({
+    config = {
         "listen": "0.0.0.0", "storage": "/vagrant/data",
-        "mirrors": {"team": {"upstream": f"http://192.168.56.1:{upstream_port}", "port": 5000}},
-    }))
-    daemons = PrivateLibvirt(work / "libvirt", ns)
-    vagrant = Vagrant(project, work / "home", settings={
-        "REGISTRY_CACHE_BOX": meta.name,
-        "REGISTRY_CACHE_BOX_URL": (work / "box-catalog.json").as_uri(),
-        "REGISTRY_CACHE_LIBVIRT_DRIVER": "kvm" if accel == "kvm" else "qemu",
-    })
+        "mirrors": {"team": {"upstream": f"http://{boot.LIBVIRT_HOST_SIDE}:{upstream_port}",
+                             "port": 5000}},
+    }
+    project = boot.drop_in_project(work / "project", config, {})
     figures: dict = {}
-    try:
-        daemons.start()
-        vagrant.configure_home(daemons.uri)
+    with boot.libvirt_box_added(work, project, ns, meta, dist, accel) as added:
+        figures["vagrant_box_add_s"] = added.box_add_seconds
         start = time.monotonic()
-        vagrant.add_box(box_catalog(meta.name, meta.version, "libvirt", dist / box.file, box.sha256),
-                        work, "libvirt")
-        figures["vagrant_box_add_s"] = time.monotonic() - start
-        start = time.monotonic()
-        vagrant("up", "--provider=libvirt")
+        added.vagrant("up", "--provider=libvirt")
         figures["vagrant_up_s"] = time.monotonic() - start
         start = time.monotonic()
-        vagrant("destroy", "--force")
+        added.vagrant("destroy", "--force")
         figures["vagrant_destroy_s"] = time.monotonic() - start
-    finally:
-        vagrant("destroy", "--force", check=False)
-        vagrant.remove_box(meta.name, meta.version, "libvirt")
-        if daemons.pids:
-            daemons.delete_volumes("default", libvirt_volume_prefix(meta.name))
-        daemons.stop()
     return figures
 
 
@@ -156,7 +125,7 @@ def main() -> int:
         return 2
     dist = Path(args.dist).resolve()
     meta = load_build_metadata(dist / "build.json")
-    accel = probe_accelerator()
+    accel = choose_accelerator()
     results = []
     netns.remove_stale()
     ns = netns.NetworkNamespace.create()

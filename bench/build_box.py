@@ -1,11 +1,10 @@
-#!/usr/bin/env python3
 """Benchmark of `invoke build-box`: a build from scratch, then a rebuild on the cached base image.
 
 Prints the wall time of each run, the time of its long steps (base image, packer build,
 VMDK, packing) and the size of each box. Targets under TCG on 2 cores: from scratch <= 6 min,
 rebuild <= 2 min, each compressed box <= 250 MB. Needs root (debootstrap). Not a test.
 
-Usage: sudo .venv/bin/python bench/build_box.py [--rebuild-only]
+Usage (from the repo root): sudo .venv/bin/python -m bench.build_box [--rebuild-only]
 """
 
 from __future__ import annotations
@@ -14,10 +13,11 @@ import argparse
 import json
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from box.run import stream
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_DONE = re.compile(r"^<== (.+): done in ([0-9.]+) s$")
@@ -26,20 +26,17 @@ BOX_TARGET_MB = 250.0
 
 
 def run_build(label: str) -> dict:
-    """Run ./invoke build-box, streaming its output; return wall time and step times."""
+    """Run ./invoke build-box, its output echoed as it comes; return wall time and step times."""
     print(f"\n### {label}: ./invoke build-box", flush=True)
-    steps: dict[str, float] = {}
     start = time.monotonic()
-    proc = subprocess.Popen([str(ROOT / "invoke"), "build-box"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        sys.stdout.write(line)
+    proc = stream([str(ROOT / "invoke"), "build-box"], cwd=str(ROOT))
+    if proc.returncode != 0:
+        sys.exit(f"{label}: build-box failed (exit {proc.returncode})")
+    steps: dict[str, float] = {}
+    for line in proc.stdout.splitlines():
         match = STEP_DONE.match(line.strip())
         if match:
             steps[match.group(1)] = float(match.group(2))
-    if proc.wait() != 0:
-        sys.exit(f"{label}: build-box failed (exit {proc.returncode})")
     return {"wall": time.monotonic() - start, "steps": steps}
 
 

@@ -36,7 +36,7 @@ APT_PACKAGES: dict[str, tuple[str, ...]] = {
         "rsync",
         "openssh-client",
         "qemu-utils",  # qemu-img: the catalog tests make a tiny libvirt box
-        # test-box: VMs under a private libvirtd in a network namespace (box/vm/)
+        # test-box: VMs under a private libvirtd in a network namespace (lab/)
         "qemu-system-x86",
         "dnsmasq-base",  # DHCP of vagrant-libvirt's networks (only Recommended by libvirt)
         "iptables",  # libvirt's NAT rules, inside the namespace

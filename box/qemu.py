@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from box.run import output, run
+from box.run import CommandError, output, run, start
 
+# what `-accel` may be set to; "" asks for the probe
+ACCELERATORS = ("kvm", "tcg")
 # SeaBIOS prints one of these on its debug console once it has run through POST and found
 # nothing to boot: reaching it proves the accelerator executes guest code.
 _POST_DONE = ("No bootable device", "Boot failed")
+
+
+class AcceleratorError(ValueError):
+    """An accelerator other than kvm or tcg was asked for; the message says what to use."""
+
+
+def check_accelerator(requested: str) -> str:
+    """Return `requested` when it is kvm, tcg or "" (probe); otherwise raise AcceleratorError."""
+    if requested and requested not in ACCELERATORS:
+        raise AcceleratorError(f"accelerator {requested!r}: use kvm or tcg, or leave it out to probe")
+    return requested
+
+
+def choose_accelerator(requested: str = "") -> str:
+    """The accelerator QEMU runs with: `requested` (kvm or tcg), or, when empty, the probe's answer."""
+    return check_accelerator(requested) or probe_accelerator()
 
 
 def probe_accelerator(seconds: float = 2.0) -> str:
@@ -31,21 +48,19 @@ def probe_accelerator(seconds: float = 2.0) -> str:
                 "-chardev", f"file,id=bios,path={log}",
                 "-device", "isa-debugcon,iobase=0x402,chardev=bios"]
         try:
-            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        except OSError:
+            qemu = start("kvm-probe", argv, Path(tmp) / "qemu.log")
+        except (CommandError, OSError):
             return "tcg"
         try:
             deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline and proc.poll() is None:
+            while time.monotonic() < deadline and qemu.alive():
                 text = log.read_text(errors="replace") if log.exists() else ""
                 if any(mark in text for mark in _POST_DONE):
                     return "kvm"
                 time.sleep(0.1)
             return "tcg"
         finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+            qemu.stop(timeout=5)
 
 
 def image_info(path: Path) -> dict:

@@ -1,15 +1,25 @@
-"""Runs host commands and times the long steps, so every build prints what it does and how long."""
+"""Runs host programs: one command, a long command with its output streamed, a background process.
+
+Also stops processes by their ids (SIGTERM, a grace period, then SIGKILL) and times the long
+steps, so every build prints what it does and how long each step took. The one subprocess
+wrapper of the host side: tasks, the build, the test lab and the benchmarks all run programs here.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 log = logging.getLogger(__name__)
@@ -107,6 +117,153 @@ def stream(
 def output(argv: Sequence[str], **kwargs: object) -> str:
     """Run a command and return its standard output, stripped."""
     return run(argv, capture=True, **kwargs).stdout.strip()  # type: ignore[arg-type]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` still runs; a child of ours that ended is reaped (no zombie left)."""
+    with contextlib.suppress(ChildProcessError):  # not our child: ask the kernel below
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _wait_ended(pids: Sequence[int], until: float, alive: Callable[[int], bool]) -> list[int]:
+    """Wait until every pid has ended or `until` (monotonic) passed; return those still running."""
+    pause = 0.005  # most processes end within milliseconds of SIGTERM: poll fast, then back off
+    while True:
+        running = [pid for pid in pids if alive(pid)]
+        if not running or time.monotonic() >= until:
+            return running
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
+
+
+def stop_pids(
+    pids: Sequence[int],
+    timeout: float = 10.0,
+    *,
+    alive: Callable[[int], bool] = pid_alive,
+    name: str = "",
+) -> list[int]:
+    """Stop processes by id: SIGTERM, up to `timeout` s to end, then SIGKILL; return the killed ones.
+
+    By id only, never by name: nothing else on the machine that happens to run the same
+    program is touched. `alive` tells whether a pid still runs (default: `pid_alive`).
+    """
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    stubborn = _wait_ended(pids, time.monotonic() + timeout, alive)
+    for pid in stubborn:
+        log.warning("%s (pid %d) ignored SIGTERM for %g s: killing", name or "process", pid, timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _wait_ended(stubborn, time.monotonic() + timeout, alive)
+    return stubborn
+
+
+# Every background process `start` began and `stop` has not seen end: `stop_all` is the last-resort cleanup.
+_STARTED: dict[int, Process] = {}
+
+
+@dataclass
+class Process:
+    """A background process begun by `start`; its stdout and stderr go to `log_path`."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    popen: subprocess.Popen = field(repr=False)
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.popen.poll() is None
+
+    def returncode(self) -> int | None:
+        """The exit status once the process has ended, else None."""
+        return self.popen.poll()
+
+    def log_text(self) -> str:
+        """Everything the process has written so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines the process wrote, for error messages."""
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def wait(self, timeout: float) -> int:
+        """Wait up to `timeout` s for the process to end by itself; return its exit status.
+
+        Raises TimeoutError, naming the process, when it still runs then.
+        """
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise TimeoutError(f"{self.name} (pid {self.pid}) still runs after {timeout} s") from exc
+
+    def signal(self, signum: int) -> None:
+        """Send one signal to the process (by its pid only)."""
+        if self.alive():
+            os.kill(self.pid, signum)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Stop the process: SIGTERM, then SIGKILL after `timeout` s; return its exit status."""
+        if self.alive():
+            stop_pids([self.pid], timeout, alive=lambda _pid: self.alive(), name=self.name)
+        _STARTED.pop(self.pid, None)
+        return self.popen.returncode
+
+
+def start(
+    name: str,
+    argv: Sequence[str],
+    log_path: Path,
+    *,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[Path] = None,
+) -> Process:
+    """Start a background process whose output (stdout and stderr) is appended to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        try:
+            popen = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                cwd=str(cwd) if cwd else None,
+            )
+        except FileNotFoundError as exc:
+            raise CommandError(argv, 127, f"{argv[0]}: not found") from exc
+    log.debug("started %s pid %d: %s", name, popen.pid, shlex.join(argv))
+    process = Process(name=name, argv=list(argv), log_path=log_path, popen=popen)
+    _STARTED[popen.pid] = process
+    return process
+
+
+def stop_all(timeout: float = 10.0) -> list[str]:
+    """Stop every background process `start` began that still runs; return their names."""
+    stopped = []
+    for process in list(_STARTED.values()):
+        if process.alive():
+            stopped.append(f"{process.name} (pid {process.pid})")
+        process.stop(timeout=timeout)
+    return stopped
 
 
 @contextmanager

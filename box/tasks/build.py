@@ -193,15 +193,22 @@ def render(c: Context, version: str = "", name: str = "", memory: int | None = N
            cpus: int | None = None, disk_size: str = "", accelerator: str = "") -> None:
     """Render the Packer template into build/packer/ and check it with packer validate."""
     box = box_settings(c, version, name, memory, cpus, disk_size)
-    if accelerator not in ("", "kvm", "tcg"):
-        raise Exit(f"--accelerator {accelerator!r}: use kvm or tcg, or leave it out to probe")
+    _accelerator_flag(accelerator)
     base = base_image.image_path(BUILD, _base_spec(c))
-    settings = packer_settings(box, base, accelerator or qemu.probe_accelerator())
+    settings = packer_settings(box, base, qemu.choose_accelerator(accelerator))
     build_payload()
     path = write_template(settings)
     print(f"==> rendered {path.relative_to(ROOT)}")
     ensure_packages("build")
     _packer_check(path)
+
+
+def _accelerator_flag(value: str) -> None:
+    """Refuse a bad --accelerator before any long step (the probe itself runs later)."""
+    try:
+        qemu.check_accelerator(value)
+    except qemu.AcceleratorError as exc:
+        raise Exit(f"--{exc}") from None
 
 
 def _packer_check(path: Path) -> None:
@@ -227,14 +234,13 @@ def build_box(c: Context, version: str = "", name: str = "", memory: int | None 
               keep: bool = False) -> None:
     """Bake the libvirt and VirtualBox boxes into dist/ (base image, render, packer build)."""
     box = box_settings(c, version, name, memory, cpus, disk_size)
-    if accelerator not in ("", "kvm", "tcg"):
-        raise Exit(f"--accelerator {accelerator!r}: use kvm or tcg, or leave it out to probe")
+    _accelerator_flag(accelerator)
     ensure_packages("build")
     started = datetime.datetime.now(datetime.timezone.utc)
     base = ensure_base_image(c)
     build_payload()
     with step("probe the QEMU accelerator"):
-        accel = accelerator or qemu.probe_accelerator()
+        accel = qemu.choose_accelerator(accelerator)
     print(f"==> accelerator: {accel}")
     settings = packer_settings(box, base, accel)
     template = write_template(settings)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 
 from invoke import Context, task
 from invoke.exceptions import Exit
 
 from box import deps
-from box.run import step
+from box.run import run, step
 from box.tasks import build, ensure_packages, testbox
 
 # pytest's exit code when it collected no test at all
@@ -38,17 +37,17 @@ def test(c: Context, quick: bool = False, k: str = "", path: str = "") -> None:
     """Run the whole test suite: unit, integration, then build the box and test it in a real VM."""
     ensure_packages(*(["test"] if quick else deps.APT_PACKAGES))
     with step("ruff check"):
-        c.run("ruff check .", pty=False)
+        _ruff()
     argv = [sys.executable, "-m", "pytest", "-ra", "-m", "not box"]
     if k:
         argv += ["-k", k]
     argv.append(path or "tests")
     with step("pytest " + " ".join(argv[3:])):
-        result = c.run(shlex.join(argv), warn=True, pty=False, env=_test_env())
-    if result.exited == _PYTEST_NO_TESTS:
+        exited = run(argv, check=False, env=_test_env()).returncode
+    if exited == _PYTEST_NO_TESTS:
         raise Exit("pytest collected no test", code=1)
-    if result.exited != 0:
-        raise Exit(f"tests failed (pytest exit {result.exited})", code=result.exited)
+    if exited != 0:
+        raise Exit(f"tests failed (pytest exit {exited})", code=exited if exited > 0 else 1)
     if quick or k or path:
         return
     build.build_box(c)
@@ -60,12 +59,20 @@ def test(c: Context, quick: bool = False, k: str = "", path: str = "") -> None:
 @task
 def lint(c: Context) -> None:
     """Check style with ruff (the same check the tests run first)."""
-    c.run("ruff check .")
+    _ruff()
+
+
+def _ruff() -> None:
+    """Run `ruff check .`; its findings are printed as they come, a finding fails the task."""
+    exited = run(["ruff", "check", "."], check=False, env=_test_env()).returncode
+    if exited != 0:
+        raise Exit(f"ruff check found problems (exit {exited})", code=exited if exited > 0 else 1)
 
 
 def _test_env() -> dict[str, str]:
+    """This environment with the venv's tools (pytest, ruff) first on PATH."""
     venv_bin = os.path.dirname(sys.executable)
-    return {"PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
+    return {**os.environ, "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
 
 
 TASKS = [install_deps, test, lint]

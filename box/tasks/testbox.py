@@ -8,7 +8,6 @@ tests need and runs that package.
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from invoke import Context, task
 from invoke.exceptions import Exit
 
 from box.buildinfo import PROVIDERS, BuildMetadataError, load_build_metadata
-from box.run import step
+from box.run import run, step
 from box.tasks import ensure_packages
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +57,7 @@ def test_box(c: Context, provider: str = "all", dist: str = "dist", keep: bool =
                    "(run it with sudo)")
     ensure_packages("test", "vagrant")
     env = {
+        **os.environ,
         "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
         "REGISTRY_CACHE_TEST_DIST": str(dist_dir),
         "REGISTRY_CACHE_TEST_PROVIDERS": ",".join(chosen),
@@ -71,9 +71,9 @@ def test_box(c: Context, provider: str = "all", dist: str = "dist", keep: bool =
     print(f"box {meta.name} {meta.version} ({meta.git_revision[:12]}"
           f"{', built from uncommitted changes' if meta.git_dirty else ''}): {', '.join(chosen)}")
     with step(f"test-box ({', '.join(chosen)})"):
-        result = c.run(shlex.join(argv), warn=True, pty=False, env=env)
-    if result.exited != 0:
-        raise Exit(f"box tests failed (pytest exit {result.exited})", code=result.exited or 1)
+        exited = run(argv, check=False, env=env).returncode
+    if exited != 0:
+        raise Exit(f"box tests failed (pytest exit {exited})", code=exited if exited > 0 else 1)
 
 
 TASKS = [test_box]

@@ -1,5 +1,6 @@
 """Boots the built boxes the way users run them, inside a network namespace this run owns.
 
+The boot steps themselves are the lab's (lab/boot.py, shared with bench/boot_to_ready.py).
 Read `dist/build.json` (or $REGISTRY_CACHE_TEST_DIST/build.json), then, for the package:
 
 - `lab`: a network namespace with only its loopback; the pytest process itself enters it
@@ -9,7 +10,7 @@ Read `dist/build.json` (or $REGISTRY_CACHE_TEST_DIST/build.json), then, for the 
   libvirt box with its version, `vagrant up` of the project's drop-in Vagrantfile with a
   test config.yml, exactly as a team runs it; VM networks exist only in the namespace;
 - `machine` (parametrized): each box as a `Machine` for the shared checks; the VirtualBox
-  box is booted in QEMU as VirtualBox would present it (box/vm/qemuvm.py).
+  box is booted in QEMU as VirtualBox would present it (lab/qemuvm.py).
 
 Everything is torn down, also when a test fails: VMs destroyed, the box removed from
 Vagrant and the libvirt pool, daemons stopped by pid, the namespace deleted.
@@ -25,33 +26,26 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from box.buildinfo import BuildMetadata, BuildMetadataError, load_build_metadata
-from box.qemu import probe_accelerator
+from box.qemu import choose_accelerator
 from box.run import step
-from box.vm import netns as netns_mod
-from box.vm.libvirtd import PrivateLibvirt
-from box.vm.qemuvm import QemuVM, read_box, unpack_box
-from box.vm.vagrant import Vagrant, box_catalog, libvirt_volume_prefix
-from tests.box.machines import VAGRANT_INSECURE_KEY, Machine, config_yaml, ssh_config_for
-from tests.harness import images
-from tests.harness.registry import Registry, start_registry
+from lab import boot, images
+from lab import netns as netns_mod
+from lab.machines import Machine
+from lab.qemuvm import read_box, unpack_box
+from lab.registry import start_registry
+from tests.box.boxes import MIRROR_PORT, SECOND_PORT, SSH_FORWARD, Lab, LibvirtVM, box_test_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROVIDERS = tuple(p for p in os.environ.get("REGISTRY_CACHE_TEST_PROVIDERS",
                                             "virtualbox,libvirt").split(",") if p)
 KEEP = os.environ.get("REGISTRY_CACHE_TEST_KEEP") == "1"
 DIST = Path(os.environ.get("REGISTRY_CACHE_TEST_DIST", PROJECT_ROOT / "dist"))
-# where the guest reaches the namespace side: libvirt's private network bridge / QEMU NAT's host
-LIBVIRT_HOST_SIDE = "192.168.56.1"
-LIBVIRT_BOX_IP = "192.168.56.50"
-QEMU_NAT_HOST = "10.0.2.2"
-MIRROR_PORT, SECOND_PORT = 5000, 5001
-SSH_FORWARD = 2222
+MIRROR_PORTS = {MIRROR_PORT: MIRROR_PORT, SECOND_PORT: SECOND_PORT}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -64,20 +58,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "machine" in metafunc.fixturenames:
         metafunc.parametrize("machine", PROVIDERS, indirect=True, scope="package")
-
-
-@dataclass
-class Lab:
-    """The namespace, its upstream registries and the images they hold."""
-
-    workdir: Path
-    namespace: netns_mod.NetworkNamespace
-    upstream: Registry
-    second_upstream: Registry
-    image: images.TestImage  # on `upstream`
-    docker_image: images.TestImage  # on `upstream`
-    second_image: images.TestImage  # on `second_upstream`
-    accel: str
 
 
 def _work_root() -> Path:
@@ -117,7 +97,7 @@ def lab() -> Iterator[Lab]:
     if stale:
         print(f"removed namespaces of earlier runs: {stale}", file=sys.stderr)
     workdir = _work_root()
-    accel = probe_accelerator()
+    accel = choose_accelerator()
     namespace = netns_mod.NetworkNamespace.create()
     try:
         with namespace.entered():
@@ -151,93 +131,30 @@ def lab() -> Iterator[Lab]:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def test_config(upstream_url: str, storage: str) -> dict:
-    """The config.yml the tests apply: one mirror, with a password kept in a file."""
-    return {
-        "listen": "0.0.0.0",
-        "storage": storage,
-        "mirrors": {
-            "team": {
-                "upstream": upstream_url,
-                "port": MIRROR_PORT,
-                "username": "robot",
-                "password_file": "secrets/upstream.password",
-            },
-        },
-    }
-
-
-test_config.__test__ = False  # type: ignore[attr-defined]
-
-
-@dataclass
-class LibvirtVM:
-    """The libvirt box up through Vagrant, and the handles the lifecycle tests need."""
-
-    machine: Machine
-    vagrant: Vagrant
-    project: Path
-    libvirt: PrivateLibvirt
-    up_seconds: float
-    box_add_output: str
-
-
 @pytest.fixture(scope="package")
 def libvirt_vm(lab: Lab, build_meta: BuildMetadata) -> Iterator[LibvirtVM]:
     """`vagrant up` of the libvirt box with the drop-in Vagrantfile, in the lab's namespace."""
     if "libvirt" not in PROVIDERS:
         pytest.skip("libvirt not in REGISTRY_CACHE_TEST_PROVIDERS")
-    box_file = _box_path(build_meta, "libvirt")
-    box_sha = next(b.sha256 for b in build_meta.boxes if b.provider == "libvirt")
+    _box_path(build_meta, "libvirt")
     work = lab.workdir / "libvirt"
-    project = work / "project"
-    (project / "secrets").mkdir(parents=True)
-    shutil.copy(PROJECT_ROOT / "Vagrantfile", project / "Vagrantfile")
     secret = secrets.token_urlsafe(24)
-    (project / "secrets" / "upstream.password").write_text(secret + "\n")
-    config = test_config(f"http://{LIBVIRT_HOST_SIDE}:{lab.upstream.port}", "/vagrant/data")
-    (project / "config.yml").write_text(config_yaml(config))
-    daemons = PrivateLibvirt(work / "libvirt", lab.namespace)
-    vagrant = Vagrant(project, work / "vagrant-home", settings={
-        "REGISTRY_CACHE_BOX": build_meta.name,
-        "REGISTRY_CACHE_BOX_URL": (work / "box-catalog.json").as_uri(),
-        "REGISTRY_CACHE_BOX_VERSION": build_meta.version,
-        "REGISTRY_CACHE_IP": LIBVIRT_BOX_IP,
-        "REGISTRY_CACHE_LIBVIRT_DRIVER": "kvm" if lab.accel == "kvm" else "qemu",
-    })
-    box_added = False
-    try:
-        with lab.namespace.entered():
-            with step("start virtlogd + libvirtd in the namespace"):
-                daemons.start()
-            vagrant.configure_home(daemons.uri)
-            with step(f"vagrant box add {build_meta.name} {build_meta.version} (libvirt)"):
-                box_added = True
-                added = vagrant.add_box(box_catalog(build_meta.name, build_meta.version, "libvirt",
-                                                    box_file, box_sha), work, "libvirt")
-            start = time.monotonic()
-            with step(f"vagrant up --provider=libvirt ({lab.accel})"):
-                up = vagrant("up", "--provider=libvirt")
-            up_seconds = time.monotonic() - start
-            print(f"vagrant up: {up_seconds:.1f} s", file=sys.stderr)
-            ssh_config = vagrant.ssh_config(work / "ssh-config")
-            machine = Machine("libvirt", ssh_config, LIBVIRT_BOX_IP,
-                              {MIRROR_PORT: MIRROR_PORT, SECOND_PORT: SECOND_PORT}, config, secret,
-                              outputs=[up.output])
-            yield LibvirtVM(machine, vagrant, project, daemons, up_seconds, added.output)
-    finally:
-        with lab.namespace.entered():
-            if KEEP:
-                print(f"keeping {work}", file=sys.stderr)
-            with step("vagrant destroy; box removed from Vagrant and the libvirt pool"):
-                if daemons.pids:
-                    vagrant("destroy", "--force", check=False)
-                if box_added:
-                    vagrant.remove_box(build_meta.name, build_meta.version, "libvirt")
-                if daemons.pids:
-                    daemons.delete_volumes("default", libvirt_volume_prefix(build_meta.name))
-            with step("stop libvirtd and virtlogd"):
-                daemons.stop()
+    config = box_test_config(f"http://{boot.LIBVIRT_HOST_SIDE}:{lab.upstream.port}", "/vagrant/data")
+    project = boot.drop_in_project(work / "project", config,
+                                   {"secrets/upstream.password": secret + "\n"})
+    with lab.namespace.entered(), \
+            boot.libvirt_box_added(work, project, lab.namespace, build_meta, DIST, lab.accel) as added:
+        start = time.monotonic()
+        with step(f"vagrant up --provider=libvirt ({lab.accel})"):
+            up = added.vagrant("up", "--provider=libvirt")
+        up_seconds = time.monotonic() - start
+        print(f"vagrant up: {up_seconds:.1f} s", file=sys.stderr)
+        ssh_config = added.vagrant.ssh_config(work / "ssh-config")
+        machine = Machine("libvirt", ssh_config, boot.BOX_IP, dict(MIRROR_PORTS), config, secret,
+                          outputs=[up.output])
+        yield LibvirtVM(machine, added.vagrant, project, up_seconds, added.box_add_output)
+        if KEEP:
+            print(f"keeping {work}", file=sys.stderr)
 
 
 def _virtualbox_machine(lab: Lab, build_meta: BuildMetadata, request: pytest.FixtureRequest) -> Machine:
@@ -246,37 +163,28 @@ def _virtualbox_machine(lab: Lab, build_meta: BuildMetadata, request: pytest.Fix
     with step("unpack the VirtualBox box"):
         unpacked = unpack_box(box_file, work / "box")
     described = read_box(unpacked)
-    vm = QemuVM(work, described, lab.accel,
-                          {SSH_FORWARD: 22, MIRROR_PORT: MIRROR_PORT, SECOND_PORT: SECOND_PORT})
-    identity = work / "vagrant-insecure-key"
-    shutil.copy(VAGRANT_INSECURE_KEY, identity)
-    identity.chmod(0o600)
+    secret = secrets.token_urlsafe(24)
+    config = box_test_config(f"http://{boot.QEMU_NAT_HOST}:{lab.upstream.port}",
+                             "/var/lib/registry-cache-test")
+    qemu = boot.QemuBox.prepare("virtualbox", work, described, lab.accel, ssh_port=SSH_FORWARD,
+                                ports=MIRROR_PORTS, config=config, secret=secret)
 
     def stop() -> None:
         with lab.namespace.entered(), step("power off the VirtualBox box"):
-            vm.stop()
+            qemu.vm.stop()
             if not KEEP:
                 shutil.rmtree(unpacked, ignore_errors=True)
 
     request.addfinalizer(stop)
     with step(f"boot the VirtualBox box in QEMU ({lab.accel}, AHCI, e1000 {described.mac})"):
-        vm.start()
-        boot = vm.wait_for_ssh(SSH_FORWARD)
-    print(f"VirtualBox box: sshd answers {boot:.1f} s after power-on", file=sys.stderr)
-    secret = secrets.token_urlsafe(24)
-    config = test_config(f"http://{QEMU_NAT_HOST}:{lab.upstream.port}",
-                         "/var/lib/registry-cache-test")
-    ssh_config = ssh_config_for(work / "ssh-config", port=SSH_FORWARD, identity=identity)
-    machine = Machine("virtualbox", ssh_config, "127.0.0.1",
-                      {MIRROR_PORT: MIRROR_PORT, SECOND_PORT: SECOND_PORT}, config, secret)
-    machine.wait_for_ssh()
+        seconds = qemu.boot()
+    print(f"VirtualBox box: sshd answers {seconds:.1f} s after power-on", file=sys.stderr)
     # No Vagrant, no /vagrant: put config.yml and its password file where apply reads them.
-    machine.write_file("/srv/cache-config/secrets/upstream.password", secret + "\n", mode="0600")
-    machine.write_file("/srv/cache-config/config.yml", config_yaml(config))
     with step("registry-cache apply in the VirtualBox box"):
-        machine.outputs.append(machine.ssh(
-            "sudo registry-cache apply --config /srv/cache-config/config.yml 2>&1", timeout=300))
-    return machine
+        qemu.guest.outputs.append(boot.apply_config(
+            qemu.guest, "/srv/cache-config", config, {"secrets/upstream.password": secret + "\n"},
+            timeout=300))
+    return qemu.guest
 
 
 @pytest.fixture(scope="package")

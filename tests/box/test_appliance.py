@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.box.machines import DEBUG_PORT_OFFSET, MIRROR_UNIT, RENDERED, SECRET_FILES, Machine
-from tests.harness import images
+from lab import images
+from lab.machines import DEBUG_PORT_OFFSET, MIRROR_UNIT, RENDERED, SECRET_FILES, Machine
 
 pytestmark = pytest.mark.box
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.box.conftest import LIBVIRT_HOST_SIDE, SECOND_PORT, LibvirtVM
-from tests.box.machines import MIRROR_UNIT, Machine, config_yaml
-from tests.harness import images
+from lab import images
+from lab.boot import LIBVIRT_HOST_SIDE
+from lab.machines import MIRROR_UNIT, Machine, config_yaml
+from tests.box.boxes import SECOND_PORT, LibvirtVM
 
 pytestmark = [pytest.mark.box, pytest.mark.destructive]
 

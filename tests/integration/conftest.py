@@ -15,9 +15,11 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.harness import images, procs
-from tests.harness.registry import REGISTRY_BIN, Registry, htpasswd_auth, start_registry
-from tests.harness.tokenauth import TokenServer
+from box.run import stop_all
+from lab import images
+from lab.images import TestImages, push_test_images
+from lab.registry import REGISTRY_BIN, Registry, htpasswd_auth, start_registry
+from lab.tokenauth import TokenServer
 
 _TOOLS = {"docker-registry": REGISTRY_BIN, "skopeo": images.SKOPEO}
 
@@ -34,9 +36,9 @@ def _integration_tools() -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    leftovers = procs.stop_all()
+    leftovers = stop_all()
     if leftovers:
-        print(f"\nintegration harness: stopped processes a test left running: {leftovers}")
+        print(f"\nintegration lab: stopped processes a test left running: {leftovers}")
 
 
 @dataclass
@@ -49,30 +51,6 @@ class Credentials:
     def pair(self) -> tuple[str, str]:
         """(username, password), as `images.pull(creds=...)` takes it."""
         return self.username, self.password
-
-
-@dataclass
-class TestImages:
-    """The three kinds of test image, pushed to one upstream."""
-
-    __test__ = False
-
-    oci: images.TestImage
-    docker: images.TestImage
-    index: images.TestImage
-
-    def all(self) -> tuple[images.TestImage, ...]:
-        """The three images, OCI first."""
-        return self.oci, self.docker, self.index
-
-
-def push_test_images(workdir: Path, host: str, creds: tuple[str, str] | None = None) -> TestImages:
-    """Make and push the OCI image, the Docker schema 2 image and the multi-arch index."""
-    return TestImages(
-        oci=images.push_oci_image(workdir, host, creds=creds),
-        docker=images.push_docker_image(workdir, host, creds=creds),
-        index=images.push_index_image(workdir, host, creds=creds),
-    )
 
 
 @pytest.fixture

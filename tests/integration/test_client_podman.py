@@ -9,25 +9,17 @@ import gzip
 import hashlib
 import io
 import json
-import socket
 import subprocess
 import tarfile
-import time
 
 import pytest
-import requests
 from registry_cache import clientconfig
+
+from lab.procs import free_port
 
 pytestmark = pytest.mark.integration
 
-REGISTRY = "/usr/bin/docker-registry"
 TIMEOUT = 60
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _blob(directory, data):
@@ -66,41 +58,12 @@ def _oci_image(directory):
     return manifest["digest"]
 
 
-def _registry(tmp_path, name, port, proxy=None):
-    lines = [
-        "version: 0.1",
-        "log: {level: error}",
-        f"storage: {{filesystem: {{rootdirectory: {tmp_path / name}}}}}",
-        f"http: {{addr: '127.0.0.1:{port}'}}",
-    ]
-    if proxy:
-        lines.append(f"proxy: {{remoteurl: '{proxy}'}}")
-    config = tmp_path / f"{name}.yml"
-    config.write_text("\n".join(lines) + "\n")
-    with open(tmp_path / f"{name}.log", "wb") as log:
-        proc = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
-                return proc
-        except requests.RequestException:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"{name} registry did not answer: {(tmp_path / f'{name}.log').read_text()}")
-
-
 @pytest.fixture
-def upstream_and_mirror(tmp_path):
-    up_port, mirror_port = _free_port(), _free_port()
-    procs = [_registry(tmp_path, "upstream", up_port)]
-    try:
-        procs.append(_registry(tmp_path, "mirror", mirror_port, proxy=f"http://127.0.0.1:{up_port}"))
-        yield up_port, mirror_port
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=TIMEOUT)
+def upstream_and_mirror(registry_factory):
+    """A plain upstream registry and a Distribution proxy of it, both on 127.0.0.1: (upstream, mirror)."""
+    up = registry_factory("upstream")
+    mirror = registry_factory("mirror", proxy={"remoteurl": up.url})
+    return up.port, mirror.port
 
 
 def test_podman_registries_conf_pulls_through_the_mirror(tmp_path, upstream_and_mirror):
@@ -110,7 +73,7 @@ def test_podman_registries_conf_pulls_through_the_mirror(tmp_path, upstream_and_
     subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{image}:latest",
                     f"docker://127.0.0.1:{up_port}/test/hello:latest"],
                    check=True, capture_output=True, timeout=TIMEOUT)
-    dead = _free_port()  # a registry address where nothing listens: only the mirror can answer
+    dead = free_port()  # a registry address where nothing listens: only the mirror can answer
     mirrors = [clientconfig.ClientMirror("team", f"https://127.0.0.1:{dead}", mirror_port, docker_hub=False)]
     (conf,) = clientconfig.client_setup(mirrors, "127.0.0.1", "podman").files
     registries_conf = tmp_path / "registries.conf"

@@ -14,7 +14,7 @@ import pytest
 from registry_cache.counters import is_stored
 
 from box.run import CommandError
-from tests.harness import images
+from lab import images
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Proves the integration harness itself: test images round-trip, and the auth upstreams behave
+"""Proves the test lab itself: test images round-trip, and the auth upstreams behave
 like the real registries the mirrors will face."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import urllib.request
 import pytest
 
 from box.run import CommandError, output
-from tests.harness import images, netem, procs
-from tests.harness.registry import start_registry
+from lab import images, netem, procs
+from lab.registry import start_registry
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from box.run import CommandError
-from tests.harness import images, procs
-from tests.integration.conftest import push_test_images
+from lab import images, procs
+from lab.images import push_test_images
 
 pytestmark = pytest.mark.integration
 

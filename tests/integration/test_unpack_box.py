@@ -1,11 +1,11 @@
-"""box.vm.qemuvm.unpack_box reads the boxes the build really writes (Packer's own tar included)."""
+"""lab.qemuvm.unpack_box reads the boxes the build really writes (Packer's own tar included)."""
 
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from box.vm.qemuvm import unpack_box
+from lab.qemuvm import unpack_box
 
 pytestmark = pytest.mark.integration
 

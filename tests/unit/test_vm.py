@@ -1,4 +1,4 @@
-"""The pure parts of the box tests' machinery: reading the VirtualBox box, QEMU argv, catalogs."""
+"""The pure parts of the lab's VM machinery: reading the VirtualBox box, QEMU argv, catalogs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import pytest
 from invoke.exceptions import Exit
 
 from box.tasks.testbox import providers_to_test
-from box.templating import render
-from box.vm.qemuvm import BoxError, BoxMachine, libvirt_machine, qemu_argv, read_box
-from box.vm.vagrant import box_catalog, libvirt_volume_prefix
+from lab.qemuvm import BoxError, BoxMachine, libvirt_machine, qemu_argv, read_box
+from lab.vagrant import Vagrant, box_catalog, libvirt_volume_prefix
 
 DATA = Path(__file__).parent / "vm_data"
 
@@ -77,8 +76,10 @@ def test_libvirt_volume_prefix_follows_vagrant_libvirts_naming():
     assert libvirt_volume_prefix("org/cache") == "org-VAGRANTSLASH-cache_vagrant_box_image_"
 
 
-def test_vagrant_home_file_points_vagrant_libvirt_at_the_private_socket():
-    text = render("vagrant-home.Vagrantfile.j2", uri="qemu:///system?socket=/x/libvirt-sock")
+def test_vagrant_home_file_points_vagrant_libvirt_at_the_private_socket(tmp_path):
+    vagrant = Vagrant(tmp_path / "project", tmp_path / "home")
+    vagrant.configure_home("qemu:///system?socket=/x/libvirt-sock")
+    text = (tmp_path / "home" / "Vagrantfile").read_text()
     assert 'libvirt.uri = "qemu:///system?socket=/x/libvirt-sock"' in text
 
 

@@ -16,12 +16,10 @@ import contextlib
 import ctypes
 import logging
 import os
-import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from box.run import output, run
+from box.run import output, pid_alive, run, stop_pids
 
 log = logging.getLogger(__name__)
 
@@ -34,40 +32,6 @@ def _setns(fd: int) -> None:
     if libc.setns(fd, _CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def kill_pids(pids: list[int], timeout: float = 15.0) -> None:
-    """Stop these processes by their ids: SIGTERM, then SIGKILL whatever still runs after `timeout`."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
-        _reap()
-        time.sleep(0.2)
-    for pid in pids:
-        if _pid_alive(pid):
-            log.warning("pid %d ignored SIGTERM for %.0f s: killing", pid, timeout)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    _reap()
-
-
-def _reap() -> None:
-    """Collect our own children that ended, so they do not linger as zombies."""
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
 
 
 @dataclass
@@ -123,7 +87,7 @@ class NetworkNamespace:
         leftovers = [p for p in self.pids() if p != os.getpid()]
         if leftovers:
             log.warning("namespace %s: stopping leftover processes %s", self.name, leftovers)
-            kill_pids(leftovers)
+            stop_pids(leftovers, 15.0, name=f"namespace {self.name} process")
         run(["ip", "netns", "del", self.name], capture=True, check=False)
 
 
@@ -133,7 +97,7 @@ def remove_stale() -> list[str]:
     for line in output(["ip", "netns", "list"], check=False).splitlines():
         name = line.split()[0] if line.split() else ""
         tag = name[len(PREFIX):]
-        if name.startswith(PREFIX) and tag.isdigit() and not _pid_alive(int(tag)):
+        if name.startswith(PREFIX) and tag.isdigit() and not pid_alive(int(tag)):
             NetworkNamespace(name).delete()
             removed.append(name)
     return removed

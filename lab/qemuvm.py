@@ -21,8 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from box.run import run
-from tests.harness.procs import Process, start
+from box.run import Process, run, start
 
 _BASE_MAC = re.compile(r'config\.vm\.base_mac\s*=\s*"([0-9A-Fa-f:]{12,17})"')
 # CIM resource types (DMTF CIM_ResourceAllocationSettingData)

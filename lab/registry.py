@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from tests.harness.procs import LOOPBACK, HarnessError, Process, free_port, start, wait_for_http
+from box.run import Process, start
+from lab.procs import LOOPBACK, HarnessError, free_port, wait_for_http
 
 REGISTRY_BIN = os.environ.get("REGISTRY_CACHE_TEST_REGISTRY_BIN", "/usr/bin/docker-registry")
 

@@ -1,6 +1,6 @@
 """The box under test as the tests see it: a testinfra host plus where its mirrors answer.
 
-The pytest process runs inside the test's network namespace (see conftest.py), so ssh,
+The process runs inside the lab's network namespace (tests/box/conftest.py, bench), so ssh,
 skopeo and vagrant reach the VM's addresses with no wrapper, and nothing else can.
 """
 

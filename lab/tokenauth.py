@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.harness.procs import LOOPBACK, free_port
+from lab.procs import LOOPBACK, free_port
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from box.run import CommandError, output, run
-from tests.harness.registry import Registry, start_registry
+from lab.registry import Registry, start_registry
 
 log = logging.getLogger(__name__)
 

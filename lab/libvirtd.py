@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from box.run import CommandError, output, run
-from box.vm.netns import NetworkNamespace, kill_pids
+from box.run import CommandError, output, run, stop_pids
+from lab.netns import NetworkNamespace
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class PrivateLibvirt:
         children = self.child_pids()
         if children:
             log.warning("libvirt: stopping processes still running: %s", children)
-            kill_pids(children)
+            stop_pids(children, 15.0, name="libvirt child")
         daemons = [self.pids[n] for n in ("libvirtd", "virtlogd") if n in self.pids]
-        kill_pids(daemons)
+        stop_pids(daemons, 15.0, name="libvirt daemon")
         self.pids.clear()

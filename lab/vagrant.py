@@ -4,7 +4,7 @@ The project folder holds a copy of the repository's drop-in `Vagrantfile` and a
 `config.yml`, exactly what a team drops into its repository. Settings go in through the
 Vagrantfile's environment variables; the only addition is the private VAGRANT_HOME's own
 Vagrantfile pointing vagrant-libvirt at the test's libvirtd
-(box/templates/vagrant-home.Vagrantfile.j2).
+(lab/templates/vagrant-home.Vagrantfile.j2).
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from box.run import CommandError, stream
-from box.templating import render
+from box.templating import render_from
 
 log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
 
 def box_catalog(name: str, version: str, provider: str, box_file: Path, sha256: str) -> dict:
     """The Vagrant box metadata (catalog) of one local box file, so it is added with its version."""
@@ -79,7 +82,7 @@ class Vagrant:
         """Write the private VAGRANT_HOME's Vagrantfile (vagrant-libvirt's connection)."""
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "Vagrantfile").write_text(
-            render("vagrant-home.Vagrantfile.j2", uri=libvirt_uri)
+            render_from(TEMPLATES, "vagrant-home.Vagrantfile.j2", uri=libvirt_uri)
         )
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 900) -> VagrantResult:

@@ -102,6 +102,21 @@ class TestImage:
         return sum(b.size for b in self.blobs)
 
 
+@dataclass
+class TestImages:
+    """The three kinds of test image, pushed to one upstream."""
+
+    __test__ = False  # not a pytest test class
+
+    oci: TestImage
+    docker: TestImage
+    index: TestImage
+
+    def all(self) -> tuple[TestImage, ...]:
+        """The three images, OCI first."""
+        return self.oci, self.docker, self.index
+
+
 @dataclass(frozen=True)
 class PullResult:
     """What a pull brought back: the manifest digest the registry served, and where it went."""
@@ -370,6 +385,15 @@ def push_index_image(
     )
     push_layout(layout, tag, host, repo, all_images=True, creds=creds)
     return describe(host, repo, tag, "index", creds=creds)
+
+
+def push_test_images(workdir: Path, host: str, creds: tuple[str, str] | None = None) -> TestImages:
+    """Make and push the OCI image, the Docker schema 2 image and the multi-arch index."""
+    return TestImages(
+        oci=push_oci_image(workdir, host, creds=creds),
+        docker=push_docker_image(workdir, host, creds=creds),
+        index=push_index_image(workdir, host, creds=creds),
+    )
 
 
 def pull(

@@ -1,1 +1,0 @@
-"""Boots the built box for tests and benchmarks: network namespace, private libvirtd, Vagrant, QEMU."""
