@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from registry_cache import apply as applymod
-from registry_cache import proc, systemd
+from registry_cache import paths, proc, systemd
 
 UNITS = Path(__file__).resolve().parents[3] / "bootstrap" / "systemd"
 JOB_VERBS = {"start", "stop", "restart", "reload-or-restart", "try-restart"}
@@ -47,7 +47,7 @@ class Systemctl:
 def boot(monkeypatch, tmp_path):
     fake = Systemctl()
     monkeypatch.setattr(systemd, "running", lambda: True)
-    monkeypatch.setattr(systemd, "UNIT_DIR", str(tmp_path / "units"))
+    monkeypatch.setattr(paths, "UNIT_DIR", str(tmp_path / "units"))
     monkeypatch.setattr(systemd, "systemctl", fake)
     monkeypatch.setattr(systemd, "is_active", lambda name: False)
     return fake
