@@ -141,7 +141,9 @@ def _carry_out(
         if systemd.write_dropin(mirror.name, owner, mirror.storage):
             reload_needed = True
             if mirror.name in plan.keep:
-                restart.append(mirror.name)  # it must run as the cache's (new) owner
+                # it must run as the cache's (new) owner, who must own its 0600 files too
+                layout.write_rendered(root, wanted[mirror.name], owner)
+                restart.append(mirror.name)
     if plan.remove:
         systemd.systemctl("disable", "--now", "--no-reload", *queue,
                           *(systemd.unit(n) for n in plan.remove))
