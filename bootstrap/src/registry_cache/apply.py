@@ -74,9 +74,11 @@ def _unchanged_since_last_apply(config_path: Optional[str], root: str) -> Option
     applied = layout.read_applied(root)
     if applied is None or applied.fingerprint is None or applied.storage is None:
         return None
-    exists = config_path is not None and os.path.exists(config_path)
-    if applied.source != (config_path if exists else configmod.EMBEDDED_DEFAULT):
-        return None  # another config file, or config.yml appeared or went away
+    if config_path is not None and os.path.exists(config_path):
+        if applied.source != config_path or os.path.abspath(config_path) not in applied.inputs:
+            return None  # another config file (the same relative name seen from elsewhere, too)
+    elif applied.source != configmod.EMBEDDED_DEFAULT:
+        return None  # config.yml went away: the embedded default applies now
     if configmod.fingerprint_now(applied.inputs, applied.storage) != applied.fingerprint:
         return None
     if applied.rendered != layout.rendered_fingerprint(root):

@@ -140,3 +140,20 @@ def test_another_config_file_is_never_taken_for_the_last_one(agent, tmp_path):
 
     assert trips["validate"].calls == 2
     assert (plan.add, plan.remove) == (["ghcr", "hub"], ["default"])
+
+
+def test_the_same_relative_config_name_in_another_folder_is_another_config(agent, tmp_path, monkeypatch):
+    trips, _ = agent
+    for folder, fmt in (("a", "seed"), ("b", "registry-cache")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "config.yml").write_text(FORMATS[fmt])
+        (tmp_path / folder / "hub.token").write_text("dckr_pat_SECRET\n")
+    root = str(tmp_path / "root")
+    monkeypatch.chdir(tmp_path / "a")
+    applymod.apply("config.yml", root, io.StringIO())
+    monkeypatch.chdir(tmp_path / "b")
+
+    plan = applymod.apply("config.yml", root, io.StringIO())
+
+    assert trips["validate"].calls == 2
+    assert (plan.add, plan.remove) == (["ghcr", "hub"], ["default"])
