@@ -24,6 +24,17 @@ mirrors:
     port: 5001
 """
 SECRET = "dckr_pat_SECRET_do_not_print"
+# the seed format: a plain Distribution config, run as written
+SEED = """\
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: cache/default
+http:
+  addr: 127.0.0.1:5000
+proxy:
+  remoteurl: http://127.0.0.1:9
+"""
 
 
 def cli(*args, root):
@@ -61,6 +72,11 @@ def test_apply_renders_every_mirror_with_secret_files_readable_by_owner_only(pro
             assert mode == wanted, f"{name}/{filename} has mode {oct(mode)}"
         assert SECRET not in (root / "mirrors" / name / "mirror.json").read_text()
         assert (project / "cache" / name / ".registry-cache-mirror").exists()
+    # the agent reads the login from credentials.json; Distribution from its proxy config
+    credentials = root / "mirrors" / "hub" / "credentials.json"
+    assert stat.S_IMODE(os.stat(credentials).st_mode) == 0o600
+    assert json.loads(credentials.read_text()) == {"username": "alice", "password": SECRET}
+    assert not (root / "mirrors" / "ghcr" / "credentials.json").exists()
     assert SECRET in (root / "mirrors" / "hub" / "proxy.yml").read_text()
     assert json.loads((root / "applied.json").read_text())["mirrors"] == ["ghcr", "hub"]
     assert "add    hub" in result.stdout
@@ -76,6 +92,19 @@ def test_apply_with_nothing_changed_keeps_every_mirror(project):
     assert again.returncode == 0, again.stderr
     assert "keep   ghcr" in again.stdout and "keep   hub" in again.stdout
     assert snapshot(root / "mirrors") == before  # not even rewritten
+
+
+def test_apply_with_nothing_changed_in_a_seed_format_config_only_prints_the_plan(project):
+    (project / "config.yml").write_text(SEED)
+    root = project / "root"
+    first = cli("apply", "--config", str(project / "config.yml"), root=root)
+    assert first.returncode == 0, first.stderr
+    assert "upstream http://127.0.0.1:9 is unreachable" in first.stdout  # the full path probes it
+    before = snapshot(root)
+    again = cli("apply", "--config", str(project / "config.yml"), root=root)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == ["keep   default: unchanged: left running"]  # no probe, no render
+    assert snapshot(root) == before
 
 
 def test_invalid_config_exits_2_with_file_line_key_and_changes_nothing(project):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import tomllib
 import yaml
-from registry_cache import cli, clientconfig, layout, render
+from registry_cache import cli, clientconfig, layout, paths, record, render
 from registry_cache import config as configmod
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,10 +158,10 @@ def test_the_applied_mirrors_give_the_same_setup_as_their_config(tmp_path):
     cfg = configmod.load(str(EXAMPLES / "multi-upstream.yml"), check_storage=False)
     for rendered in render.render(cfg).values():
         layout.write_rendered(str(tmp_path), rendered, owner=None)
-    from_infos = clientconfig.mirrors_from_infos(layout.rendered_infos(str(tmp_path)))
+    from_records = clientconfig.mirrors_from_records(record.read_all(str(tmp_path)))
     for fmt in clientconfig.FORMATS:
         expected = clientconfig.client_setup(clientconfig.mirrors_from_config(cfg), HOST, fmt)
-        assert clientconfig.client_setup(from_infos, HOST, fmt) == expected
+        assert clientconfig.client_setup(from_records, HOST, fmt) == expected
 
 
 def test_cli_prints_the_files_on_stdout_and_advice_on_stderr(capsys):
@@ -207,9 +207,9 @@ def test_cli_as_an_unprivileged_user_falls_back_to_the_system_mirrors(tmp_path, 
     cfg = configmod.load(str(EXAMPLES / "dockerhub.yml"), check_storage=False)
     for rendered in render.render(cfg).values():
         layout.write_rendered(str(system), rendered, owner=None)
-    monkeypatch.setattr(layout, "SYSTEM_ROOT", str(system))
+    monkeypatch.setattr(paths, "SYSTEM_ROOT", str(system))
     monkeypatch.delenv("REGISTRY_CACHE_ROOT", raising=False)
-    monkeypatch.setattr(layout, "default_root", lambda: str(tmp_path / "empty-user-state"))
+    monkeypatch.setattr(paths, "default_root", lambda: str(tmp_path / "empty-user-state"))
     status = cli.main(["client-config", "--host", HOST, "--format", "docker"])
     assert status == 0
     assert capsys.readouterr().out == (GOLDEN / "dockerhub" / "docker.txt").read_text()

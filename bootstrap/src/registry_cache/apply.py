@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Optional, TextIO
 
 from registry_cache import config as configmod
-from registry_cache import layout, systemd, upstream
+from registry_cache import layout, net, paths, record, systemd, upstream
 from registry_cache.plan import Plan, make_plan
-from registry_cache.render import STORAGE_MARKER, RenderedMirror, connect_host, host_port, render
+from registry_cache.render import RenderedMirror, render
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +32,7 @@ def apply(
     An invalid config raises ConfigError before anything is touched: the running
     mirrors keep serving and the cache stays.
     """
-    fingerprint = configmod.input_fingerprint(config_path)
-    unchanged = None if dry_run else _unchanged_since_last_apply(fingerprint, root)
+    unchanged = None if dry_run else _unchanged_since_last_apply(config_path, root)
     if unchanged is not None:
         plan = Plan(keep=unchanged)
         stopped = [n for n in unchanged if not systemd.is_active(n)] if systemd.running() else []
@@ -53,31 +51,41 @@ def apply(
         for line in plan.lines():
             print(line, file=out)
         return plan
-    _warn_about_upstreams(cfg, plan, out)
+    _warn_about_upstreams(wanted, plan, out)
     owner = layout.prepare_cache(cfg.storage, [m.storage for m in cfg.mirrors])
     _carry_out(plan, wanted, root, owner, cfg, out)
     text = None
     if cfg.source != configmod.EMBEDDED_DEFAULT:
         with open(cfg.source, encoding="utf-8") as handle:
             text = handle.read()
-    # taken again now that the storage exists: its owner is one of the inputs
-    layout.save_last_good(root, cfg.source, text, sorted(wanted), configmod.input_fingerprint(config_path))
+    # taken now that the storage exists: its owner is one of the inputs
+    layout.save_last_good(root, cfg, text, sorted(wanted), cfg.fingerprint())
     for line in plan.lines():
         print(line, file=out)
     return plan
 
 
-def _unchanged_since_last_apply(fingerprint: Optional[str], root: str) -> Optional[list[str]]:
-    """The mirrors, when the config's inputs and the rendered files are exactly as last applied."""
-    record = layout.applied_record(root)
-    if fingerprint is None or record.get("fingerprint") != fingerprint:
+def _unchanged_since_last_apply(config_path: Optional[str], root: str) -> Optional[list[str]]:
+    """The mirrors, when the config's inputs and the rendered files are exactly as last applied.
+
+    Nothing is parsed: the last apply recorded which files the config was read from, so
+    their bytes (and the cache owner) are compared as they are, whatever the config format.
+    """
+    applied = layout.read_applied(root)
+    if applied is None or applied.fingerprint is None or applied.storage is None:
         return None
-    if record.get("rendered") != layout.rendered_fingerprint(root):
+    if config_path is not None and os.path.exists(config_path):
+        if applied.source != config_path or os.path.abspath(config_path) not in applied.inputs:
+            return None  # another config file (the same relative name seen from elsewhere, too)
+    elif applied.source != configmod.EMBEDDED_DEFAULT:
+        return None  # config.yml went away: the embedded default applies now
+    if configmod.fingerprint_now(applied.inputs, applied.storage) != applied.fingerprint:
+        return None
+    if applied.rendered != layout.rendered_fingerprint(root):
         return None  # someone edited or deleted a rendered file: render again
-    for info in layout.rendered_infos(root):
-        if not os.path.exists(os.path.join(info["storage"], STORAGE_MARKER)):
-            return None  # the cache folder was reset: create it again
-    return sorted(record.get("mirrors", []))
+    if not all(r.storage_ready for r in record.read_all(root)):
+        return None  # a cache folder was reset: create it again
+    return sorted(applied.mirrors)
 
 
 def apply_at_boot(root: str, out: TextIO) -> None:
@@ -86,14 +94,15 @@ def apply_at_boot(root: str, out: TextIO) -> None:
     /vagrant is not mounted yet, so nothing is read from it and no storage is created:
     each mirror waits for its cache folder until Vagrant mounts it.
     """
-    names = layout.applied_mirrors(root)
+    applied = layout.read_applied(root)
+    names = list(applied.mirrors) if applied is not None else None
     if names is None:
         cfg = configmod.load(None)
         wanted = render(cfg)
         plan = make_plan(wanted, layout.read_rendered(root))
-        owner = layout.storage_owner(layout.SYSTEM_ROOT if os.geteuid() == 0 else root)
+        owner = layout.storage_owner(paths.SYSTEM_ROOT if os.geteuid() == 0 else root)
         _carry_out(plan, wanted, root, owner, cfg, out, at_boot=True)
-        layout.save_last_good(root, cfg.source, None, sorted(wanted))
+        layout.save_last_good(root, cfg, None, sorted(wanted))
         names = sorted(wanted)
         print("first boot: started the embedded default config", file=out)
     elif systemd.running() and names:
@@ -134,7 +143,9 @@ def _carry_out(
         if systemd.write_dropin(mirror.name, owner, mirror.storage):
             reload_needed = True
             if mirror.name in plan.keep:
-                restart.append(mirror.name)  # it must run as the cache's (new) owner
+                # it must run as the cache's (new) owner, who must own its 0600 files too
+                layout.write_rendered(root, wanted[mirror.name], owner)
+                restart.append(mirror.name)
     if plan.remove:
         systemd.systemctl("disable", "--now", "--no-reload", *queue,
                           *(systemd.unit(n) for n in plan.remove))
@@ -152,46 +163,33 @@ def _carry_out(
     if restart:
         systemd.systemctl("restart", *queue, *(systemd.unit(n) for n in restart))
     if not at_boot:
-        _wait_until_serving(cfg, out)
+        _wait_until_serving(wanted, out)
 
 
-def _wait_until_serving(cfg: configmod.CacheConfig, out: TextIO) -> None:
-    import requests
-
-    pending = {m.name: f"http://{host_port(connect_host(cfg.listen), m.port)}/v2/" for m in cfg.mirrors}
-    deadline = time.monotonic() + READY_TIMEOUT
-    while pending and time.monotonic() < deadline:
-        for name, url in list(pending.items()):
-            try:
-                if requests.get(url, timeout=2).status_code in (200, 401):
-                    del pending[name]
-            except requests.RequestException:
-                pass
-        if pending:
-            time.sleep(0.5)
+def _wait_until_serving(wanted: dict[str, RenderedMirror], out: TextIO) -> None:
+    pending = net.wait_until_serving({n: m.record.url for n, m in wanted.items()}, READY_TIMEOUT)
     if pending:
-        units = " ".join(systemd.unit(n) for n in sorted(pending))
+        units = " ".join(systemd.unit(n) for n in pending)
         raise ApplyError(
-            f"mirror(s) {', '.join(sorted(pending))} did not answer /v2/ within "
+            f"mirror(s) {', '.join(pending)} did not answer /v2/ within "
             f"{READY_TIMEOUT:.0f} s; see `registry-cache status` and `journalctl -u {units}`"
         )
     print("every mirror answers /v2/", file=out)
 
 
-def _warn_about_upstreams(cfg: configmod.CacheConfig, plan: Plan, out: TextIO) -> None:
+def _warn_about_upstreams(wanted: dict[str, RenderedMirror], plan: Plan, out: TextIO) -> None:
     """Say plainly, for new or changed mirrors, when an upstream cannot be proxied right now."""
-    for mirror in cfg.mirrors:
-        if mirror.name not in plan.add + plan.update:
+    for name, mirror in wanted.items():
+        if name not in plan.add + plan.update:
             continue
-        credentials = (mirror.username, mirror.password) if mirror.username and mirror.password else None
-        result = upstream.check(mirror.upstream, credentials=credentials)
+        url = mirror.record.upstream
+        result = upstream.check(url, credentials=mirror.credentials)
         if result.needs_basic_auth:
-            print(f"WARNING: mirror {mirror.name}: {upstream.basic_auth_problem(mirror.upstream)}",
-                  file=out)
-        elif result.credentials_rejected and mirror.username:
-            print(f"WARNING: mirror {mirror.name}: "
-                  f"{upstream.credentials_problem(mirror.upstream, mirror.username)}", file=out)
+            print(f"WARNING: mirror {name}: {upstream.basic_auth_problem(url)}", file=out)
+        elif result.credentials_rejected and mirror.credentials is not None:
+            print(f"WARNING: mirror {name}: "
+                  f"{upstream.credentials_problem(url, mirror.credentials.username)}", file=out)
         elif not result.reachable:
-            print(f"note: mirror {mirror.name}: upstream {mirror.upstream} is unreachable "
+            print(f"note: mirror {name}: upstream {url} is unreachable "
                   f"({result.error}); the mirror serves its cache read-only until it answers",
                   file=out)

@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import Optional
 
-from registry_cache import __version__, layout
+from registry_cache import __version__, paths
 from registry_cache import config as configmod
 
 DEFAULT_CONFIG = "/vagrant/config.yml"
@@ -112,7 +112,7 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _root(args: argparse.Namespace) -> str:
-    return args.root or layout.default_root()
+    return args.root or paths.default_root()
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -164,7 +164,7 @@ def _client_formats() -> tuple[str, ...]:
 
 
 def _client_config(args: argparse.Namespace) -> int:
-    from registry_cache import clientconfig
+    from registry_cache import clientconfig, record
 
     if args.config is not None:
         if not os.path.exists(args.config):
@@ -174,12 +174,12 @@ def _client_config(args: argparse.Namespace) -> int:
     else:
         root = _root(args)
         try:
-            mirrors = clientconfig.mirrors_from_infos(layout.rendered_infos(root))
+            mirrors = clientconfig.mirrors_from_records(record.read_all(root))
             chosen = args.root or os.environ.get("REGISTRY_CACHE_ROOT")
-            if not mirrors and not chosen and root != layout.SYSTEM_ROOT:
+            if not mirrors and not chosen and root != paths.SYSTEM_ROOT:
                 # an unprivileged user in the box (`vagrant ssh -c ...`): the mirrors apply rendered
-                root = layout.SYSTEM_ROOT
-                mirrors = clientconfig.mirrors_from_infos(layout.rendered_infos(root))
+                root = paths.SYSTEM_ROOT
+                mirrors = clientconfig.mirrors_from_records(record.read_all(root))
         except PermissionError:
             print(f"registry-cache client-config: cannot read the applied mirrors under {root}: "
                   "run it with sudo, or give --config config.yml", file=sys.stderr)
@@ -201,8 +201,9 @@ def _client_config(args: argparse.Namespace) -> int:
 
 def _run_mirror(args: argparse.Namespace) -> int:
     from registry_cache.mirror import MirrorRunner
+    from registry_cache.record import RecordError
 
-    directory = layout.mirror_dir(_root(args), args.name)
+    directory = paths.mirror_dir(_root(args), args.name)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -211,6 +212,9 @@ def _run_mirror(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         print(f"no mirror '{args.name}' is rendered under {directory}: run `registry-cache apply`",
               file=sys.stderr)
+        return EXIT_INVALID
+    except RecordError as exc:
+        print(f"{exc}; run `registry-cache apply` to render it again", file=sys.stderr)
         return EXIT_INVALID
     runner.run()
     return 0

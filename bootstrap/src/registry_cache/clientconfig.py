@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 from registry_cache.config import CacheConfig
+from registry_cache.net import host_port
+from registry_cache.record import MirrorRecord
 from registry_cache.render import templates
 
 FORMATS = ("docker", "containerd", "k3s", "podman")
@@ -77,17 +78,12 @@ def mirrors_from_config(config: CacheConfig) -> list[ClientMirror]:
     return [ClientMirror(m.name, m.upstream, m.port, m.is_docker_hub) for m in config.mirrors]
 
 
-def mirrors_from_infos(infos: list[dict[str, Any]]) -> list[ClientMirror]:
-    """The client's view of the mirrors `apply` rendered (their mirror.json facts)."""
+def mirrors_from_records(records: list[MirrorRecord]) -> list[ClientMirror]:
+    """The client's view of the mirrors `apply` rendered (their records)."""
     return [
-        ClientMirror(str(i["name"]), str(i["upstream"]), int(i["port"]), bool(i["docker_hub"]))
-        for i in sorted(infos, key=lambda i: int(i["port"]))
+        ClientMirror(r.name, r.upstream, r.port, r.docker_hub)
+        for r in sorted(records, key=lambda r: r.port)
     ]
-
-
-def address(host: str, port: int) -> str:
-    """HOST:PORT as clients write a registry address ([v6]:PORT for IPv6)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def check_host(host: str) -> str:
@@ -126,7 +122,7 @@ def registries(mirrors: list[ClientMirror], host: str) -> list[Registry]:
         result.append(Registry(
             host=name,
             server=f"{upstream.scheme}://{upstream.netloc}",
-            mirrors=tuple(address(host, m.port) for m in group),
+            mirrors=tuple(host_port(host, m.port) for m in group),
         ))
     return result
 
@@ -147,7 +143,7 @@ def _docker(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> Cli
     data = {
         # Docker only ever mirrors Docker Hub: other upstreams are pulled by the mirror's address.
         "registry_mirrors": [f"{SCHEME}://{m}" for m in hub.mirrors] if hub else [],
-        "insecure_registries": [address(host, m.port) for m in sorted(mirrors, key=lambda m: m.port)],
+        "insecure_registries": [host_port(host, m.port) for m in sorted(mirrors, key=lambda m: m.port)],
     }
     text = templates().get_template("client-docker.j2").render(**data)
     notes = ["merge this into /etc/docker/daemon.json (create it if missing), then restart Docker: "

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import ipaddress
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Optional
@@ -81,6 +83,14 @@ class CacheConfig:
     mirrors: tuple[Mirror, ...]
     log_level: str = DEFAULT_LOG_LEVEL
     reconnect_interval: int = DEFAULT_RECONNECT_INTERVAL
+    # The files the config was read from (config.yml, password files): absolute path and the
+    # digest of the bytes parsed. With the cache's owner, they are all the rendered mirrors
+    # depend on, so `apply` can tell "nothing changed" without parsing anything.
+    inputs: tuple[tuple[str, str], ...] = ()
+
+    def fingerprint(self) -> Optional[str]:
+        """The input fingerprint of this config as parsed (None while its storage does not exist)."""
+        return input_fingerprint(dict(self.inputs), self.storage)
 
     def mirror(self, name: str) -> Mirror:
         """Return the mirror called `name`."""
@@ -106,43 +116,49 @@ def load(path: Optional[str], *, check_storage: bool = True) -> CacheConfig:
     if path is None or not os.path.exists(path):
         return parse(default_config_text(), EMBEDDED_DEFAULT, base_dir="/", check_storage=False)
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        with open(path, "rb") as handle:
+            raw = handle.read()
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(path, 1, "(file)", f"cannot read the file: {_os_reason(exc)}")]) from exc
     base_dir = os.path.dirname(os.path.abspath(path))
-    return parse(text, path, base_dir=base_dir, check_storage=check_storage)
+    config = parse(text, path, base_dir=base_dir, check_storage=check_storage)
+    return dataclasses.replace(config, inputs=((os.path.abspath(path), _digest(raw)), *config.inputs))
 
 
-def input_fingerprint(path: Optional[str]) -> Optional[str]:
-    """A digest of everything the rendered mirrors depend on, or None when it cannot be had cheaply.
+def input_fingerprint(inputs: Mapping[str, str], storage: str) -> Optional[str]:
+    """A digest of everything the rendered mirrors depend on, or None when `storage` does not exist.
 
-    `apply` compares it with the last applied one to skip validation and rendering when
-    nothing changed: same inputs, same (deterministic) output.
+    That is the agent's version, each input file (path -> digest of its bytes) and the owner
+    of the cache root (the mirrors run as that account). Same inputs, same (deterministic)
+    output: `apply` compares it with the last applied one to skip validation and rendering.
     """
     from registry_cache import __version__
 
-    digest = hashlib.sha256(__version__.encode())
-    if path is None or not os.path.exists(path):
-        digest.update(b"embedded default")
-        return digest.hexdigest()
+    digest = hashlib.sha256(__version__.encode() + b"\0")
+    for path in sorted(inputs):
+        digest.update(f"{path}\0{inputs[path]}\0".encode())
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-        data = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        base_dir = os.path.dirname(os.path.abspath(path))
-        digest.update(raw)
-        mirrors = data.get("mirrors") if isinstance(data, dict) else None
-        for spec in (mirrors or {}).values():
-            secret = spec.get("password_file") if isinstance(spec, dict) else None
-            if isinstance(secret, str):
-                with open(os.path.join(base_dir, secret), "rb") as handle:
-                    digest.update(b"\0" + handle.read())
-        storage = os.path.join(base_dir, str(data.get("storage", DEFAULT_STORAGE)))
         digest.update(str(os.stat(storage).st_uid).encode())
-    except (OSError, yaml.YAMLError, AttributeError):
+    except OSError:
         return None
     return digest.hexdigest()
+
+
+def fingerprint_now(files: Iterable[str], storage: str) -> Optional[str]:
+    """The input fingerprint of `files` as they are on disk now; None when one of them is gone."""
+    digests = {}
+    try:
+        for path in files:
+            with open(path, "rb") as handle:
+                digests[path] = _digest(handle.read())
+    except OSError:
+        return None
+    return input_fingerprint(digests, storage)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def parse(text: str, filename: str, *, base_dir: str, check_storage: bool = True) -> CacheConfig:
@@ -161,7 +177,7 @@ def parse(text: str, filename: str, *, base_dir: str, check_storage: bool = True
         config = _Checker(doc, base_dir, check_storage).check(data)
     if doc.problems or config is None:
         raise ConfigError(doc.problems)
-    return config
+    return dataclasses.replace(config, inputs=tuple(sorted(doc.inputs.items())))
 
 
 class _Document:
@@ -171,6 +187,7 @@ class _Document:
         self.filename = filename
         self.lines: dict[Path, int] = {(): 1}
         self.problems: list[Problem] = []
+        self.inputs: dict[str, str] = {}  # files read besides the config: path -> digest
         self._constructor = yaml.constructor.SafeConstructor()
 
     def add(self, path: Path, message: str, line: Optional[int] = None) -> None:
@@ -376,8 +393,9 @@ class _Checker:
     def _read_secret(self, path: Path, relative: str) -> Optional[str]:
         full = os.path.normpath(os.path.join(self.base_dir, relative))
         try:
-            with open(full, encoding="utf-8") as handle:
-                secret = handle.read().strip()
+            with open(full, "rb") as handle:
+                raw = handle.read()
+            secret = raw.decode("utf-8").strip()
         except FileNotFoundError:
             self.doc.add(path, f"{full} does not exist; put the password or token in it "
                                "(chmod 600), or fix the path (relative to this file)")
@@ -388,6 +406,7 @@ class _Checker:
         if not secret:
             self.doc.add(path, f"{full} is empty; put the password or token in it")
             return None
+        self.doc.inputs[full] = _digest(raw)
         return secret
 
     def _check_ports(self, mirrors_data: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Where the agent keeps rendered mirror configs and the last good config, and how it reads them."""
+"""Writes what `apply` leaves on disk: each mirror's folder and cache folder, and the last good config."""
 
 from __future__ import annotations
 
@@ -11,26 +11,13 @@ import shutil
 from dataclasses import dataclass
 from typing import Optional
 
-import yaml
-
+from registry_cache import paths
+from registry_cache.config import CacheConfig
 from registry_cache.fsutil import write_file
-from registry_cache.render import MIRROR_INFO, PROXY_CONFIG, STORAGE_MARKER, RenderedMirror
+from registry_cache.render import RenderedMirror
 
-SYSTEM_ROOT = "/etc/registry-cache"
 SERVICE_USER = "registry-cache"
-APPLIED = "applied.json"
-LAST_GOOD = "last-good.yml"
 _SECRET_FILES_MODE = 0o600
-
-
-def default_root() -> str:
-    """Where rendered configs live: $REGISTRY_CACHE_ROOT, else /etc/registry-cache or ~/.local/state."""
-    if os.environ.get("REGISTRY_CACHE_ROOT"):
-        return os.environ["REGISTRY_CACHE_ROOT"]
-    if os.geteuid() == 0 or os.path.isdir(SYSTEM_ROOT):
-        return SYSTEM_ROOT  # in the box, `registry-cache status` works for the vagrant user too
-    state_home = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return os.path.join(state_home, "registry-cache")
 
 
 @dataclass(frozen=True)
@@ -43,20 +30,15 @@ class Owner:
     group: str
 
 
-def mirror_dir(root: str, name: str) -> str:
-    """The folder holding one mirror's rendered files."""
-    return os.path.join(root, "mirrors", name)
-
-
 def read_rendered(root: str) -> dict[str, dict[str, str]]:
     """Return the rendered files of every mirror on disk, by mirror name."""
-    base = os.path.join(root, "mirrors")
+    base = paths.mirrors_dir(root)
     found: dict[str, dict[str, str]] = {}
     if not os.path.isdir(base):
         return found
     for name in sorted(os.listdir(base)):
         directory = os.path.join(base, name)
-        if not os.path.isfile(os.path.join(directory, MIRROR_INFO)):
+        if not os.path.isfile(os.path.join(directory, paths.MIRROR_RECORD)):
             continue
         files = {}
         for filename in sorted(os.listdir(directory)):
@@ -68,49 +50,26 @@ def read_rendered(root: str) -> dict[str, dict[str, str]]:
     return found
 
 
-def rendered_infos(root: str) -> list[dict]:
-    """Return the public facts (mirror.json, readable by anyone) of every rendered mirror."""
-    base = os.path.join(root, "mirrors")
-    infos = []
-    for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
-        try:
-            with open(os.path.join(base, name, MIRROR_INFO), encoding="utf-8") as handle:
-                infos.append(json.load(handle))
-        except (OSError, ValueError):
-            continue
-    return infos
-
-
 def write_rendered(root: str, mirror: RenderedMirror, owner: Optional[Owner]) -> None:
-    """Write one mirror's files atomically: configs 0600, readable by the mirror's account only."""
-    directory = mirror_dir(root, mirror.name)
+    """Write one mirror's files atomically: configs and credentials 0600, for the mirror's account only."""
+    directory = paths.mirror_dir(root, mirror.name)
     os.makedirs(directory, mode=0o755, exist_ok=True)
     ids = (owner.uid, owner.gid) if owner and os.geteuid() == 0 else None
     if ids:
         os.chown(directory, *ids)
-    for filename, text in mirror.files.items():
-        mode = 0o644 if filename == MIRROR_INFO else _SECRET_FILES_MODE  # the facts hold no secret
-        write_file(os.path.join(directory, filename), text, mode=mode, owner=ids)
+    for filename, text in mirror.configs.items():
+        write_file(os.path.join(directory, filename), text, mode=_SECRET_FILES_MODE, owner=ids)
+    mirror.record.write(directory, ids)
+    if mirror.credentials is not None:
+        mirror.credentials.write(directory, ids)
     for stale in set(os.listdir(directory)) - set(mirror.files):
         if not stale.startswith("."):
             os.unlink(os.path.join(directory, stale))
 
 
-def proxy_credentials(directory: str) -> Optional[tuple[str, str]]:
-    """The upstream username and password in a rendered mirror's proxy config, if any."""
-    try:
-        with open(os.path.join(directory, PROXY_CONFIG), encoding="utf-8") as handle:
-            proxy = (yaml.safe_load(handle) or {}).get("proxy") or {}
-    except (OSError, yaml.YAMLError, AttributeError):
-        return None
-    if proxy.get("username") and proxy.get("password"):
-        return str(proxy["username"]), str(proxy["password"])
-    return None
-
-
 def remove_rendered(root: str, name: str) -> None:
     """Delete one mirror's rendered files (never its cached data)."""
-    shutil.rmtree(mirror_dir(root, name), ignore_errors=True)
+    shutil.rmtree(paths.mirror_dir(root, name), ignore_errors=True)
 
 
 def prepare_storage(storage: str, owner: Optional[Owner]) -> None:
@@ -118,8 +77,8 @@ def prepare_storage(storage: str, owner: Optional[Owner]) -> None:
     os.makedirs(storage, exist_ok=True)
     if owner and os.geteuid() == 0 and os.stat(storage).st_uid == 0:
         os.chown(storage, owner.uid, owner.gid)
-    marker = os.path.join(storage, STORAGE_MARKER)
-    write_file(marker, "This folder is a registry-cache mirror's cache. Safe to delete to reset it.\n")
+    write_file(paths.storage_marker(storage),
+               "This folder is a registry-cache mirror's cache. Safe to delete to reset it.\n")
 
 
 def prepare_cache(storage_root: str, storages: list[str]) -> Owner:
@@ -160,32 +119,55 @@ def rendered_fingerprint(root: str) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What the last apply recorded (applied.json): its config, mirrors, input and output digests."""
+
+    source: str
+    mirrors: tuple[str, ...]
+    fingerprint: Optional[str] = None  # config.input_fingerprint of the inputs below
+    inputs: tuple[str, ...] = ()  # the files the config was read from
+    storage: Optional[str] = None  # the cache root, whose owner the mirrors run as
+    rendered: Optional[str] = None  # rendered_fingerprint right after the apply
+
+
 def save_last_good(
-    root: str, source: str, text: Optional[str], names: list[str], fingerprint: Optional[str] = None
+    root: str, config: CacheConfig, text: Optional[str], names: list[str], fingerprint: Optional[str] = None
 ) -> None:
     """Record the config just applied: the next boot starts these mirrors without /vagrant."""
     record = {
-        "source": source,
+        "source": config.source,
         "mirrors": names,
         "fingerprint": fingerprint,
+        "inputs": [path for path, _digest in config.inputs],
+        "storage": config.storage,
         "rendered": rendered_fingerprint(root),
     }
-    write_file(os.path.join(root, APPLIED), json.dumps(record, indent=2) + "\n")
+    write_file(os.path.join(root, paths.APPLIED), json.dumps(record, indent=2) + "\n")
     if text is not None:
-        write_file(os.path.join(root, LAST_GOOD), text, mode=_SECRET_FILES_MODE)
+        write_file(os.path.join(root, paths.LAST_GOOD), text, mode=_SECRET_FILES_MODE)
 
 
-def applied_record(root: str) -> dict:
-    """What the last apply recorded (mirrors, input and output digests); empty when none."""
+def read_applied(root: str) -> Optional[Applied]:
+    """What the last apply recorded; None when nothing was ever applied (or the record is unreadable)."""
     try:
-        with open(os.path.join(root, APPLIED), encoding="utf-8") as handle:
-            record = json.load(handle)
+        with open(os.path.join(root, paths.APPLIED), encoding="utf-8") as handle:
+            data = json.load(handle)
     except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("mirrors"), list):
+        return None
 
+    def text(key: str) -> Optional[str]:
+        return data[key] if isinstance(data.get(key), str) else None
 
-def applied_mirrors(root: str) -> Optional[list[str]]:
-    """The mirrors of the last good config, or None when nothing was ever applied."""
-    names = applied_record(root).get("mirrors")
-    return list(names) if isinstance(names, list) else None
+    inputs = data.get("inputs")
+    return Applied(
+        source=text("source") or "",
+        mirrors=tuple(str(n) for n in data["mirrors"]),
+        fingerprint=text("fingerprint"),
+        # written by an older agent: no inputs, so the next apply renders again
+        inputs=tuple(p for p in inputs if isinstance(p, str)) if isinstance(inputs, list) else (),
+        storage=text("storage"),
+        rendered=text("rendered"),
+    )

@@ -19,20 +19,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, TextIO
 
-import requests
-
-from registry_cache import counters, proc, upstream
+from registry_cache import counters, net, paths, proc, upstream
 from registry_cache.fsutil import write_file
-from registry_cache.layout import proxy_credentials
-from registry_cache.render import (
-    MIRROR_INFO,
-    PROXY_CONFIG,
-    READONLY_CONFIG,
-    STATE_FILE,
-    STORAGE_MARKER,
-    connect_host,
-    host_port,
-)
+from registry_cache.record import MirrorRecord
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +69,7 @@ class MirrorState:
 def read_state(storage: str) -> Optional[dict[str, Any]]:
     """Return the state a mirror last wrote beside its cache, or None."""
     try:
-        with open(os.path.join(storage, STATE_FILE), encoding="utf-8") as handle:
+        with open(paths.state_file(storage), encoding="utf-8") as handle:
             data = json.load(handle)
     except (OSError, ValueError):
         return None
@@ -91,13 +80,13 @@ class MirrorRunner:
     """Runs and supervises the registry process of one rendered mirror until told to stop."""
 
     def __init__(self, mirror_dir: str, stop: threading.Event, *, out: TextIO = sys.stderr) -> None:
+        """Read the mirror rendered in `mirror_dir` (FileNotFoundError or RecordError when none)."""
         self.mirror_dir = mirror_dir
         self.stop_event = stop
         self.out = out
-        with open(os.path.join(mirror_dir, MIRROR_INFO), encoding="utf-8") as handle:
-            self.info: dict[str, Any] = json.load(handle)
-        self.name: str = self.info["name"]
-        self.storage: str = self.info["storage"]
+        self.record = MirrorRecord.read(mirror_dir)
+        self.name = self.record.name
+        self.storage = self.record.storage
         previous = read_state(self.storage) or {}
         self.state = MirrorState(
             name=self.name,
@@ -138,14 +127,14 @@ class MirrorRunner:
         self._write_state(force=True)
 
     def _storage_ready(self) -> bool:
-        if os.path.exists(os.path.join(self.storage, STORAGE_MARKER)):
+        if self.record.storage_ready:
             self._waiting_logged = False
             return True
         if not self._waiting_logged:
             log.warning(
                 "mirror %s: waiting for its storage %s (no %s there yet: a synced folder not "
                 "mounted yet, or `registry-cache apply` has not run)",
-                self.name, self.storage, STORAGE_MARKER,
+                self.name, self.storage, paths.STORAGE_MARKER,
             )
             self._waiting_logged = True
         with self._lock:
@@ -153,24 +142,24 @@ class MirrorRunner:
         return False
 
     def _choose_mode(self) -> str:
-        credentials = proxy_credentials(self.mirror_dir)
-        result = upstream.check(self.info["upstream"], credentials=credentials)
+        credentials = self.record.credentials()
+        result = upstream.check(self.record.upstream, credentials=credentials)
         problem = None
         if not result.reachable:
             problem = f"upstream unreachable ({result.error}); serving the cache read-only"
             log.warning("mirror %s: %s", self.name, problem)
         elif result.needs_basic_auth:
-            problem = upstream.basic_auth_problem(self.info["upstream"])
+            problem = upstream.basic_auth_problem(self.record.upstream)
             log.error("mirror %s: %s", self.name, problem)
-        elif result.credentials_rejected and credentials:
-            problem = upstream.credentials_problem(self.info["upstream"], credentials[0])
+        elif result.credentials_rejected and credentials is not None:
+            problem = upstream.credentials_problem(self.record.upstream, credentials.username)
             log.error("mirror %s: %s", self.name, problem)
         self._set(upstream_reachable=result.reachable, upstream_problem=problem)
         return PROXY if result.reachable else READ_ONLY
 
     def _serve_once(self, mode: str) -> tuple[Optional[int], bool]:
         """Run the registry in `mode` until it exits, we stop, or read-only mode can end."""
-        config = os.path.join(self.mirror_dir, PROXY_CONFIG if mode == PROXY else READONLY_CONFIG)
+        config = os.path.join(self.mirror_dir, paths.PROXY_CONFIG if mode == PROXY else paths.READONLY_CONFIG)
         counter = counters.HitCounter(counters.cached_blobs(self.storage), self.state.counts)
         child = proc.spawn([REGISTRY_BIN, "serve", config])
         reader = threading.Thread(target=self._read_log, args=(child, counter), daemon=True)
@@ -178,10 +167,10 @@ class MirrorRunner:
         self._set(pid=child.pid, mode=STARTING)
         if self._wait_ready(child):
             log.info("mirror %s: serving on port %s in %s mode (upstream %s)",
-                     self.name, self.info["port"], mode, self.info["upstream"])
+                     self.name, self.record.port, mode, self.record.upstream)
             self._set(mode=mode, since=time.time())
         switching = False
-        next_probe = time.monotonic() + self.info.get("reconnect_interval", 30)
+        next_probe = time.monotonic() + self.record.reconnect_interval
         next_prune = time.monotonic() + 10
         while not self.stop_event.is_set() and child.poll() is None:
             if time.monotonic() >= next_prune:
@@ -189,8 +178,8 @@ class MirrorRunner:
                 with self._lock:
                     counter.fetched = [b for b in counter.fetched if not counters.is_stored(self.storage, *b)]
             if mode == READ_ONLY and time.monotonic() >= next_probe:
-                next_probe = time.monotonic() + self.info.get("reconnect_interval", 30)
-                if upstream.check(self.info["upstream"]).reachable:
+                next_probe = time.monotonic() + self.record.reconnect_interval
+                if upstream.check(self.record.upstream).reachable:
                     log.info("mirror %s: upstream answers again; switching to proxy mode", self.name)
                     switching = True
                     break
@@ -221,18 +210,12 @@ class MirrorRunner:
                         self.name, len(pending))
 
     def _wait_ready(self, child: Any) -> bool:
-        url = f"http://{host_port(connect_host(self.info['listen']), self.info['port'])}/v2/"
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline and not self.stop_event.is_set():
-            if child.poll() is not None:
-                return False
-            try:
-                if requests.get(url, timeout=2).status_code in (200, 401):
-                    return True
-            except requests.RequestException:
-                pass
-            self.stop_event.wait(0.2)
-        return False
+        pending = net.wait_until_serving(
+            {self.name: self.record.url}, READY_TIMEOUT, interval=0.2,
+            give_up=lambda: child.poll() is not None or self.stop_event.is_set(),
+            sleep=self.stop_event.wait,
+        )
+        return not pending
 
     def _read_log(self, child: Any, counter: counters.HitCounter) -> None:
         for line in child.stdout:
@@ -262,9 +245,9 @@ class MirrorRunner:
             data = self.state.as_dict()
             self._dirty = False
             self._last_write = now
-        if not os.path.exists(os.path.join(self.storage, STORAGE_MARKER)):
+        if not self.record.storage_ready:
             return  # never write into a storage that is not there (an unmounted synced folder)
         try:
-            write_file(os.path.join(self.storage, STATE_FILE), json.dumps(data, indent=2) + "\n")
+            write_file(self.record.state_file, json.dumps(data, indent=2) + "\n")
         except OSError as exc:
             log.warning("mirror %s: cannot write its state file: %s", self.name, exc)

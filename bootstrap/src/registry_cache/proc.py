@@ -11,16 +11,23 @@ from typing import Optional
 
 log = logging.getLogger(__name__)
 
+STDERR_TAIL_LINES = 20  # the end of stderr says why; a whole log would bury it
+
 
 class CommandError(RuntimeError):
-    """A command failed; the message shows the command, its exit code and its stderr."""
+    """A command failed; the message shows the command, its exit code and its stderr.
+
+    Worded exactly as the host's CommandError (box/run.py), so a failure reads the same on
+    either side; the box may not import host code, hence the copy.
+    """
 
     def __init__(self, argv: Sequence[str], returncode: int, stderr: str = "") -> None:
         self.argv = list(argv)
         self.returncode = returncode
-        self.stderr = stderr.strip()
-        detail = f": {self.stderr}" if self.stderr else ""
-        super().__init__(f"`{shlex.join(self.argv)}` failed with exit code {returncode}{detail}")
+        self.stderr = stderr
+        tail = stderr.strip().splitlines()[-STDERR_TAIL_LINES:]
+        detail = ("\n" + "\n".join(tail)) if tail else ""
+        super().__init__(f"command failed (exit {returncode}): {shlex.join(self.argv)}{detail}")
 
 
 def run(argv: Sequence[str], *, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -31,9 +38,9 @@ def run(argv: Sequence[str], *, check: bool = True, timeout: float = 120) -> sub
             list(argv), capture_output=True, text=True, timeout=timeout, check=False
         )
     except FileNotFoundError as exc:
-        raise CommandError(argv, 127, f"{argv[0]} is not installed") from exc
+        raise CommandError(argv, 127, f"{argv[0]}: not found") from exc
     except subprocess.TimeoutExpired as exc:
-        raise CommandError(argv, 124, f"no answer after {timeout} s") from exc
+        raise CommandError(argv, 124, f"timed out after {timeout} s") from exc
     if check and proc.returncode != 0:
         raise CommandError(argv, proc.returncode, proc.stderr)
     return proc

@@ -1,26 +1,23 @@
-"""Turns a validated config into the files each mirror runs on: pure, no I/O beyond templates."""
+"""Turns a validated config into the files each mirror runs on: pure, no I/O beyond templates.
+
+The agent's Jinja2 environment lives here too: every template of the package is loaded through
+`templates()`.
+"""
 
 from __future__ import annotations
 
 import copy
 import functools
 import json
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import yaml
 
+from registry_cache import paths
 from registry_cache.config import CacheConfig, Mirror
-
-PROXY_CONFIG = "proxy.yml"
-READONLY_CONFIG = "readonly.yml"
-MIRROR_INFO = "mirror.json"
-# Written into a mirror's storage by `apply`: a mirror serves only once it sees this file,
-# so it never writes its cache into the bare mount point of a synced folder not mounted yet.
-STORAGE_MARKER = ".registry-cache-mirror"
-# Kept by the running mirror beside its cache: mode, true hit/miss counters.
-STATE_FILE = ".registry-cache-state.json"
-
+from registry_cache.net import host_port
+from registry_cache.record import Credentials, MirrorRecord
 
 
 @functools.cache
@@ -43,15 +40,24 @@ def templates() -> Any:
 
 @dataclass(frozen=True)
 class RenderedMirror:
-    """The files one mirror needs: its proxy config, its read-only fallback, its public facts."""
+    """What one mirror runs on: its Distribution configs, its record and its upstream credentials."""
 
-    name: str
-    files: dict[str, str]
+    record: MirrorRecord
+    configs: dict[str, str] = field(repr=False)  # the proxy config may hold the upstream password
+    credentials: Optional[Credentials] = field(default=None, repr=False)
 
     @property
-    def info(self) -> dict[str, Any]:
-        """The mirror's public facts (no secrets), as written to mirror.json."""
-        return json.loads(self.files[MIRROR_INFO])
+    def name(self) -> str:
+        """The mirror's name."""
+        return self.record.name
+
+    @property
+    def files(self) -> dict[str, str]:
+        """Every file of the mirror's folder, by file name, as `apply` compares them with the disk."""
+        files = {**self.configs, paths.MIRROR_RECORD: self.record.text()}
+        if self.credentials is not None:
+            files[paths.CREDENTIALS] = self.credentials.text()
+        return files
 
 
 def render(config: CacheConfig) -> dict[str, RenderedMirror]:
@@ -60,51 +66,38 @@ def render(config: CacheConfig) -> dict[str, RenderedMirror]:
 
 
 def render_mirror(config: CacheConfig, mirror: Mirror) -> RenderedMirror:
-    """Render one mirror's Distribution configs (proxy and read-only) and its facts file."""
+    """Render one mirror's Distribution configs (proxy and read-only), its record and credentials."""
     if mirror.raw is not None:
         proxy_text, readonly_text = _seed_configs(mirror.raw, mirror.storage)
     else:
         proxy_text = _distribution_config(config, mirror, readonly=False)
         readonly_text = _distribution_config(config, mirror, readonly=True)
-    info = {
-        "name": mirror.name,
-        "upstream": mirror.upstream,
-        "listen": config.listen,
-        "port": mirror.port,
-        "debug_port": mirror.debug_port,
-        "storage": mirror.storage,
-        "docker_hub": mirror.is_docker_hub,
-        "authenticated": mirror.username is not None,
-        "reconnect_interval": config.reconnect_interval,
-        "source": config.source,
-    }
-    return RenderedMirror(
+    credentials = None
+    if mirror.username is not None and mirror.password is not None:
+        credentials = Credentials(mirror.username, mirror.password)
+    record = MirrorRecord(
         name=mirror.name,
-        files={
-            PROXY_CONFIG: proxy_text,
-            READONLY_CONFIG: readonly_text,
-            MIRROR_INFO: json.dumps(info, indent=2, sort_keys=True) + "\n",
-        },
+        upstream=mirror.upstream,
+        listen=config.listen,
+        port=mirror.port,
+        debug_port=mirror.debug_port,
+        storage=mirror.storage,
+        docker_hub=mirror.is_docker_hub,
+        authenticated=mirror.username is not None,
+        reconnect_interval=config.reconnect_interval,
+        source=config.source,
     )
-
-
-def host_port(host: str, port: int) -> str:
-    """Join an address and a port the way Go's net package wants them ([::1]:5000)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def connect_host(listen: str) -> str:
-    """The address to reach a mirror listening on `listen` from this machine."""
-    if listen in ("0.0.0.0", ""):
-        return "127.0.0.1"
-    if listen == "::":
-        return "::1"
-    return listen
+    return RenderedMirror(
+        record=record,
+        configs={paths.PROXY_CONFIG: proxy_text, paths.READONLY_CONFIG: readonly_text},
+        credentials=credentials,
+    )
 
 
 def _distribution_config(config: CacheConfig, mirror: Mirror, *, readonly: bool) -> str:
     proxy = None
     if not readonly:
+        # Distribution reads its upstream login only from here; the agent reads credentials.json.
         credentials = []
         if mirror.username is not None and mirror.password is not None:
             credentials = [("username", mirror.username), ("password", mirror.password)]

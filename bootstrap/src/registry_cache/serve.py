@@ -8,7 +8,7 @@ import threading
 from typing import Optional, TextIO
 
 from registry_cache import config as configmod
-from registry_cache import layout
+from registry_cache import layout, paths
 from registry_cache.mirror import MirrorRunner
 from registry_cache.plan import make_plan
 from registry_cache.render import RenderedMirror, render
@@ -81,7 +81,7 @@ class Server:
         if name in self.runners:
             return
         stop = threading.Event()
-        runner = MirrorRunner(layout.mirror_dir(self.root, name), stop, out=self.out)
+        runner = MirrorRunner(paths.mirror_dir(self.root, name), stop, out=self.out)
         thread = threading.Thread(target=runner.run, name=f"mirror-{name}", daemon=True)
         thread.start()
         self.runners[name] = (thread, stop)

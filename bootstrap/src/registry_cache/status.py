@@ -8,10 +8,10 @@ from typing import Any, Optional
 
 import requests
 
-from registry_cache import layout
+from registry_cache import net, record
 from registry_cache.fsutil import tree_size
 from registry_cache.mirror import WAITING, read_state
-from registry_cache.render import STORAGE_MARKER, connect_host, host_port
+from registry_cache.record import Credentials, MirrorRecord
 
 DOCKER_HUB_TOKEN_URL = (
     "https://auth.docker.io/token?service=registry.docker.io&scope=repository:ratelimitpreview/test:pull"
@@ -45,15 +45,15 @@ class MirrorStatus:
 
 def collect(root: str, *, rate_limit: bool = True) -> list[MirrorStatus]:
     """Gather the status of every mirror rendered under `root`."""
-    return [mirror_status(root, info, rate_limit=rate_limit) for info in layout.rendered_infos(root)]
+    return [mirror_status(r, rate_limit=rate_limit) for r in record.read_all(root)]
 
 
-def mirror_status(root: str, info: dict[str, Any], *, rate_limit: bool = True) -> MirrorStatus:
+def mirror_status(mirror: MirrorRecord, *, rate_limit: bool = True) -> MirrorStatus:
     """Gather one mirror's status from its /v2/ endpoint, its state file and its storage."""
-    storage = info["storage"]
+    storage = mirror.storage
     state = read_state(storage) or {}
-    healthy = _answers(f"http://{host_port(connect_host(info['listen']), info['port'])}/v2/")
-    marker = os.path.exists(os.path.join(storage, STORAGE_MARKER))
+    healthy = net.serving(mirror.url)
+    marker = mirror.storage_ready
     mode = state.get("mode", "unknown") if healthy else "down"
     problem = state.get("upstream_problem")
     if not marker:
@@ -61,12 +61,12 @@ def mirror_status(root: str, info: dict[str, Any], *, rate_limit: bool = True) -
         problem = (f"its storage {storage} is missing (synced folder not mounted yet?); "
                    "run `registry-cache apply` once it is there")
     remaining = None
-    if rate_limit and info.get("docker_hub"):
-        remaining = docker_hub_rate_limit(layout.proxy_credentials(layout.mirror_dir(root, info["name"])))
+    if rate_limit and mirror.docker_hub:
+        remaining = docker_hub_rate_limit(mirror.credentials())
     return MirrorStatus(
-        name=info["name"],
-        upstream=info["upstream"],
-        port=info["port"],
+        name=mirror.name,
+        upstream=mirror.upstream,
+        port=mirror.port,
         healthy=healthy,
         mode=mode,
         hits=int(state.get("hits", 0)),
@@ -101,10 +101,11 @@ def format_table(statuses: list[MirrorStatus]) -> str:
     return "\n".join(lines)
 
 
-def docker_hub_rate_limit(credentials: Optional[tuple[str, str]]) -> Optional[str]:
+def docker_hub_rate_limit(credentials: Optional[Credentials]) -> Optional[str]:
     """Ask Docker Hub how many pulls remain (HEAD requests do not count); None when unreachable."""
+    auth = credentials.pair() if credentials is not None else None
     try:
-        token = requests.get(DOCKER_HUB_TOKEN_URL, auth=credentials, timeout=5).json()["token"]
+        token = requests.get(DOCKER_HUB_TOKEN_URL, auth=auth, timeout=5).json()["token"]
         answer = requests.head(
             DOCKER_HUB_PROBE_URL, headers={"Authorization": f"Bearer {token}"}, timeout=5
         )
@@ -115,13 +116,6 @@ def docker_hub_rate_limit(credentials: Optional[tuple[str, str]]) -> Optional[st
     if remaining is None:
         return "unlimited"
     return f"{remaining.split(';')[0]} of {limit.split(';')[0] if limit else '?'}"
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code in (200, 401)
-    except requests.RequestException:
-        return False
 
 
 def _size(count: int) -> str:

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import os
 
-from registry_cache import proc
+from registry_cache import paths, proc
 from registry_cache.fsutil import write_file
 from registry_cache.layout import Owner
 from registry_cache.render import templates
-
-UNIT_DIR = "/etc/systemd/system"
-MIRROR_UNIT = "registry-cache-mirror@{name}.service"
 
 
 def running() -> bool:
@@ -20,7 +17,7 @@ def running() -> bool:
 
 def unit(name: str) -> str:
     """The unit name of a mirror."""
-    return MIRROR_UNIT.format(name=name)
+    return paths.MIRROR_UNIT.format(name=name)
 
 
 def render_dropin(name: str, owner: Owner, storage: str) -> str:
@@ -32,7 +29,7 @@ def render_dropin(name: str, owner: Owner, storage: str) -> str:
 
 def dropin_path(name: str) -> str:
     """Where a mirror's drop-in lives."""
-    return os.path.join(UNIT_DIR, unit(name) + ".d", "10-registry-cache.conf")
+    return os.path.join(paths.UNIT_DIR, unit(name) + ".d", paths.DROPIN)
 
 
 def write_dropin(name: str, owner: Owner, storage: str) -> bool:

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from registry_cache.record import Credentials
+
 PROBE_TIMEOUT = 5.0
 
 
@@ -26,7 +28,7 @@ class UpstreamCheck:
 
 
 def check(
-    url: str, *, credentials: Optional[tuple[str, str]] = None, timeout: float = PROBE_TIMEOUT
+    url: str, *, credentials: Optional[Credentials] = None, timeout: float = PROBE_TIMEOUT
 ) -> UpstreamCheck:
     """Probe `url`/v2/ (any HTTP answer counts as reachable) and try the credentials, if any.
 
@@ -48,7 +50,7 @@ def check(
             answer = requests.get(
                 params.get("realm", ""),
                 params={"service": params.get("service", "")},
-                auth=credentials,
+                auth=credentials.pair(),
                 timeout=timeout,
             )
             rejected = answer.status_code in (401, 403)

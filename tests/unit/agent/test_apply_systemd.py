@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from registry_cache import apply as applymod
-from registry_cache import proc, systemd
+from registry_cache import layout, paths, proc, systemd
 
 UNITS = Path(__file__).resolve().parents[3] / "bootstrap" / "systemd"
 JOB_VERBS = {"start", "stop", "restart", "reload-or-restart", "try-restart"}
@@ -47,7 +47,7 @@ class Systemctl:
 def boot(monkeypatch, tmp_path):
     fake = Systemctl()
     monkeypatch.setattr(systemd, "running", lambda: True)
-    monkeypatch.setattr(systemd, "UNIT_DIR", str(tmp_path / "units"))
+    monkeypatch.setattr(paths, "UNIT_DIR", str(tmp_path / "units"))
     monkeypatch.setattr(systemd, "systemctl", fake)
     monkeypatch.setattr(systemd, "is_active", lambda name: False)
     return fake
@@ -107,3 +107,29 @@ def test_provision_replacing_the_default_mirror_reloads_systemd_once(boot, tmp_p
     assert _reloads(boot.calls) == 1, boot.calls
     assert ("disable", "--now", "--no-reload", "registry-cache-mirror@dockerhub.service") in boot.calls
     assert boot.calls[-1] == ("start", "registry-cache-mirror@team.service")
+
+
+def test_a_kept_mirror_whose_cache_changed_owner_gets_its_files_and_restart_as_the_new_owner(
+    boot, tmp_path, monkeypatch
+):
+    boot.booting = False
+    monkeypatch.setattr(applymod, "_warn_about_upstreams", lambda wanted, plan, out: None)
+    monkeypatch.setattr(applymod, "_wait_until_serving", lambda wanted, out: None)
+    config = tmp_path / "config.yml"
+    config.write_text(f"storage: {tmp_path / 'cache'}\n"
+                      "mirrors:\n  team:\n    upstream: http://127.0.0.1:9\n    port: 5000\n")
+    root = str(tmp_path / "root")
+    applymod.apply(str(config), root, io.StringIO())
+    new_owner = layout.Owner(user="vagrant", uid=1000, gid=1000, group="vagrant")
+    monkeypatch.setattr(layout, "storage_owner", lambda storage_root: new_owner)
+    (tmp_path / "root" / "applied.json").unlink()  # as when the cache's owner changed
+    written = []
+    monkeypatch.setattr(layout, "write_rendered",
+                        lambda root, mirror, owner: written.append((mirror.name, owner)))
+    boot.calls.clear()
+
+    plan = applymod.apply(str(config), root, io.StringIO())
+
+    assert plan.keep == ["team"]
+    assert written == [("team", new_owner)]
+    assert ("restart", "registry-cache-mirror@team.service") in boot.calls

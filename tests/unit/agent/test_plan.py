@@ -1,11 +1,13 @@
 """Planning `apply`: only what changed is restarted; removed mirrors stop, their cache stays."""
 
 from registry_cache.plan import make_plan
+from registry_cache.record import MirrorRecord
 from registry_cache.render import RenderedMirror
 
 
 def mirror(name, text="a"):
-    return RenderedMirror(name=name, files={"proxy.yml": text, "mirror.json": "{}"})
+    record = MirrorRecord(name=name, upstream="https://ghcr.io", listen="0.0.0.0", port=5000, storage="/c")
+    return RenderedMirror(record=record, configs={"proxy.yml": text})
 
 
 def test_nothing_changed_keeps_every_mirror_running():

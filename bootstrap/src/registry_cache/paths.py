@@ -1,0 +1,59 @@
+"""Every file and folder name the agent reads or writes, in one place."""
+
+from __future__ import annotations
+
+import os
+
+# Where `apply` keeps the rendered mirrors and the last good config.
+SYSTEM_ROOT = "/etc/registry-cache"
+APPLIED = "applied.json"
+LAST_GOOD = "last-good.yml"
+MIRRORS = "mirrors"
+
+# One mirror's folder under MIRRORS: its two Distribution configs (0600: the proxy one may hold
+# the upstream password), its public record (0644) and its upstream credentials (0600).
+PROXY_CONFIG = "proxy.yml"
+READONLY_CONFIG = "readonly.yml"
+MIRROR_RECORD = "mirror.json"
+CREDENTIALS = "credentials.json"
+
+# Written into a mirror's storage by `apply`: a mirror serves only once it sees this file,
+# so it never writes its cache into the bare mount point of a synced folder not mounted yet.
+STORAGE_MARKER = ".registry-cache-mirror"
+# Kept by the running mirror beside its cache: mode, true hit/miss counters.
+STATE_FILE = ".registry-cache-state.json"
+
+# systemd: one template unit instance per mirror, and the drop-in `apply` writes for it.
+UNIT_DIR = "/etc/systemd/system"
+MIRROR_UNIT = "registry-cache-mirror@{name}.service"
+DROPIN = "10-registry-cache.conf"
+
+
+def default_root() -> str:
+    """Where rendered configs live: $REGISTRY_CACHE_ROOT, else /etc/registry-cache or ~/.local/state."""
+    if os.environ.get("REGISTRY_CACHE_ROOT"):
+        return os.environ["REGISTRY_CACHE_ROOT"]
+    if os.geteuid() == 0 or os.path.isdir(SYSTEM_ROOT):
+        return SYSTEM_ROOT  # in the box, `registry-cache status` works for the vagrant user too
+    state_home = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(state_home, "registry-cache")
+
+
+def mirrors_dir(root: str) -> str:
+    """The folder holding one folder per rendered mirror."""
+    return os.path.join(root, MIRRORS)
+
+
+def mirror_dir(root: str, name: str) -> str:
+    """The folder holding one mirror's rendered files."""
+    return os.path.join(root, MIRRORS, name)
+
+
+def storage_marker(storage: str) -> str:
+    """The marker file that says a mirror's storage is there and prepared."""
+    return os.path.join(storage, STORAGE_MARKER)
+
+
+def state_file(storage: str) -> str:
+    """Where a running mirror keeps its state (mode, counters), beside its cache."""
+    return os.path.join(storage, STATE_FILE)
