@@ -421,17 +421,25 @@ class Front:
 
     def write_stats(self) -> None:
         """Write the stats file atomically (only the counters decide whether it changes)."""
+        self._write_stats_file(self._stats_text())
+
+    def _stats_text(self) -> str:
+        data = {k: v for k, v in self.stats().items() if k != "updated"}
+        return json.dumps(data, sort_keys=True) + "\n"
+
+    def _write_stats_file(self, text: str) -> None:
         if not self.stats_path:
             return
-        data = {k: v for k, v in self.stats().items() if k != "updated"}
         try:
-            write_file(self.stats_path, json.dumps(data, sort_keys=True) + "\n")
+            write_file(self.stats_path, text)
         except OSError as exc:
             log.warning("front: cannot write %s: %s", self.stats_path, exc)
 
     async def _write_stats_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            self.write_stats()
+            # the write fsyncs: off the loop, so a slow disk never stalls a transfer
+            await loop.run_in_executor(None, self._write_stats_file, self._stats_text())
             await asyncio.sleep(STATS_INTERVAL)
 
     # ------------------------------------------------------------ upstream requests
