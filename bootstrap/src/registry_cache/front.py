@@ -699,10 +699,12 @@ class FrontHandle:
         front: Front,
         loop: asyncio.AbstractEventLoop,
         runner: web.AppRunner,
+        host: str,
         port: int,
         thread: threading.Thread,
     ) -> None:
         self.front = front
+        self.host = host
         self.port = port
         self._loop = loop
         self._runner = runner
@@ -710,20 +712,15 @@ class FrontHandle:
 
     @property
     def url(self) -> str:
-        """The front's root URL, for Distribution's `proxy.remoteurl`."""
-        return f"http://127.0.0.1:{self.port}"
+        """The front's root URL, for Distribution's `proxy.remoteurl` (`REGISTRY_PROXY_REMOTEURL`)."""
+        return f"http://{self.host}:{self.port}"
 
     def counters(self) -> dict[str, Any]:
-        """The front's counters right now (see `FrontCounters`)."""
-        return self._call(self._snapshot)
-
-    def _snapshot(self) -> dict[str, Any]:
-        return self.front.stats()
-
-    def _call(self, func: Any) -> Any:
+        """The front's counters right now (see `FrontCounters`) plus `blobs_in_flight`."""
         if not self._thread.is_alive():
             return self.front.stats()
-        future: Any = asyncio.run_coroutine_threadsafe(_as_coroutine(func), self._loop)
+        # read on the front's own loop: the transfers table changes there
+        future = asyncio.run_coroutine_threadsafe(_call(self.front.stats), self._loop)
         return future.result(timeout=10)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -737,7 +734,7 @@ class FrontHandle:
         self._thread.join(timeout=timeout)
 
 
-async def _as_coroutine(func: Any) -> Any:
+async def _call(func: Any) -> Any:
     return func()
 
 
@@ -774,7 +771,11 @@ def start_front(
         await runner.setup()
         # a stop must not wait a minute for readers of a long blob: they are cut
         site = web.TCPSite(runner, host, port, shutdown_timeout=2.0)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
         outcome["runner"] = runner
         outcome["port"] = runner.addresses[0][1]
 
@@ -800,7 +801,7 @@ def start_front(
         thread.join()
         raise outcome["error"]
     log.info("front: %s listens on %s:%d, spool %s", front.upstream.host, host, outcome["port"], spool_dir)
-    return FrontHandle(front, loop, outcome["runner"], outcome["port"], thread)
+    return FrontHandle(front, loop, outcome["runner"], host, outcome["port"], thread)
 
 
 # ---------------------------------------------------------------- manual runs

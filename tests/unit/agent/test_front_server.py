@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import socket
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable
 from typing import Callable
 
 import aiohttp
 import pytest
 from aiohttp import web
-from registry_cache.front import HOLDBACK, Credentials, Front
+from registry_cache.front import HOLDBACK, Credentials, Front, start_front
 
 BODY = bytes(range(256)) * 4096  # 1 MiB
 DIGEST = "sha256:" + hashlib.sha256(BODY).hexdigest()
@@ -293,3 +296,31 @@ def _redirect_to(location: str) -> Handler:
         return web.Response(status=307, headers={"Location": location})
 
     return redirect
+
+
+def test_start_front_serves_on_a_free_port_and_stop_writes_the_last_stats(tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "sha256-ab.1.spool").write_bytes(b"left by a crash")
+    stats = tmp_path / "stats.json"
+
+    handle = start_front("http://127.0.0.1:1", None, str(spool), str(stats))
+    try:
+        assert handle.url == f"http://127.0.0.1:{handle.port}"
+        assert list(spool.iterdir()) == []
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(handle.url + "/v2/", timeout=10)
+        assert answer.value.code == 502
+        assert handle.counters()["upstream_requests"] == 1
+    finally:
+        handle.stop()
+    assert json.loads(stats.read_text())["upstream_requests"] == 1
+    assert handle.counters()["upstream_requests"] == 1  # still readable once stopped
+
+
+def test_start_front_raises_its_start_error_in_the_callers_thread(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError):
+            start_front("http://127.0.0.1:1", None, str(tmp_path / "spool"), port=taken.getsockname()[1])
