@@ -23,9 +23,9 @@ from registry_cache.counters import is_stored
 from registry_cache.front import Credentials, FrontHandle, start_front
 
 from box.run import CommandError
-from tests.harness import images, procs
-from tests.harness.registry import REGISTRY_BIN, registry_config, write_config
-from tests.integration.fake_upstream import Faults, FaultyRelay, HugeBlobUpstream, StorageCdn, pattern_bytes
+from lab import images, procs
+from lab.fake_upstream import Faults, FaultyRelay, HugeBlobUpstream, StorageCdn, pattern_bytes
+from lab.registry import REGISTRY_BIN, registry_config, write_config
 
 pytestmark = pytest.mark.integration
 
