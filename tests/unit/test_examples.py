@@ -7,6 +7,7 @@ from registry_cache import config as configmod
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ALL = sorted(p.name for p in EXAMPLES.glob("*.yml"))
+SCHEMA = EXAMPLES.parent / "bootstrap" / "src" / "registry_cache" / "schema.json"
 
 
 def _with_token(tmp_path, token="dckr_pat_example-secret-value"):
@@ -76,3 +77,17 @@ def test_seed_example_runs_as_one_mirror_as_written():
     (mirror,) = cfg.mirrors
     assert mirror.raw is not None and mirror.raw["version"] == 0.1
     assert (mirror.upstream, mirror.port) == ("https://registry-1.docker.io", 5000)
+
+
+@pytest.mark.parametrize("name", ["dockerhub.yml", "multi-upstream.yml", "dockerhub-credentials.yml"])
+def test_example_names_the_schema_for_editors_on_its_first_line(name):
+    first = (EXAMPLES / name).read_text().splitlines()[0]
+    prefix = "# yaml-language-server: $schema="
+    assert first.startswith(prefix)
+    assert (EXAMPLES / first[len(prefix):]).resolve() == SCHEMA.resolve()
+
+
+def test_schema_has_an_id_an_editor_can_fetch():
+    import json
+
+    assert json.loads(SCHEMA.read_text())["$id"].startswith("https://raw.githubusercontent.com/")

@@ -537,8 +537,11 @@ def storage_problem(directory: str) -> Optional[str]:
             pass
     except OSError as exc:
         verb = "written" if probe == directory else "created"
-        return (f"{directory} cannot be {verb}: {probe} is not writable ({_os_reason(exc)}); "
-                "fix its permissions or pick another path")
+        hint = ("fix its permissions or pick another path" if not (probe + "/").startswith("/vagrant/")
+                else "on the host, the account QEMU runs as (libvirt-qemu on Debian) must be "
+                     "able to write the project folder: `vagrant up` grants it when setfacl is "
+                     "installed (apt-get install acl), see the README's libvirt notes")
+        return f"{directory} cannot be {verb}: {probe} is not writable ({_os_reason(exc)}); {hint}"
     return None
 
 
