@@ -10,6 +10,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -37,6 +38,7 @@ SEED_MIRROR_NAME = "default"
 SECRET_KEYS = frozenset({"password"})
 
 Path = tuple[str, ...]
+_PLAIN_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)")
 
 
 @dataclass(frozen=True)
@@ -282,10 +284,15 @@ class _Document:
 
     def _scalar(self, node: yaml.Node, path: Path) -> Any:
         try:
-            return self._constructor.construct_object(node, deep=True)
+            value = self._constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             self.add(path, f"unsupported YAML value: {exc}", node.start_mark.line + 1)
             return None
+        if _is_int(value) and not _PLAIN_DECIMAL.fullmatch(node.value):
+            # YAML 1.1 reads 05000 as octal, 0x1389 as hex, 83:20 as base 60: not what was meant
+            self.add(path, f"'{node.value}' reads as the number {value}; write a number as "
+                           "plain decimal digits", node.start_mark.line + 1)
+        return value
 
 
 _TYPE_WORDS = {
