@@ -253,7 +253,9 @@ def test_a_config_that_passes_check_renders_exactly_its_mirrors_with_the_ports_a
     assert len(taken) == len(set(taken)), text
 
 
-@pytest.mark.parametrize(("written", "read"), [("05000", 2560), ("0x1389", 5001), ("83:20", 5000), ("1_000", 1000)])
+@pytest.mark.parametrize(
+    ("written", "read"), [("05000", 2560), ("0x1389", 5001), ("83:20", 5000), ("1_000", 1000)]
+)
 def test_a_port_yaml_reads_as_another_number_is_refused(tmp_path, written, read):
     found = problems(tmp_path, f"mirrors:\n  a:\n    upstream: https://ghcr.io\n    port: {written}\n")
     assert found == [f"4: mirrors.a.port: '{written}' reads as the number {read}; write a number as "
