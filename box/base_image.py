@@ -57,6 +57,7 @@ BASE_PACKAGES: tuple[str, ...] = (
     "python3-requests",
     "python3-jsonschema",
     "python3-aiohttp",
+    "python3-prometheus-client",
 )
 
 # Put into the disk before the packages install: (asset, path in the disk, mode).

@@ -54,6 +54,17 @@ def test_mirror_ports_listen_on_the_configured_address_and_debug_ports_on_loopba
         assert debug == [f"tcp://127.0.0.1:{port + DEBUG_PORT_OFFSET}"], (name, debug)
 
 
+def test_the_metrics_endpoint_is_active_and_answers_on_the_private_address(machine: Machine):
+    service = machine.host.service("registry-cache-metrics.service")
+    assert service.is_enabled and service.is_running
+    # libvirt: the box's private address; the VirtualBox disk in QEMU: the guest's NAT address
+    address = machine.address if machine.provider == "libvirt" else \
+        machine.host.check_output("hostname -I").split()[0]
+    text = machine.host.check_output(f"curl -fsS --max-time 10 http://{address}:9110/metrics")
+    for name in machine.mirrors:
+        assert f'registry_cache_mirror_up{{mirror="{name}"}} 1.0' in text, text[-2000:]
+
+
 def test_rendered_configs_are_readable_by_the_mirror_account_only(machine: Machine):
     for name in machine.mirrors:
         account = machine.unit(name)["User"]

@@ -46,7 +46,7 @@ def test_registry_cache_check_fails_the_credentials_example_until_the_token_exis
     line = next(n for n, text in enumerate((tmp_path / "config.yml").read_text().splitlines(), 1)
                 if text.strip().startswith("password_file:"))
     proc = _run("check", "--config", "config.yml", cwd=tmp_path)
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert f"config.yml:{line}: mirrors.dockerhub.password_file:" in proc.stderr
     assert "secrets/dockerhub.token does not exist" in proc.stderr
 

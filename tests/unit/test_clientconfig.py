@@ -184,21 +184,21 @@ def test_cli_without_config_reads_the_applied_mirrors(tmp_path, capsys):
 
 def test_cli_without_config_or_applied_mirrors_says_what_to_do(tmp_path, capsys):
     status = cli.main(["--root", str(tmp_path), "client-config", "--host", HOST])
-    assert status == 2
+    assert status == cli.EXIT_FAILURE
     assert "run `registry-cache apply` first, or give --config" in capsys.readouterr().err
 
 
 def test_cli_with_a_missing_config_file_refuses_rather_than_use_the_default(tmp_path, capsys):
     status = cli.main(["client-config", "--host", HOST, "--config", str(tmp_path / "nope.yml")])
-    assert status == 2
-    assert "nope.yml does not exist" in capsys.readouterr().err
+    assert status == cli.EXIT_INVALID
+    assert "nope.yml:1: (file): does not exist" in capsys.readouterr().err
 
 
 def test_cli_with_an_invalid_config_lists_its_problems(tmp_path, capsys):
     bad = tmp_path / "config.yml"
     bad.write_text("mirrors:\n  hub:\n    upstream: https://registry-1.docker.io\n    prot: 5000\n")
     status = cli.main(["client-config", "--host", HOST, "--config", str(bad)])
-    assert status == 2
+    assert status == cli.EXIT_INVALID
     assert f"{bad}:4: mirrors.hub.prot: unknown key; did you mean 'port'?" in capsys.readouterr().err
 
 

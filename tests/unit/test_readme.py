@@ -14,7 +14,7 @@ from registry_cache import config as configmod
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 # `registry-cache SUBCOMMAND ...` up to the end of its code span, quoted string or line
-COMMAND = re.compile(r"registry-cache ((?:check|apply|serve|status|client-config)\b[^`\"\n]*)")
+COMMAND = re.compile(r"registry-cache ((?:check|apply|serve|status|logs|metrics|client-config)\b[^`\"\n]*)")
 
 
 def config_reference(schema):

@@ -84,7 +84,7 @@ def test_a_bad_setting_fails_naming_the_variable(tmp_path, setting, value, says)
 def test_vagrantfile_applies_config_yml_on_every_up_with_the_readme_command():
     text = VAGRANTFILE.read_text()
     assert 'run: "always"' in text
-    assert 'inline: "registry-cache apply --config /vagrant/config.yml"' in text
+    assert 'inline: "registry-cache apply --config-if-exists /vagrant/config.yml"' in text
     assert 'registry-cache client-config --host #{ip} --format docker' in text
 
 

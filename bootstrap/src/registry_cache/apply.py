@@ -7,7 +7,7 @@ import os
 from typing import Optional, TextIO
 
 from registry_cache import config as configmod
-from registry_cache import layout, net, paths, record, systemd, upstream
+from registry_cache import layout, metrics, net, paths, record, systemd, upstream
 from registry_cache.plan import Plan, make_plan
 from registry_cache.render import RenderedMirror, render
 
@@ -26,13 +26,17 @@ def apply(
     out: TextIO,
     *,
     dry_run: bool = False,
+    default_if_missing: bool = False,
 ) -> Plan:
     """Validate, then render and (re)start only the mirrors whose config changed.
 
     An invalid config raises ConfigError before anything is touched: the running
     mirrors keep serving and the cache stays.
     """
-    unchanged = None if dry_run else _unchanged_since_last_apply(config_path, root)
+    missing = config_path is not None and not os.path.exists(config_path)
+    # a missing file is an error unless allowed: only a full load says so
+    fast = not dry_run and (default_if_missing or not missing)
+    unchanged = _unchanged_since_last_apply(config_path, root) if fast else None
     if unchanged is not None:
         plan = Plan(keep=unchanged)
         stopped = [n for n in unchanged if not systemd.is_active(n)] if systemd.running() else []
@@ -41,7 +45,7 @@ def apply(
         for line in plan.lines():
             print(line, file=out)
         return plan
-    cfg = configmod.load(config_path)
+    cfg = configmod.load(config_path, default_if_missing=default_if_missing)
     if cfg.source == configmod.EMBEDDED_DEFAULT:
         print(f"{config_path or 'no config file'} does not exist: using the embedded default "
               "(one Docker Hub mirror on port 5000)", file=out)
@@ -60,6 +64,7 @@ def apply(
             text = handle.read()
     # taken now that the storage exists: its owner is one of the inputs
     layout.save_last_good(root, cfg, text, sorted(wanted), cfg.fingerprint())
+    metrics.apply_settings(root, cfg, out)
     for line in plan.lines():
         print(line, file=out)
     return plan

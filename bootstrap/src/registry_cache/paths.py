@@ -8,6 +8,8 @@ import os
 SYSTEM_ROOT = "/etc/registry-cache"
 APPLIED = "applied.json"
 LAST_GOOD = "last-good.yml"
+# Where the metrics endpoint listens (written by `apply`, read by `registry-cache metrics`).
+METRICS_SETTINGS = "metrics.json"
 MIRRORS = "mirrors"
 
 # One mirror's folder under MIRRORS: its two Distribution configs (0600: the proxy one may hold
@@ -26,6 +28,7 @@ STATE_FILE = ".registry-cache-state.json"
 # systemd: one template unit instance per mirror, and the drop-in `apply` writes for it.
 UNIT_DIR = "/etc/systemd/system"
 MIRROR_UNIT = "registry-cache-mirror@{name}.service"
+METRICS_UNIT = "registry-cache-metrics.service"
 DROPIN = "10-registry-cache.conf"
 
 

@@ -102,7 +102,6 @@ def _distribution_config(config: CacheConfig, mirror: Mirror, *, readonly: bool)
         if mirror.username is not None and mirror.password is not None:
             credentials = [("username", mirror.username), ("password", mirror.password)]
         proxy = {"remoteurl": mirror.upstream, "credentials": credentials}
-    debug_port = mirror.debug_port or 0
     return templates().get_template("registry.yml.j2").render(
         name=mirror.name,
         mode="read-only" if readonly else "proxy",
@@ -110,7 +109,8 @@ def _distribution_config(config: CacheConfig, mirror: Mirror, *, readonly: bool)
         storage=mirror.storage,
         readonly=readonly,
         addr=host_port(config.listen, mirror.port),
-        debug_addr=host_port("127.0.0.1", debug_port),
+        # no debug endpoint when its default port was taken (config.py leaves it None)
+        debug_addr=host_port("127.0.0.1", mirror.debug_port) if mirror.debug_port else None,
         proxy=proxy,
     )
 

@@ -19,8 +19,11 @@ log = logging.getLogger(__name__)
 class Server:
     """Runs one supervised mirror per configured upstream; SIGHUP re-reads the config."""
 
-    def __init__(self, config_path: Optional[str], root: str, out: TextIO) -> None:
+    def __init__(
+        self, config_path: Optional[str], root: str, out: TextIO, *, default_if_missing: bool = False
+    ) -> None:
         self.config_path = config_path
+        self.default_if_missing = default_if_missing
         self.root = root
         self.out = out
         self.stopping = threading.Event()
@@ -29,7 +32,7 @@ class Server:
 
     def start(self) -> None:
         """Validate the config (ConfigError when invalid) and start every mirror."""
-        cfg = configmod.load(self.config_path)
+        cfg = configmod.load(self.config_path, default_if_missing=self.default_if_missing)
         self._converge(cfg, render(cfg))
 
     def run_forever(self) -> None:
@@ -47,7 +50,7 @@ class Server:
     def reload(self) -> bool:
         """Re-read the config; an invalid one is reported and changes nothing."""
         try:
-            cfg = configmod.load(self.config_path)
+            cfg = configmod.load(self.config_path, default_if_missing=self.default_if_missing)
         except configmod.ConfigError as exc:
             log.error("config not applied; the mirrors keep serving as they are:\n%s", exc)
             return False

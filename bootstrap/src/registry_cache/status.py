@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 import requests
 
-from registry_cache import net, record
+from registry_cache import net, paths, record
+from registry_cache.config import CacheConfig
 from registry_cache.fsutil import tree_size
 from registry_cache.mirror import WAITING, read_state
 from registry_cache.record import Credentials, MirrorRecord
@@ -46,6 +48,15 @@ class MirrorStatus:
 def collect(root: str, *, rate_limit: bool = True) -> list[MirrorStatus]:
     """Gather the status of every mirror rendered under `root`."""
     return [mirror_status(r, rate_limit=rate_limit) for r in record.read_all(root)]
+
+
+def collect_config(config: CacheConfig, root: str, *, rate_limit: bool = True) -> list[MirrorStatus]:
+    """Gather the status of the mirrors a config names (`status --config`), applied or not."""
+    from registry_cache.render import render
+
+    records = [dataclasses.replace(m.record, directory=paths.mirror_dir(root, name))
+               for name, m in sorted(render(config).items())]
+    return [mirror_status(r, rate_limit=rate_limit) for r in records]
 
 
 def mirror_status(mirror: MirrorRecord, *, rate_limit: bool = True) -> MirrorStatus:
