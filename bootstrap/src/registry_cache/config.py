@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from registry_cache import secure
+
 EMBEDDED_DEFAULT = "<embedded default>"
 DEFAULT_LISTEN = "0.0.0.0"
 DEFAULT_STORAGE = "/vagrant/data"
@@ -26,7 +28,7 @@ DEBUG_PORT_OFFSET = 10000
 # The single mirror that a plain Distribution config (the seed format) becomes.
 SEED_MIRROR_NAME = "default"
 # Keys whose values are secrets: never echoed in a message.
-SECRET_KEYS = frozenset({"password"})
+SECRET_KEYS = frozenset({"password", "bcrypt"})
 
 Path = tuple[str, ...]
 
@@ -83,6 +85,8 @@ class CacheConfig:
     mirrors: tuple[Mirror, ...]
     log_level: str = DEFAULT_LOG_LEVEL
     reconnect_interval: int = DEFAULT_RECONNECT_INTERVAL
+    tls: Optional[secure.TlsSettings] = None  # None: plain HTTP
+    auth: Optional[secure.AuthSettings] = None  # None: anyone who reaches a mirror may pull
     # The files the config was read from (config.yml, password files): absolute path and the
     # digest of the bytes parsed. With the cache's owner, they are all the rendered mirrors
     # depend on, so `apply` can tell "nothing changed" without parsing anything.
@@ -294,6 +298,8 @@ class _Checker:
                     if mirror is not None:
                         mirrors.append(mirror)
             self._check_ports(mirrors_data)
+        tls = secure.check_tls(self.doc, data.get("tls"), self.base_dir, listen)
+        auth = secure.check_auth(self.doc, data.get("auth"), tls, self._read_secret)
         if self.doc.problems or storage_root is None:
             return None
         return CacheConfig(
@@ -303,6 +309,8 @@ class _Checker:
             mirrors=tuple(mirrors),
             log_level=data.get("log_level", DEFAULT_LOG_LEVEL),
             reconnect_interval=data.get("reconnect_interval", DEFAULT_RECONNECT_INTERVAL),
+            tls=tls,
+            auth=auth,
         )
 
     def _schema_problems(self, data: dict[str, Any]) -> None:
@@ -334,7 +342,7 @@ class _Checker:
             high = error.schema.get("maximum")
             self.doc.add(path, f"{error.instance} is out of range; use a number from {low} to {high}")
         elif kind == "enum":
-            choices = ", ".join(str(c) for c in error.validator_value)
+            choices = ", ".join(str(c) for c in error.validator_value if not isinstance(c, bool))
             self.doc.add(path, f"{_describe(error.instance)} is not allowed; use one of: {choices}")
         elif kind == "minLength":
             self.doc.add(path, "must not be empty")
