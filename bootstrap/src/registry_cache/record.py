@@ -100,6 +100,7 @@ class MirrorRecord:
     tls_server_name: Optional[str] = None
     tls_renew_after: Optional[int] = None
     tls_hosts: tuple[str, ...] = ()
+    client_auth: bool = False  # clients must log in (htpasswd)
     # The mirror's rendered folder, when the record was read from disk (not part of the file).
     directory: Optional[str] = field(default=None, compare=False)
 
@@ -136,9 +137,8 @@ class MirrorRecord:
     def text(self) -> str:
         """The content of mirror.json."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "directory"}
-        if not self.tls:
-            # a plain-HTTP mirror's record reads as before TLS: an upgrade restarts nothing
-            data = {k: v for k, v in data.items() if not k.startswith("tls")}
+        # a mirror without TLS or client login reads as before they existed: an upgrade restarts nothing
+        data = {k: v for k, v in data.items() if k not in _NEW_KEYS or v != _NEW_KEYS[k]}
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     def write(self, directory: str, owner: Optional[tuple[int, int]] = None) -> bool:
@@ -176,6 +176,7 @@ class MirrorRecord:
                 tls_server_name=_optional(values.get("tls_server_name"), str),
                 tls_renew_after=_optional(values.get("tls_renew_after"), int),
                 tls_hosts=tuple(str(h) for h in values.get("tls_hosts") or ()),
+                client_auth=bool(values.get("client_auth", False)),
                 directory=directory,
             )
         except (TypeError, ValueError) as exc:
@@ -189,6 +190,11 @@ class MirrorRecord:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
         return cls.parse(text, where=path, directory=directory)
+
+
+# Keys added after the first release, written only when they differ from their default.
+_NEW_KEYS: dict[str, Any] = {"tls": False, "tls_server_name": None, "tls_renew_after": None,
+                             "tls_hosts": (), "client_auth": False}
 
 
 def _optional(value: Any, kind: type) -> Any:

@@ -132,6 +132,7 @@ def _security_files(mirror: Mirror, security: Optional[Security]) -> _SecurityFi
     if security.htpasswd is not None:
         result.template["auth"] = {"realm": REALM, "path": os.path.join(directory, paths.HTPASSWD)}
         result.secret[paths.HTPASSWD] = security.htpasswd
+        result.record["client_auth"] = True
     return result
 
 

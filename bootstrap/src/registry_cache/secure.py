@@ -189,6 +189,39 @@ def _file_digests(paths: Sequence[str]) -> tuple[tuple[str, str], ...]:
     return tuple(result)
 
 
+def client_ca(settings: TlsSettings) -> Optional[str]:
+    """The CA certificate clients must trust (PEM), from the config; None while not generated yet."""
+    if settings.mode == AUTO:
+        path: Optional[str] = os.path.join(settings.directory, paths.CA_CERT)
+    else:
+        path = settings.ca_file
+    if path is None:
+        assert settings.cert_file is not None
+        with open(settings.cert_file, encoding="ascii") as handle:
+            return _top_of_chain(handle.read())
+    try:
+        with open(path, encoding="ascii") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def applied_ca(records: Sequence[Any]) -> Optional[str]:
+    """The CA certificate clients must trust, as the applied mirrors serve it; None without TLS."""
+    for rec in records:
+        if rec.tls and rec.directory is not None:
+            with open(os.path.join(rec.directory, paths.MIRROR_CA), encoding="ascii") as handle:
+                return handle.read()
+    return None
+
+
+def _top_of_chain(cert_pem: str) -> str:
+    """The last certificate of a chain (its root when the file holds one), as PEM."""
+    from cryptography.hazmat.primitives import serialization
+
+    return tlsca.load_certs(cert_pem)[-1].public_bytes(serialization.Encoding.PEM).decode()
+
+
 def server_tls(settings: TlsSettings, hosts: Sequence[str]) -> tlsca.ServerTls:
     """The user's own certificate, key and CA as the mirrors serve them (checked at config load)."""
     assert settings.cert_file is not None and settings.key_file is not None
@@ -196,15 +229,8 @@ def server_tls(settings: TlsSettings, hosts: Sequence[str]) -> tlsca.ServerTls:
         cert = handle.read()
     with open(settings.key_file, encoding="ascii") as handle:
         key = handle.read()
-    if settings.ca_file is not None:
-        with open(settings.ca_file, encoding="ascii") as handle:
-            ca = handle.read()
-    else:
-        # no CA given: hand clients the top of the chain in cert_file (the root when it is there)
-        ca = tlsca.load_certs(cert)[-1]
-        from cryptography.hazmat.primitives import serialization
-
-        ca = ca.public_bytes(serialization.Encoding.PEM).decode()
+    # no CA given: hand clients the top of the chain in cert_file (the root when it is there)
+    ca = client_ca(settings) or _top_of_chain(cert)
     loopback = [*tlsca.LOOPBACK_HOSTS[1:], tlsca.LOOPBACK_HOSTS[0]]
     name = tlsca.probe_name(cert, [*loopback, *settings.names, *hosts])
     return tlsca.ServerTls(cert_pem=cert, key_pem=key, ca_pem=ca, server_name=name)
