@@ -191,9 +191,10 @@ def test_client_login_wrong_password_401_right_password_pulls_and_no_secret_show
             assert not any(secret.strip() in text for text in shown[:-1])
         assert PASSWORD not in rendered
         assert "docker login 127.0.0.1:" in login.stderr
+        mirrors_account = os.stat(cache.workdir / "cache").st_uid
         for path in [cache.workdir / "tls" / "ca.key", cache.workdir / "tls" / "server.key",
                      mirror_dir / "tls.key", mirror_dir / "htpasswd"]:
             st = path.stat()
-            assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o600, os.stat(cache.workdir / "cache").st_uid), path
+            assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o600, mirrors_account), path
     finally:
         cache.stop()
