@@ -198,3 +198,30 @@ def test_client_login_wrong_password_401_right_password_pulls_and_no_secret_show
             assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o600, mirrors_account), path
     finally:
         cache.stop()
+
+
+def test_apply_makes_the_ca_once_and_later_applies_and_dry_runs_keep_every_mirror(tmp_path):
+    (tmp_path / "config.yml").write_text(
+        "listen: 127.0.0.1\nstorage: cache\ntls: auto\n"
+        "mirrors:\n  hub: {upstream: 'http://127.0.0.1:9', port: 5000}\n")
+    root = tmp_path / "root"
+
+    def apply(*extra: str) -> str:
+        argv = [*AGENT, "--root", str(root), "apply", "--config", str(tmp_path / "config.yml"), *extra]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        return result.stdout + result.stderr
+
+    first = apply()
+    assert "add    hub" in first
+    made = {n: (tmp_path / "tls" / n).read_text() for n in ("ca.crt", "ca.key", "server.crt", "server.key")}
+    assert not any(made[k].strip() in first for k in ("ca.key", "server.key"))
+    assert (root / "mirrors" / "hub" / "tls.crt").read_text() == made["server.crt"]
+    assert "keep   hub" in apply("--dry-run")
+    assert "keep   hub" in apply()
+    assert {n: (tmp_path / "tls" / n).read_text() for n in made} == made
+    # the generated files are inputs: a deleted server certificate is issued again, same CA
+    (tmp_path / "tls" / "server.crt").unlink()
+    assert "update hub" in apply()
+    assert (tmp_path / "tls" / "ca.crt").read_text() == made["ca.crt"]
+    assert (tmp_path / "tls" / "server.crt").read_text() != made["server.crt"]

@@ -46,14 +46,13 @@ def apply(
         print(f"{config_path or 'no config file'} does not exist: using the embedded default "
               "(one Docker Hub mirror on port 5000)", file=out)
     current = layout.read_rendered(root)
-    if dry_run:
-        wanted = render(cfg)
-    else:
-        # the generated certificate and the client passwords' hashes, before rendering
+    ids = None
+    if not dry_run:
         owner = layout.prepare_cache(cfg.storage, [m.storage for m in cfg.mirrors])
         ids = (owner.uid, owner.gid) if os.geteuid() == 0 else None
-        cfg, security = secure.prepare(cfg, root, ids, current)
-        wanted = render(cfg, security)
+    # the generated certificate and the client passwords' hashes, before rendering
+    cfg, security = secure.prepare(cfg, root, ids, current, write=not dry_run)
+    wanted = render(cfg, security)
     plan = make_plan(wanted, current)
     if dry_run:
         for line in plan.lines():

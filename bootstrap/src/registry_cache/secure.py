@@ -243,22 +243,25 @@ def prepare(
     previous: Optional[dict[str, dict[str, str]]] = None,
     *,
     now: Optional[float] = None,
+    write: bool = True,
 ) -> tuple[CacheConfig, Security]:
     """Make or renew the generated certificate and hash the client passwords, before rendering.
 
     Returns the config with the generated files among its inputs (so `apply`'s fast path
     notices when one is deleted or changed) and what render needs. `previous` is the rendered
-    mirrors as on disk: an unchanged password keeps its hash.
+    mirrors as on disk: an unchanged password keeps its hash. write=False (a dry run) writes
+    nothing and leaves the inputs as they are.
     """
     now = time.time() if now is None else now
     tls = None
     settings: Optional[TlsSettings] = getattr(cfg, "tls", None)
     if settings is not None and settings.mode == AUTO:
         hosts = [*tlsca.machine_hosts(), *settings.names, *tlsca.LOOPBACK_HOSTS]
-        tls = tlsca.ensure_auto(settings.directory, list(dict.fromkeys(hosts)), now, owner)
+        tls = tlsca.ensure_auto(settings.directory, list(dict.fromkeys(hosts)), now, owner, write=write)
         generated = [os.path.join(settings.directory, n)
                      for n in (paths.CA_CERT, paths.CA_KEY, paths.SERVER_CERT, paths.SERVER_KEY)]
-        cfg = dataclasses.replace(cfg, inputs=(*cfg.inputs, *_file_digests(generated)))
+        if write:
+            cfg = dataclasses.replace(cfg, inputs=(*cfg.inputs, *_file_digests(generated)))
     elif settings is not None:
         tls = server_tls(settings, tlsca.machine_hosts())
     htpasswd = None

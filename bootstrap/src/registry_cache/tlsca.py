@@ -353,16 +353,24 @@ def _read(path: str) -> Optional[str]:
         return None
 
 
+def _no_write(path: str, text: str, **_kwargs: Any) -> bool:
+    return False
+
+
 def ensure_auto(
-    directory: str, hosts: Sequence[str], now: float, owner: Optional[tuple[int, int]] = None
+    directory: str, hosts: Sequence[str], now: float, owner: Optional[tuple[int, int]] = None,
+    *, write: bool = True,
 ) -> ServerTls:
     """Make (first apply), keep or renew the generated CA and server certificate in `directory`.
 
     The CA is made once and kept, so clients that trust it keep trusting every certificate it
     signs later. Keys are written 0600 for the mirrors' account (`owner`); nothing is logged
-    but what was made and why.
+    but what was made and why. With write=False (a dry run) nothing is written: what would be
+    made is made in memory only.
     """
-    os.makedirs(directory, exist_ok=True)
+    save = write_file if write else _no_write
+    if write:
+        os.makedirs(directory, exist_ok=True)
     files = {n: os.path.join(directory, n) for n in (CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY)}
     ca_cert, ca_key = _read(files[CA_CERT]), _read(files[CA_KEY])
     problem = ca_problem(ca_cert, ca_key, now)
@@ -372,22 +380,22 @@ def ensure_auto(
             log.warning("the generated CA in %s cannot be used (%s): making a new one; every "
                         "client must trust the new %s", directory, problem, files[CA_CERT])
         ca_cert, ca_key = make_ca(now)
-        write_file(files[CA_KEY], ca_key, mode=KEY_MODE, owner=owner)
-        write_file(files[CA_CERT], ca_cert, mode=CERT_MODE, owner=owner)
+        save(files[CA_KEY], ca_key, mode=KEY_MODE, owner=owner)
+        save(files[CA_CERT], ca_cert, mode=CERT_MODE, owner=owner)
         log.info("made a private CA: %s", files[CA_CERT])
     assert ca_cert is not None and ca_key is not None
     cert, key = _read(files[SERVER_CERT]), _read(files[SERVER_KEY])
     reason = renewal_reason(cert, key, ca_cert, hosts, now)
     if reason:
         cert, key = issue_server(ca_cert, ca_key, hosts, now)
-        write_file(files[SERVER_KEY], key, mode=KEY_MODE, owner=owner)
-        write_file(files[SERVER_CERT], cert, mode=CERT_MODE, owner=owner)
+        save(files[SERVER_KEY], key, mode=KEY_MODE, owner=owner)
+        save(files[SERVER_CERT], cert, mode=CERT_MODE, owner=owner)
         log.info("issued the mirrors' certificate %s for %s (%s)",
                  files[SERVER_CERT], ", ".join(hosts), reason)
     else:
         # the keys stay 0600 for the mirrors' account even when someone changed them
         for name in (CA_KEY, SERVER_KEY):
-            write_file(files[name], _read(files[name]) or "", mode=KEY_MODE, owner=owner)
+            save(files[name], _read(files[name]) or "", mode=KEY_MODE, owner=owner)
     assert cert is not None and key is not None
     return ServerTls(
         cert_pem=cert,
