@@ -116,7 +116,10 @@ class MirrorRecord:
             return net.Endpoint(self.url)
         if self.directory is None:
             raise RecordError(f"mirror {self.name}: its record was not read from disk")
-        return net.Endpoint(self.url, os.path.join(self.directory, paths.MIRROR_CA), self.tls_server_name)
+        # a name to check only when the certificate does not cover the address dialled (loopback)
+        dialled = net.connect_host(self.listen)
+        name = self.tls_server_name if self.tls_server_name != dialled else None
+        return net.Endpoint(self.url, os.path.join(self.directory, paths.MIRROR_CA), name)
 
     @property
     def state_file(self) -> str:
