@@ -118,6 +118,24 @@ def test_pull_through_the_cache_hits_the_second_time_and_survives_the_upstream_s
         lab.upstream.start()
 
 
+def test_a_pull_over_tls_from_the_namespace_verifies_the_box_ca(machine: Machine, lab, tmp_path: Path):
+    """The mirror serves TLS on its address as the namespace reaches it (the libvirt box: its
+    private IP), with a certificate `registry-cache ca` vouches for: skopeo checks it."""
+    cert_dir = tmp_path / "certs"
+    cert_dir.mkdir()
+    ca = machine.ssh("registry-cache ca")
+    assert ca.startswith("-----BEGIN CERTIFICATE-----") and "PRIVATE KEY" not in ca
+    (cert_dir / "ca.crt").write_text(ca)
+    pulled = images.pull(lab.docker_image.ref(machine.mirror_host("team")), tmp_path / "pull",
+                         cert_dir=cert_dir, timeout=300)
+    assert pulled.digest == lab.docker_image.digest
+    # the generated files sit beside config.yml: /vagrant in the Vagrant box, see conftest.py for the other
+    folder = "/vagrant" if machine.provider == "libvirt" else "/srv/cache-config"
+    for name in ("ca.key", "server.key"):
+        key = machine.host.file(f"{folder}/tls/{name}")
+        assert (key.mode, key.user) == (0o600, machine.unit("team")["User"]), (key.path, oct(key.mode))
+
+
 def test_no_secret_in_the_journal_status_or_vagrant_output(machine: Machine):
     journal = machine.host.check_output("journalctl --no-pager -o cat")
     status_text = machine.host.check_output("registry-cache status --no-rate-limit")

@@ -16,6 +16,7 @@ def _with_token(tmp_path, token="dckr_pat_example-secret-value"):
     config.write_text((EXAMPLES / "dockerhub-credentials.yml").read_text())
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "dockerhub.token").write_text(token + "\n")
+    (tmp_path / "secrets" / "cache-ci.password").write_text("a-client-password\n")
     return config
 
 
@@ -38,14 +39,17 @@ def test_credentials_example_is_valid_once_its_token_file_exists(tmp_path):
     assert hub.is_docker_hub
     assert hub.username == "your-docker-id"
     assert hub.password == "dckr_pat_example-secret-value"
+    # with upstream credentials, clients log in to the cache (over TLS)
+    assert cfg.tls is not None and [u.name for u in cfg.auth.users] == ["ci"]
 
 
 def test_credentials_example_without_its_token_file_names_the_file_to_create():
     with pytest.raises(configmod.ConfigError) as caught:
         configmod.load(str(EXAMPLES / "dockerhub-credentials.yml"), check_storage=False)
-    (problem,) = caught.value.problems
-    assert problem.path == "mirrors.dockerhub.password_file"
-    assert str(EXAMPLES / "secrets" / "dockerhub.token") + " does not exist" in problem.message
+    problems = {p.path: p.message for p in caught.value.problems}
+    assert sorted(problems) == ["auth.users.ci.password_file", "mirrors.dockerhub.password_file"]
+    assert str(EXAMPLES / "secrets" / "dockerhub.token") + " does not exist" in \
+        problems["mirrors.dockerhub.password_file"]
 
 
 def test_credentials_example_warns_who_can_pull_and_asks_for_a_read_only_token():

@@ -21,7 +21,8 @@ def config_reference(schema):
     """The README's config.yml table, as it must read for this schema."""
 
     def row(key, spec, required):
-        kind = spec.get("type") or "one of " + ", ".join(spec["enum"])
+        # a key with several forms (tls: auto, off or a mapping) names them in its title
+        kind = spec.get("type") or spec.get("title") or "one of " + ", ".join(spec["enum"])
         default = "required" if required else f"`{spec['default']}`" if "default" in spec else "—"
         return f"| `{key}` | {kind} | {default} | {spec.get('description', '')} |"
 

@@ -7,7 +7,7 @@ import os
 from typing import Optional, TextIO
 
 from registry_cache import config as configmod
-from registry_cache import layout, metrics, net, paths, record, systemd, upstream
+from registry_cache import layout, metrics, net, paths, record, secure, systemd, upstream
 from registry_cache.plan import Plan, make_plan
 from registry_cache.render import RenderedMirror, render
 
@@ -49,14 +49,20 @@ def apply(
     if cfg.source == configmod.EMBEDDED_DEFAULT:
         print(f"{config_path or 'no config file'} does not exist: using the embedded default "
               "(one Docker Hub mirror on port 5000)", file=out)
-    wanted = render(cfg)
-    plan = make_plan(wanted, layout.read_rendered(root))
+    current = layout.read_rendered(root)
+    ids = None
+    if not dry_run:
+        owner = layout.prepare_cache(cfg.storage, [m.storage for m in cfg.mirrors])
+        ids = (owner.uid, owner.gid) if os.geteuid() == 0 else None
+    # the generated certificate and the client passwords' hashes, before rendering
+    cfg, security = secure.prepare(cfg, root, ids, current, write=not dry_run)
+    wanted = render(cfg, security)
+    plan = make_plan(wanted, current)
     if dry_run:
         for line in plan.lines():
             print(line, file=out)
         return plan
     _warn_about_upstreams(wanted, plan, out)
-    owner = layout.prepare_cache(cfg.storage, [m.storage for m in cfg.mirrors])
     _carry_out(plan, wanted, root, owner, cfg, out)
     text = None
     if cfg.source != configmod.EMBEDDED_DEFAULT:
@@ -88,8 +94,11 @@ def _unchanged_since_last_apply(config_path: Optional[str], root: str) -> Option
         return None
     if applied.rendered != layout.rendered_fingerprint(root):
         return None  # someone edited or deleted a rendered file: render again
-    if not all(r.storage_ready for r in record.read_all(root)):
+    records = record.read_all(root)
+    if not all(r.storage_ready for r in records):
         return None  # a cache folder was reset: create it again
+    if secure.renewal_due(records):
+        return None  # a generated certificate nears its end, or the box's address changed
     return sorted(applied.mirrors)
 
 
@@ -172,7 +181,7 @@ def _carry_out(
 
 
 def _wait_until_serving(wanted: dict[str, RenderedMirror], out: TextIO) -> None:
-    pending = net.wait_until_serving({n: m.record.url for n, m in wanted.items()}, READY_TIMEOUT)
+    pending = net.wait_until_serving({n: m.record.endpoint for n, m in wanted.items()}, READY_TIMEOUT)
     if pending:
         units = " ".join(systemd.unit(n) for n in pending)
         raise ApplyError(

@@ -1,4 +1,4 @@
-"""The `registry-cache` command: check, apply, serve, status, logs, metrics, client-config, run-mirror."""
+"""The `registry-cache` command: check, apply, serve, status, logs, metrics, client-config, ca, run-mirror."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Optional
+from typing import Optional, Union
 
 from registry_cache import __version__, paths
 from registry_cache import config as configmod
@@ -139,7 +139,17 @@ def _parser() -> argparse.ArgumentParser:
                         help="client to configure (default: docker)")
     client.add_argument("--config", default=None,
                         help="take the mirrors from this config file instead of the applied ones")
+    client.add_argument("--output-dir", default=None, metavar="DIR",
+                        help="write the files (with the cache's CA) under DIR at their paths on the "
+                        "client, ready to copy, instead of printing them")
     client.set_defaults(func=_client_config)
+
+    ca = command("ca", help="print the CA certificate clients trust the mirrors with (TLS)",
+                        description="Print the CA certificate (PEM) of the applied mirrors, or of "
+                        "--config's tls: section. Never a key.")
+    ca.add_argument("--config", default=None,
+                    help="take the CA from this config file instead of the applied mirrors")
+    ca.set_defaults(func=_ca)
 
     run_mirror = command(
         "run-mirror", help="run one rendered mirror in the foreground (what its systemd unit runs)"
@@ -264,35 +274,68 @@ def _client_formats() -> tuple[str, ...]:
 
 
 def _client_config(args: argparse.Namespace) -> int:
-    from registry_cache import clientconfig, record
+    from registry_cache import clientconfig
 
-    if args.config is not None:
-        mirrors = clientconfig.mirrors_from_config(configmod.load(args.config, check_storage=False))
-    else:
-        root = _root(args)
-        try:
-            mirrors = clientconfig.mirrors_from_records(record.read_all(root))
-            chosen = args.root or os.environ.get("REGISTRY_CACHE_ROOT")
-            if not mirrors and not chosen and root != paths.SYSTEM_ROOT:
-                # an unprivileged user in the box (`vagrant ssh -c ...`): the mirrors apply rendered
-                root = paths.SYSTEM_ROOT
-                mirrors = clientconfig.mirrors_from_records(record.read_all(root))
-        except PermissionError:
-            print(f"registry-cache client-config: cannot read the applied mirrors under {root}: "
-                  "run it with sudo, or give --config config.yml", file=sys.stderr)
-            return EXIT_FAILURE
-        if not mirrors:
-            print(f"registry-cache client-config: no mirror is applied under {root}; run "
-                  "`registry-cache apply` first, or give --config config.yml", file=sys.stderr)
-            return EXIT_FAILURE
+    found = _mirrors_and_ca(args, "client-config")
+    if isinstance(found, int):
+        return found
+    mirrors, ca_pem, auth = found
     try:
-        setup = clientconfig.client_setup(mirrors, args.host, args.format)
+        setup = clientconfig.client_setup(mirrors, args.host, args.format, ca_pem=ca_pem, auth=auth)
     except clientconfig.ClientConfigError as exc:
         print(f"registry-cache client-config: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    sys.stdout.write(setup.text())
+    if args.output_dir is not None:
+        for path in setup.write(args.output_dir):
+            print(path)
+    else:
+        sys.stdout.write(setup.text())
     for note in setup.notes:
         print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+def _mirrors_and_ca(args: argparse.Namespace, command: str) -> Union[int, tuple[list, Optional[str], bool]]:
+    """The mirrors clients see, the CA they trust and whether they log in: from --config or as applied.
+
+    On a problem, say it and return the exit code instead.
+    """
+    from registry_cache import clientconfig, record, secure
+
+    if args.config is not None:
+        cfg = configmod.load(args.config, check_storage=False)
+        ca_pem = secure.client_ca(cfg.tls) if cfg.tls is not None else None
+        return clientconfig.mirrors_from_config(cfg), ca_pem, cfg.auth is not None
+    root = _root(args)
+    try:
+        records = record.read_all(root)
+        chosen = args.root or os.environ.get("REGISTRY_CACHE_ROOT")
+        if not records and not chosen and root != paths.SYSTEM_ROOT:
+            # an unprivileged user in the box (`vagrant ssh -c ...`): the mirrors apply rendered
+            root = paths.SYSTEM_ROOT
+            records = record.read_all(root)
+        ca_pem = secure.applied_ca(records)
+    except PermissionError:
+        print(f"registry-cache {command}: cannot read the applied mirrors under {root}: "
+              "run it with sudo, or give --config config.yml", file=sys.stderr)
+        return EXIT_FAILURE
+    if not records:
+        print(f"registry-cache {command}: no mirror is applied under {root}; run "
+              "`registry-cache apply` first, or give --config config.yml", file=sys.stderr)
+        return EXIT_FAILURE
+    return clientconfig.mirrors_from_records(records), ca_pem, any(r.client_auth for r in records)
+
+
+def _ca(args: argparse.Namespace) -> int:
+    found = _mirrors_and_ca(args, "ca")
+    if isinstance(found, int):
+        return found
+    _mirrors, ca_pem, _auth = found
+    if ca_pem is None:
+        print("registry-cache ca: the mirrors serve plain HTTP (or their CA is not made yet: run "
+              "`registry-cache apply`); set 'tls: auto' in config.yml", file=sys.stderr)
+        return EXIT_FAILURE
+    sys.stdout.write(ca_pem)
     return 0
 
 

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from registry_cache import secure
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_DEFAULT = "<embedded default>"
@@ -35,7 +37,7 @@ DOCKER_HUB_WEBSITES = frozenset({"docker.io", "www.docker.io", "hub.docker.com"}
 # The single mirror that a plain Distribution config (the seed format) becomes.
 SEED_MIRROR_NAME = "default"
 # Keys whose values are secrets: never echoed in a message.
-SECRET_KEYS = frozenset({"password"})
+SECRET_KEYS = frozenset({"password", "bcrypt"})
 
 Path = tuple[str, ...]
 _PLAIN_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)")
@@ -94,6 +96,8 @@ class CacheConfig:
     log_level: str = DEFAULT_LOG_LEVEL
     reconnect_interval: int = DEFAULT_RECONNECT_INTERVAL
     metrics_port: int = DEFAULT_METRICS_PORT
+    tls: Optional[secure.TlsSettings] = None  # None: plain HTTP
+    auth: Optional[secure.AuthSettings] = None  # None: anyone who reaches a mirror may pull
     # The files the config was read from (config.yml, password files): absolute path and the
     # digest of the bytes parsed. With the cache's owner, they are all the rendered mirrors
     # depend on, so `apply` can tell "nothing changed" without parsing anything.
@@ -337,6 +341,8 @@ class _Checker:
                     mirror = self._mirror(str(name), spec, storage_root or "", debug_ports.get(str(name)))
                     if mirror is not None:
                         mirrors.append(mirror)
+        tls = secure.check_tls(self.doc, data.get("tls"), self.base_dir, listen)
+        auth = secure.check_auth(self.doc, data.get("auth"), tls, self._read_secret)
         if self.doc.problems or storage_root is None:
             return None
         return CacheConfig(
@@ -347,6 +353,8 @@ class _Checker:
             log_level=data.get("log_level", DEFAULT_LOG_LEVEL),
             reconnect_interval=data.get("reconnect_interval", DEFAULT_RECONNECT_INTERVAL),
             metrics_port=data.get("metrics_port", DEFAULT_METRICS_PORT),
+            tls=tls,
+            auth=auth,
         )
 
     def _schema_problems(self, data: dict[str, Any]) -> None:
@@ -375,7 +383,7 @@ class _Checker:
             high = error.schema.get("maximum")
             self.doc.add(path, f"{error.instance} is out of range; use a number from {low} to {high}")
         elif kind == "enum":
-            choices = ", ".join(str(c) for c in error.validator_value)
+            choices = ", ".join(str(c) for c in error.validator_value if not isinstance(c, bool))
             self.doc.add(path, f"{_describe(error.instance)} is not allowed; use one of: {choices}")
         elif kind == "minLength":
             self.doc.add(path, "must not be empty")

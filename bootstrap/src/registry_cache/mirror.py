@@ -211,7 +211,7 @@ class MirrorRunner:
 
     def _wait_ready(self, child: Any) -> bool:
         pending = net.wait_until_serving(
-            {self.name: self.record.url}, READY_TIMEOUT, interval=0.2,
+            {self.name: self.record.endpoint}, READY_TIMEOUT, interval=0.2,
             give_up=lambda: child.poll() is not None or self.stop_event.is_set(),
             sleep=self.stop_event.wait,
         )

@@ -18,6 +18,20 @@ PROXY_CONFIG = "proxy.yml"
 READONLY_CONFIG = "readonly.yml"
 MIRROR_RECORD = "mirror.json"
 CREDENTIALS = "credentials.json"
+# With TLS: the certificate a mirror serves and the CA its probe checks it with (public), its
+# key (0600); with client authentication: the htpasswd file (0600).
+MIRROR_TLS_CERT = "tls.crt"
+MIRROR_TLS_KEY = "tls.key"
+MIRROR_CA = "ca.crt"
+HTPASSWD = "htpasswd"
+
+# `tls: auto`: the generated CA and server certificate, in this folder beside config.yml (in
+# the box /vagrant/tls), so they survive `vagrant destroy` like the cache; keys 0600.
+TLS_DIR = "tls"
+CA_CERT = "ca.crt"
+CA_KEY = "ca.key"
+SERVER_CERT = "server.crt"
+SERVER_KEY = "server.key"
 
 # Written into a mirror's storage by `apply`: a mirror serves only once it sees this file,
 # so it never writes its cache into the bare mount point of a synced folder not mounted yet.

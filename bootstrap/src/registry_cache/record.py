@@ -93,13 +93,33 @@ class MirrorRecord:
     authenticated: bool = False
     reconnect_interval: int = DEFAULT_RECONNECT_INTERVAL
     source: str = ""
+    # TLS (absent in records of older agents: plain HTTP): the name the local probe checks
+    # the certificate against, when the next apply renews a generated one (epoch seconds),
+    # and the machine's addresses that certificate was made for.
+    tls: bool = False
+    tls_server_name: Optional[str] = None
+    tls_renew_after: Optional[int] = None
+    tls_hosts: tuple[str, ...] = ()
+    client_auth: bool = False  # clients must log in (htpasswd)
     # The mirror's rendered folder, when the record was read from disk (not part of the file).
     directory: Optional[str] = field(default=None, compare=False)
 
     @property
     def url(self) -> str:
-        """The mirror's base URL as reached from this machine."""
-        return net.local_url(self.listen, self.port)
+        """The mirror's base URL as reached from this machine (https with TLS)."""
+        return net.local_url(self.listen, self.port, tls=self.tls)
+
+    @property
+    def endpoint(self) -> net.Endpoint:
+        """The mirror as reached from this machine, trusting its CA (kept in its folder) with TLS."""
+        if not self.tls:
+            return net.Endpoint(self.url)
+        if self.directory is None:
+            raise RecordError(f"mirror {self.name}: its record was not read from disk")
+        # a name to check only when the certificate does not cover the address dialled (loopback)
+        dialled = net.connect_host(self.listen)
+        name = self.tls_server_name if self.tls_server_name != dialled else None
+        return net.Endpoint(self.url, os.path.join(self.directory, paths.MIRROR_CA), name)
 
     @property
     def state_file(self) -> str:
@@ -120,6 +140,8 @@ class MirrorRecord:
     def text(self) -> str:
         """The content of mirror.json."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "directory"}
+        # a mirror without TLS or client login reads as before they existed: an upgrade restarts nothing
+        data = {k: v for k, v in data.items() if k not in _NEW_KEYS or v != _NEW_KEYS[k]}
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     def write(self, directory: str, owner: Optional[tuple[int, int]] = None) -> bool:
@@ -153,6 +175,11 @@ class MirrorRecord:
                 authenticated=bool(values.get("authenticated", False)),
                 reconnect_interval=int(values.get("reconnect_interval", DEFAULT_RECONNECT_INTERVAL)),
                 source=str(values.get("source", "")),
+                tls=bool(values.get("tls", False)),
+                tls_server_name=_optional(values.get("tls_server_name"), str),
+                tls_renew_after=_optional(values.get("tls_renew_after"), int),
+                tls_hosts=tuple(str(h) for h in values.get("tls_hosts") or ()),
+                client_auth=bool(values.get("client_auth", False)),
                 directory=directory,
             )
         except (TypeError, ValueError) as exc:
@@ -166,6 +193,15 @@ class MirrorRecord:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
         return cls.parse(text, where=path, directory=directory)
+
+
+# Keys added after the first release, written only when they differ from their default.
+_NEW_KEYS: dict[str, Any] = {"tls": False, "tls_server_name": None, "tls_renew_after": None,
+                             "tls_hosts": (), "client_auth": False}
+
+
+def _optional(value: Any, kind: type) -> Any:
+    return None if value is None else kind(value)
 
 
 def read_all(root: str) -> list[MirrorRecord]:

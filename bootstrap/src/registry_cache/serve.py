@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from typing import Optional, TextIO
 
 from registry_cache import config as configmod
-from registry_cache import layout, paths
+from registry_cache import layout, paths, secure
 from registry_cache.mirror import MirrorRunner
 from registry_cache.plan import make_plan
 from registry_cache.render import RenderedMirror, render
@@ -33,7 +34,7 @@ class Server:
     def start(self) -> None:
         """Validate the config (ConfigError when invalid) and start every mirror."""
         cfg = configmod.load(self.config_path, default_if_missing=self.default_if_missing)
-        self._converge(cfg, render(cfg))
+        self._converge(*self._render(cfg))
 
     def run_forever(self) -> None:
         """Serve until SIGTERM or SIGINT; on SIGHUP apply the config file's changes, if valid."""
@@ -54,7 +55,7 @@ class Server:
         except configmod.ConfigError as exc:
             log.error("config not applied; the mirrors keep serving as they are:\n%s", exc)
             return False
-        self._converge(cfg, render(cfg))
+        self._converge(*self._render(cfg))
         return True
 
     def stop(self) -> None:
@@ -64,6 +65,13 @@ class Server:
         for thread, _ in self.runners.values():
             thread.join(timeout=30)
         self.runners.clear()
+
+    def _render(self, cfg: configmod.CacheConfig) -> tuple[configmod.CacheConfig, dict[str, RenderedMirror]]:
+        """Make or renew the TLS certificate and hash client passwords, then render (as apply does)."""
+        owner = layout.prepare_cache(cfg.storage, [m.storage for m in cfg.mirrors])
+        ids = (owner.uid, owner.gid) if os.geteuid() == 0 else None
+        cfg, security = secure.prepare(cfg, self.root, ids, layout.read_rendered(self.root))
+        return cfg, render(cfg, security)
 
     def _converge(self, cfg: configmod.CacheConfig, wanted: dict[str, RenderedMirror]) -> None:
         plan = make_plan(wanted, layout.read_rendered(self.root))

@@ -39,6 +39,7 @@ class MirrorStatus:
     restarts: int
     problem: Optional[str]
     rate_limit_remaining: Optional[str] = None
+    url: Optional[str] = None  # as reached from the box: https:// when the mirror serves TLS
 
     def as_dict(self) -> dict[str, Any]:
         """The status as plain data, for --json."""
@@ -63,7 +64,7 @@ def mirror_status(mirror: MirrorRecord, *, rate_limit: bool = True) -> MirrorSta
     """Gather one mirror's status from its /v2/ endpoint, its state file and its storage."""
     storage = mirror.storage
     state = read_state(storage) or {}
-    healthy = net.serving(mirror.url)
+    healthy = net.serving(mirror.endpoint)
     marker = mirror.storage_ready
     mode = state.get("mode", "unknown") if healthy else "down"
     problem = state.get("upstream_problem")
@@ -89,6 +90,7 @@ def mirror_status(mirror: MirrorRecord, *, rate_limit: bool = True) -> MirrorSta
         restarts=int(state.get("restarts", 0)),
         problem=problem,
         rate_limit_remaining=remaining,
+        url=mirror.url,
     )
 
 
