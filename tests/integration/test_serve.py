@@ -200,6 +200,7 @@ def test_token_auth_upstream_is_reached_with_password_file_credentials(
     assert secret not in status.stdout + status.stderr
     assert secret not in cache.log()
     assert cache.state("ghcr")["upstream_problem"] is None
+    assert cache.state("ghcr")["blob_transfers"] > 0  # the pulls went through the mirror's front
 
 
 def test_wrong_upstream_password_is_reported_instead_of_a_silent_404(
