@@ -159,7 +159,7 @@ def after_front(image: images.TestImage, upstream: Registry, workdir: Path) -> d
         print(f"after: status of the single mirror: hits {state['hits']}, misses {state['misses']}, "
               f"bytes_from_upstream {state['bytes_from_upstream'] / MiB:.2f} MiB", flush=True)
         time.sleep(3)
-        for label, pid in (("docker-registry", state["pid"]), ("registry-cache serve (2 fronts)", serve.pid)):
+        for label, pid in (("docker-registry", state["pid"]), ("serve, 2 mirrors", serve.pid)):
             print(f"{'idle memory: ' + label + ' (RSS)':<44} {rss_kib(pid) / 1024:8.1f} MiB")
         return figures
     finally:
