@@ -166,3 +166,14 @@ def test_upstream_that_redirects_blobs_to_another_server_pulls(cache, upstream, 
             _assert_pulled_intact(image, _pull(image, cache.host("hub"), tmp_path / image.kind))
     for digest in {b.digest for image in test_images.all() for b in image.blobs}:
         assert len(cdn.gets(digest)) == 1, digest
+
+
+def test_a_mirror_whose_front_cannot_start_serves_its_cache_read_only(cache, upstream):
+    spool = cache.workdir / "cache" / "hub" / ".registry-cache-spool"
+    spool.parent.mkdir(parents=True)
+    spool.write_text("a file where the spool folder belongs\n")
+    cache.write_config({"hub": {"upstream": upstream.url}})
+    cache.start()
+    state = cache.wait_state("hub", mode="read-only")
+    assert "front cannot start" in state["upstream_problem"]
+    assert "its front cannot start" in cache.log()
