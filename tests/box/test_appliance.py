@@ -101,6 +101,8 @@ def test_pull_through_the_cache_hits_the_second_time_and_survives_the_upstream_s
     assert cold.digest == image.digest
     hits1, misses1 = _counts(machine, "team")
     assert misses1 > misses0, "a cold pull must count misses"
+    front = next(m for m in machine.status() if m["name"] == "team")
+    assert front["blob_transfers"] >= 1 and front["bytes_from_upstream"] > 0, "it went through the front"
 
     warm = images.pull(image.ref(mirror), tmp_path / "warm", timeout=300)
     assert warm.digest == image.digest

@@ -198,8 +198,8 @@ def _warn_about_upstreams(wanted: dict[str, RenderedMirror], plan: Plan, out: Te
             continue
         url = mirror.record.upstream
         result = upstream.check(url, credentials=mirror.credentials)
-        if result.needs_basic_auth:
-            print(f"WARNING: mirror {name}: {upstream.basic_auth_problem(url)}", file=out)
+        if result.login_missing:
+            print(f"WARNING: mirror {name}: {upstream.login_problem(url)}", file=out)
         elif result.credentials_rejected and mirror.credentials is not None:
             print(f"WARNING: mirror {name}: "
                   f"{upstream.credentials_problem(url, mirror.credentials.username)}", file=out)

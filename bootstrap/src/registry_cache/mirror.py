@@ -1,11 +1,18 @@
-"""Keeps one mirror serving: proxy mode when its upstream answers, its cache read-only when not.
+"""Keeps one mirror serving: proxy through its front while the upstream answers, else its cache read-only.
 
-Distribution 2.8.2 in proxy mode panics at start when its upstream is unreachable, so
-after a reboot without internet a plain proxy serves nothing. The runner probes the
-upstream first: unreachable -> it starts the registry on the read-only config (same
-storage, no proxy section), which serves every cached image, and switches back to proxy
-mode once the upstream answers. It also restarts a registry that dies, counts true hits
-and misses from the registry's log, and keeps that state beside the cache for `status`.
+In proxy mode the registry's `remoteurl` is the mirror's front (front.py, on an ephemeral
+loopback port, `REGISTRY_PROXY_REMOTEURL`), which fetches each blob from the real upstream
+once however many requests want it, and logs in to basic-auth upstreams. The front lives as
+long as the runner; its counters are the mirror's upstream traffic in `status`.
+
+The runner probes the upstream first: unreachable -> it starts the registry on the read-only
+config (same storage, no proxy section), which serves every cached image, and switches to
+proxy mode once the upstream answers. Why still read-only: Distribution 2.8.2 learns which
+token service its credentials are for only at start (`getAuthURLs`), so a proxy started while
+the upstream is away would pull anonymously ever after. (Behind the front it would at least
+not panic.) A front that cannot start also leaves the cache read-only. The runner restarts a
+registry that dies, counts true hits and misses from the registry's log, and keeps that state
+beside the cache for `status`.
 """
 
 from __future__ import annotations
@@ -17,11 +24,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from registry_cache import counters, net, paths, proc, upstream
 from registry_cache.fsutil import write_file
-from registry_cache.record import MirrorRecord
+from registry_cache.record import Credentials, MirrorRecord
+
+if TYPE_CHECKING:
+    from registry_cache.front import FrontHandle
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +47,16 @@ WAITING = "waiting-for-storage"
 STARTING = "starting"
 STOPPED = "stopped"
 
+# The front's counters kept in the state file, as (front counter, state key); totals since
+# the cache was created, like the hit/miss counts.
+FRONT_TOTALS = (
+    ("upstream_bytes", "bytes_from_upstream"),
+    ("upstream_requests", "upstream_requests"),
+    ("blob_transfers", "blob_transfers"),
+    ("blob_joins", "blob_joins"),
+    ("blob_failures", "blob_failures"),
+)
+
 
 @dataclass
 class MirrorState:
@@ -50,6 +70,15 @@ class MirrorState:
     restarts: int = 0
     pid: Optional[int] = None
     counts: counters.Counts = field(default_factory=counters.Counts)
+    front_before: dict[str, int] = field(default_factory=dict)  # totals of earlier runs, by state key
+    front_now: dict[str, Any] = field(default_factory=dict)  # the running front's counters
+
+    def front_totals(self) -> dict[str, int]:
+        """The front's totals by state key: earlier runs plus the running front."""
+        totals = {key: self.front_before.get(key, 0) + int(self.front_now.get(name, 0))
+                  for name, key in FRONT_TOTALS}
+        totals["blobs_in_flight"] = int(self.front_now.get("blobs_in_flight", 0))
+        return totals
 
     def as_dict(self) -> dict[str, Any]:
         """The state as plain data."""
@@ -63,6 +92,7 @@ class MirrorState:
             "restarts": self.restarts,
             "pid": self.pid,
             **self.counts.as_dict(),
+            **self.front_totals(),
         }
 
 
@@ -93,7 +123,9 @@ class MirrorRunner:
             counts=counters.Counts(
                 **{k: int(previous.get(k, 0)) for k in counters.Counts.__dataclass_fields__}
             ),
+            front_before={key: int(previous.get(key, 0)) for _, key in FRONT_TOTALS},
         )
+        self._front: Optional[FrontHandle] = None
         self._lock = threading.Lock()
         self._last_write = 0.0
         self._dirty = False
@@ -103,6 +135,14 @@ class MirrorRunner:
 
     def run(self) -> None:
         """Serve until stopped: wait for storage, pick the mode, run the registry, restart it."""
+        try:
+            self._run()
+        finally:
+            self._stop_front()
+        self._set(mode=STOPPED, pid=None)
+        self._write_state(force=True)
+
+    def _run(self) -> None:
         backoff = 1.0
         while not self.stop_event.is_set():
             if not self._storage_ready():
@@ -123,8 +163,6 @@ class MirrorRunner:
             log.warning("mirror %s: registry exited with code %s; restarting in %.0f s",
                         self.name, exit_code, backoff)
             self.stop_event.wait(backoff)
-        self._set(mode=STOPPED, pid=None)
-        self._write_state(force=True)
 
     def _storage_ready(self) -> bool:
         if self.record.storage_ready:
@@ -148,20 +186,65 @@ class MirrorRunner:
         if not result.reachable:
             problem = f"upstream unreachable ({result.error}); serving the cache read-only"
             log.warning("mirror %s: %s", self.name, problem)
-        elif result.needs_basic_auth:
-            problem = upstream.basic_auth_problem(self.record.upstream)
+        elif result.login_missing:
+            problem = upstream.login_problem(self.record.upstream)
             log.error("mirror %s: %s", self.name, problem)
         elif result.credentials_rejected and credentials is not None:
             problem = upstream.credentials_problem(self.record.upstream, credentials.username)
             log.error("mirror %s: %s", self.name, problem)
+        mode = PROXY if result.reachable else READ_ONLY
+        if mode == PROXY and not self._start_front(credentials):
+            problem = "its front cannot start (see the log); serving the cache read-only"
+            mode = READ_ONLY
         self._set(upstream_reachable=result.reachable, upstream_problem=problem)
-        return PROXY if result.reachable else READ_ONLY
+        return mode
+
+    def _start_front(self, credentials: Optional[Credentials]) -> bool:
+        """Start the mirror's front unless it runs; False when it cannot start."""
+        if self._front is not None:
+            return True
+        from registry_cache import front  # aiohttp is loaded only where a mirror runs, not by `status`
+
+        login = front.Credentials(*credentials.pair()) if credentials is not None else None
+        try:
+            self._front = front.start_front(self.record.upstream, login, paths.front_spool(self.storage))
+        except OSError as exc:
+            log.error("mirror %s: its front cannot start: %s", self.name, exc)
+            return False
+        return True
+
+    def _stop_front(self) -> None:
+        """Stop the front and keep its final counters in the totals."""
+        if self._front is None:
+            return
+        self._front.stop()
+        final = self._front.counters()
+        self._front = None
+        with self._lock:
+            for name, key in FRONT_TOTALS:
+                self.state.front_before[key] = self.state.front_before.get(key, 0) + int(final.get(name, 0))
+            self.state.front_now = {}
+            self._dirty = True
+
+    def _read_front(self) -> None:
+        """Take the running front's counters into the state (written at most once a second)."""
+        if self._front is None:
+            return
+        now = {k: v for k, v in self._front.counters().items() if k != "updated"}
+        with self._lock:
+            if now != self.state.front_now:
+                self.state.front_now = now
+                self._dirty = True
 
     def _serve_once(self, mode: str) -> tuple[Optional[int], bool]:
         """Run the registry in `mode` until it exits, we stop, or read-only mode can end."""
         config = os.path.join(self.mirror_dir, paths.PROXY_CONFIG if mode == PROXY else paths.READONLY_CONFIG)
         counter = counters.HitCounter(counters.cached_blobs(self.storage), self.state.counts)
-        child = proc.spawn([REGISTRY_BIN, "serve", config])
+        # the front's address is known only now (an ephemeral port): Distribution reads it from
+        # the environment, over the proxy config's remoteurl. Never in read-only mode: the
+        # variable alone would make that registry a proxy.
+        env = {"REGISTRY_PROXY_REMOTEURL": self._front.url} if mode == PROXY and self._front else {}
+        child = proc.spawn([REGISTRY_BIN, "serve", config], env)
         reader = threading.Thread(target=self._read_log, args=(child, counter), daemon=True)
         reader.start()
         self._set(pid=child.pid, mode=STARTING)
@@ -179,15 +262,18 @@ class MirrorRunner:
                     counter.fetched = [b for b in counter.fetched if not counters.is_stored(self.storage, *b)]
             if mode == READ_ONLY and time.monotonic() >= next_probe:
                 next_probe = time.monotonic() + self.record.reconnect_interval
-                if upstream.check(self.record.upstream).reachable:
+                answers = upstream.check(self.record.upstream).reachable
+                if answers and self._start_front(self.record.credentials()):
                     log.info("mirror %s: upstream answers again; switching to proxy mode", self.name)
                     switching = True
                     break
+            self._read_front()
             self._write_state()
             self.stop_event.wait(0.5)
         self._wait_for_cache_writes(counter)
         exit_code = proc.stop(child)
         reader.join(timeout=5)
+        self._read_front()
         self._set(pid=None)
         self._write_state(force=True)
         return exit_code, switching

@@ -38,6 +38,8 @@ SERVER_KEY = "server.key"
 STORAGE_MARKER = ".registry-cache-mirror"
 # Kept by the running mirror beside its cache: mode, true hit/miss counters.
 STATE_FILE = ".registry-cache-state.json"
+# The front's blobs in transfer, beside the cache: same disk, same owner, emptied at every start.
+FRONT_SPOOL = ".registry-cache-spool"
 
 # systemd: one template unit instance per mirror, and the drop-in `apply` writes for it.
 UNIT_DIR = "/etc/systemd/system"
@@ -74,3 +76,8 @@ def storage_marker(storage: str) -> str:
 def state_file(storage: str) -> str:
     """Where a running mirror keeps its state (mode, counters), beside its cache."""
     return os.path.join(storage, STATE_FILE)
+
+
+def front_spool(storage: str) -> str:
+    """Where a mirror's front spools the blobs it is fetching from the upstream."""
+    return os.path.join(storage, FRONT_SPOOL)

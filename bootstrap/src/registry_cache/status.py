@@ -19,6 +19,7 @@ DOCKER_HUB_TOKEN_URL = (
     "https://auth.docker.io/token?service=registry.docker.io&scope=repository:ratelimitpreview/test:pull"
 )
 DOCKER_HUB_PROBE_URL = "https://registry-1.docker.io/v2/ratelimitpreview/test/manifests/latest"
+FRONT_KEYS = ("upstream_requests", "blob_transfers", "blob_joins", "blob_failures", "blobs_in_flight")
 
 
 @dataclass
@@ -40,6 +41,12 @@ class MirrorStatus:
     problem: Optional[str]
     rate_limit_remaining: Optional[str] = None
     url: Optional[str] = None  # as reached from the box: https:// when the mirror serves TLS
+    # the mirror's front (see front.py): what crossed the upstream link and how it was shared
+    upstream_requests: int = 0
+    blob_transfers: int = 0
+    blob_joins: int = 0  # blob requests served by a transfer already under way, not the upstream
+    blob_failures: int = 0
+    blobs_in_flight: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The status as plain data, for --json."""
@@ -91,6 +98,7 @@ def mirror_status(mirror: MirrorRecord, *, rate_limit: bool = True) -> MirrorSta
         problem=problem,
         rate_limit_remaining=remaining,
         url=mirror.url,
+        **{key: int(state.get(key, 0)) for key in FRONT_KEYS},
     )
 
 
@@ -109,6 +117,10 @@ def format_table(statuses: list[MirrorStatus]) -> str:
     for s in statuses:
         if s.rate_limit_remaining is not None:
             lines.append(f"{s.name}: Docker Hub pulls remaining: {s.rate_limit_remaining}")
+        if s.bytes_from_upstream or s.blob_transfers or s.blob_failures:
+            lines.append(f"{s.name}: {_size(s.bytes_from_upstream)} from its upstream in "
+                         f"{s.blob_transfers} blob transfer(s); {s.blob_joins} request(s) joined a "
+                         f"transfer in flight; {s.blob_failures} failed; {s.blobs_in_flight} in flight now")
         if s.problem:
             lines.append(f"{s.name}: {s.problem}")
     return "\n".join(lines)
