@@ -284,7 +284,7 @@ def _client_config(args: argparse.Namespace) -> int:
         setup = clientconfig.client_setup(mirrors, args.host, args.format, ca_pem=ca_pem, auth=auth)
     except clientconfig.ClientConfigError as exc:
         print(f"registry-cache client-config: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_FAILURE if isinstance(exc, clientconfig.CaNotMadeError) else EXIT_USAGE
     if args.output_dir is not None:
         for path in setup.write(args.output_dir):
             print(path)

@@ -31,6 +31,10 @@ class ClientConfigError(ValueError):
     """The host or the mirrors cannot make a client setup; the message says how to fix it."""
 
 
+class CaNotMadeError(ClientConfigError):
+    """The mirrors serve TLS but `apply` has not made their CA yet: not a usage mistake."""
+
+
 @dataclass(frozen=True)
 class ClientMirror:
     """What a client needs to know of one mirror: which registry it stands in for, and its port."""
@@ -166,7 +170,7 @@ def client_setup(
         raise ClientConfigError("no mirror is configured, so there is nothing to point a client at")
     host = check_host(host)
     if any(m.tls for m in mirrors) and ca_pem is None:
-        raise ClientConfigError("the mirrors serve TLS but their CA is not there yet: run "
+        raise CaNotMadeError("the mirrors serve TLS but their CA is not there yet: run "
                                 "`registry-cache apply` first (it makes tls/ca.crt)")
     regs = registries(mirrors, host)
     setup = _BUILDERS[fmt](regs, mirrors, host, ca_pem)
