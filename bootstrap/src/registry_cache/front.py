@@ -369,6 +369,11 @@ class Front:
         self.upstream = URL(upstream.rstrip("/"))
         self.credentials = credentials
         self.stats_path = stats_path
+        # Writes run in executor threads: a sequence number keeps a late, older snapshot from
+        # replacing a newer one (the last write on stop must be the one that stays).
+        self._stats_lock = threading.Lock()
+        self._stats_taken = 0
+        self._stats_written = 0
         self.read_timeout = read_timeout
         self.board = TransferBoard(spool_dir, keep_seconds)
         self.counters = FrontCounters()
@@ -421,25 +426,32 @@ class Front:
 
     def write_stats(self) -> None:
         """Write the stats file atomically (only the counters decide whether it changes)."""
-        self._write_stats_file(self._stats_text())
+        self._write_stats_file(*self._stats_snapshot())
 
-    def _stats_text(self) -> str:
+    def _stats_snapshot(self) -> tuple[int, str]:
+        """The counters as the stats file holds them, numbered (called on the front's loop only)."""
+        self._stats_taken += 1
         data = {k: v for k, v in self.stats().items() if k != "updated"}
-        return json.dumps(data, sort_keys=True) + "\n"
+        return self._stats_taken, json.dumps(data, sort_keys=True) + "\n"
 
-    def _write_stats_file(self, text: str) -> None:
+    def _write_stats_file(self, number: int, text: str) -> None:
         if not self.stats_path:
             return
-        try:
-            write_file(self.stats_path, text)
-        except OSError as exc:
-            log.warning("front: cannot write %s: %s", self.stats_path, exc)
+        with self._stats_lock:
+            if number <= self._stats_written:
+                return  # a newer snapshot is already on disk
+            try:
+                write_file(self.stats_path, text)
+            except OSError as exc:
+                log.warning("front: cannot write %s: %s", self.stats_path, exc)
+                return
+            self._stats_written = number
 
     async def _write_stats_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             # the write fsyncs: off the loop, so a slow disk never stalls a transfer
-            await loop.run_in_executor(None, self._write_stats_file, self._stats_text())
+            await loop.run_in_executor(None, self._write_stats_file, *self._stats_snapshot())
             await asyncio.sleep(STATS_INTERVAL)
 
     # ------------------------------------------------------------ upstream requests

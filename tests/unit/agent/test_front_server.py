@@ -324,3 +324,15 @@ def test_start_front_raises_its_start_error_in_the_callers_thread(tmp_path):
         taken.listen()
         with pytest.raises(OSError):
             start_front("http://127.0.0.1:1", None, str(tmp_path / "spool"), port=taken.getsockname()[1])
+
+
+def test_a_stats_snapshot_written_late_never_replaces_a_newer_one(tmp_path):
+    # the periodic write runs in an executor thread: on stop it can finish after the final write
+    stats = tmp_path / "stats.json"
+    front = Front("http://127.0.0.1:1", str(tmp_path / "spool"), stats_path=str(stats))
+    older = front._stats_snapshot()
+    front.counters.upstream_requests += 1
+    newer = front._stats_snapshot()
+    front._write_stats_file(*newer)
+    front._write_stats_file(*older)
+    assert json.loads(stats.read_text())["upstream_requests"] == 1
