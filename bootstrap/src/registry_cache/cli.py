@@ -1,4 +1,4 @@
-"""The `registry-cache` command: check, apply, serve, status, client-config, run-mirror."""
+"""The `registry-cache` command: check, apply, serve, status, client-config, gc, warm, run-mirror."""
 
 from __future__ import annotations
 
@@ -95,6 +95,22 @@ def _parser() -> argparse.ArgumentParser:
     client.add_argument("--config", default=None,
                         help="take the mirrors from this config file instead of the applied ones")
     client.set_defaults(func=_client_config)
+
+    gc = sub.add_parser(
+        "gc", help="evict the least recently pulled images of mirrors above their max_size",
+        description="Evict the least recently pulled images of every mirror (or MIRROR) above 90 %% "
+        "of its max_size (or the cache above 90 %% of the whole max_size) down to 80 %%, while the "
+        "mirror serves read-only; print what it frees and how long it took.",
+    )
+    gc.add_argument("mirror", nargs="?", help="only this mirror")
+    gc.add_argument("--dry-run", action="store_true", help="print what would be evicted, change nothing")
+    gc.add_argument("--keep-recent", type=float, default=None, metavar="SECONDS",
+                    help="never evict an image pulled within this many seconds (default 600)")
+    gc.set_defaults(func=_gc)
+
+    warm = sub.add_parser("warm", help="pull each mirror's `warm:` images through it, with progress")
+    warm.add_argument("mirror", nargs="?", help="only this mirror")
+    warm.set_defaults(func=_warm)
 
     run_mirror = sub.add_parser(
         "run-mirror", help="run one rendered mirror in the foreground (what its systemd unit runs)"
@@ -197,6 +213,51 @@ def _client_config(args: argparse.Namespace) -> int:
     for note in setup.notes:
         print(f"note: {note}", file=sys.stderr)
     return 0
+
+
+def _chosen_records(args: argparse.Namespace, command: str) -> Optional[list]:
+    from registry_cache import record
+
+    records = record.read_all(_root(args))
+    if args.mirror is not None:
+        records = [r for r in records if r.name == args.mirror]
+    if not records:
+        what = f"no mirror '{args.mirror}'" if args.mirror else "no mirror"
+        print(f"registry-cache {command}: {what} is applied under {_root(args)}; "
+              "run `registry-cache apply` first", file=sys.stderr)
+        return None
+    return records
+
+
+def _gc(args: argparse.Namespace) -> int:
+    import time
+
+    from registry_cache import gc
+
+    records = _chosen_records(args, "gc")
+    if records is None:
+        return EXIT_INVALID
+    keep = gc.DEFAULT_KEEP_RECENT if args.keep_recent is None else args.keep_recent
+    begun = time.monotonic()
+    try:
+        gc.collect(records, sys.stdout, dry_run=args.dry_run, keep_recent=keep)
+    except (gc.GcError, OSError) as exc:
+        print(f"registry-cache gc: {exc}", file=sys.stderr)
+        return 1
+    print(f"gc {'planned' if args.dry_run else 'done'} in {time.monotonic() - begun:.1f} s")
+    return 0
+
+
+def _warm(args: argparse.Namespace) -> int:
+    from registry_cache import warm
+
+    records = _chosen_records(args, "warm")
+    if records is None:
+        return EXIT_INVALID
+    outcomes = warm.warm(records, lambda line: print(line, flush=True))
+    if not outcomes:
+        print("no mirror has a `warm:` list")
+    return 1 if any(o.failures for o in outcomes) else 0
 
 
 def _run_mirror(args: argparse.Namespace) -> int:

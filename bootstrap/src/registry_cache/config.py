@@ -63,6 +63,9 @@ class Mirror:
     debug_port: Optional[int] = None
     username: Optional[str] = None
     password: Optional[str] = field(default=None, repr=False)
+    # Size cap of this mirror's cache in bytes, and the images warmed through it (gc.py, warm.py).
+    max_size: Optional[int] = None
+    warm: tuple[dict[str, Any], ...] = ()
     # The seed format: a Distribution config that runs as written.
     raw: Optional[dict[str, Any]] = field(default=None, repr=False, compare=True)
 
@@ -83,6 +86,7 @@ class CacheConfig:
     mirrors: tuple[Mirror, ...]
     log_level: str = DEFAULT_LOG_LEVEL
     reconnect_interval: int = DEFAULT_RECONNECT_INTERVAL
+    max_size: Optional[int] = None  # size cap of the whole cache in bytes
     # The files the config was read from (config.yml, password files): absolute path and the
     # digest of the bytes parsed. With the cache's owner, they are all the rendered mirrors
     # depend on, so `apply` can tell "nothing changed" without parsing anything.
@@ -303,6 +307,7 @@ class _Checker:
             mirrors=tuple(mirrors),
             log_level=data.get("log_level", DEFAULT_LOG_LEVEL),
             reconnect_interval=data.get("reconnect_interval", DEFAULT_RECONNECT_INTERVAL),
+            max_size=self._size(("max_size",), data.get("max_size")),
         )
 
     def _schema_problems(self, data: dict[str, Any]) -> None:
@@ -383,7 +388,39 @@ class _Checker:
             storage=os.path.join(storage_root, name),
             username=username if isinstance(username, str) else None,
             password=password if isinstance(password, str) else None,
+            max_size=self._size((*base, "max_size"), spec.get("max_size")),
+            warm=self._warm((*base, "warm"), spec.get("warm")),
         )
+
+    def _size(self, path: Path, value: Any) -> Optional[int]:
+        from registry_cache import sizes
+
+        if value is None or isinstance(value, bool) or not isinstance(value, (str, int)):
+            return None  # absent, or the schema already said what is wrong
+        problem = sizes.size_problem(value)
+        if problem:
+            self.doc.add(path, problem)
+            return None
+        return sizes.parse_size(value)
+
+    def _warm(self, path: Path, items: Any) -> tuple[dict[str, Any], ...]:
+        from registry_cache.warm import reference_problem
+
+        warm = []
+        for index, item in enumerate(items if isinstance(items, list) else []):
+            spec = {"image": item} if isinstance(item, str) else item
+            image = spec.get("image") if isinstance(spec, dict) else None
+            if not isinstance(image, str):
+                continue  # the schema already said what is wrong
+            item_path = (*path, str(index)) if isinstance(item, str) else (*path, str(index), "image")
+            problem = reference_problem(image)
+            if problem:
+                self.doc.add(item_path, problem)
+                continue
+            platforms = spec.get("platforms")
+            chosen = list(platforms) if isinstance(platforms, list) else None
+            warm.append({"image": image, "platforms": chosen})
+        return tuple(warm)
 
     def _check_upstream(self, path: Path, url: str) -> None:
         problem = upstream_problem(url)

@@ -6,6 +6,11 @@ upstream first: unreachable -> it starts the registry on the read-only config (s
 storage, no proxy section), which serves every cached image, and switches back to proxy
 mode once the upstream answers. It also restarts a registry that dies, counts true hits
 and misses from the registry's log, and keeps that state beside the cache for `status`.
+
+The runner holds the mirror's ports itself and relays connections to the registry on duty
+(handover.py), so switching modes never refuses a pull. `registry-cache gc` asks for read-only
+mode with a request file beside the cache (gc.ReadOnly); the runner records each pull's time
+for gc's LRU (usage.py) and says when the disk under the cache is full (disk.py).
 """
 
 from __future__ import annotations
@@ -13,15 +18,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, TextIO
 
-from registry_cache import counters, net, paths, proc, upstream
+import yaml
+
+from registry_cache import counters, disk, net, paths, proc, upstream
 from registry_cache.fsutil import write_file
+from registry_cache.handover import Relay, free_port
 from registry_cache.record import MirrorRecord
+from registry_cache.usage import Usage
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +47,9 @@ READ_ONLY = "read-only"
 WAITING = "waiting-for-storage"
 STARTING = "starting"
 STOPPED = "stopped"
+GC_HOLD = "gc"  # `hold` while the mirror serves read-only for `registry-cache gc`
+DRAIN_TIMEOUT = 30.0  # how long a retired registry may finish the pulls it serves
+USAGE_WRITE_INTERVAL = 5.0
 
 
 @dataclass
@@ -49,6 +63,8 @@ class MirrorState:
     upstream_problem: Optional[str] = None
     restarts: int = 0
     pid: Optional[int] = None
+    hold: Optional[str] = None
+    disk_problem: Optional[str] = None
     counts: counters.Counts = field(default_factory=counters.Counts)
 
     def as_dict(self) -> dict[str, Any]:
@@ -62,6 +78,8 @@ class MirrorState:
             "upstream_problem": self.upstream_problem,
             "restarts": self.restarts,
             "pid": self.pid,
+            "hold": self.hold,
+            "disk_problem": self.disk_problem,
             **self.counts.as_dict(),
         }
 
@@ -74,6 +92,23 @@ def read_state(storage: str) -> Optional[dict[str, Any]]:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+@dataclass
+class _Registry:
+    """One registry process on duty (or starting), on its private loopback ports."""
+
+    mode: str
+    child: Any
+    port: int
+    debug_port: Optional[int]
+    counter: counters.HitCounter
+    reader: threading.Thread
+    workdir: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
 
 class MirrorRunner:
@@ -98,24 +133,43 @@ class MirrorRunner:
         self._last_write = 0.0
         self._dirty = False
         self._waiting_logged = False
+        self.usage = Usage.read(self.storage)
+        self._usage_dirty = False
+        self._usage_written = 0.0
+        self._enospc = False
+        self.relays: list[Relay] = []
 
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Serve until stopped: wait for storage, pick the mode, run the registry, restart it."""
+        """Serve until stopped: wait for storage, pick the mode, run the registry, switch or restart it."""
         backoff = 1.0
+        current: Optional[_Registry] = None
         while not self.stop_event.is_set():
             if not self._storage_ready():
                 self.stop_event.wait(2.0)
                 continue
             mode = self._choose_mode()
             started = time.monotonic()
-            exit_code, switching = self._serve_once(mode)
-            if self.stop_event.is_set():
-                break
-            if switching:
-                backoff = 1.0
-                continue
+            successor = self._start_registry(mode)
+            if self._wait_ready(successor):
+                self._go_live(successor)
+                if current is not None:
+                    self._retire(current)
+                current = successor
+                self._set(hold=GC_HOLD if self._hold_requested() and mode == READ_ONLY else None)
+                exit_code, switching = self._watch(current)
+                if self.stop_event.is_set():
+                    break
+                if switching:
+                    backoff = 1.0
+                    continue  # `current` serves on until its successor does
+                self._retire(current)
+                current = None
+            else:
+                exit_code = self._retire(successor)
+                if self.stop_event.is_set():
+                    break
             ran_for = time.monotonic() - started
             backoff = 1.0 if ran_for > 60 else min(backoff * 2, MAX_BACKOFF)
             with self._lock:
@@ -123,7 +177,12 @@ class MirrorRunner:
             log.warning("mirror %s: registry exited with code %s; restarting in %.0f s",
                         self.name, exit_code, backoff)
             self.stop_event.wait(backoff)
-        self._set(mode=STOPPED, pid=None)
+        for relay in self.relays:
+            relay.close()
+        if current is not None:
+            self._retire(current)
+        self._save_usage(force=True)
+        self._set(mode=STOPPED, pid=None, hold=None)
         self._write_state(force=True)
 
     def _storage_ready(self) -> bool:
@@ -157,19 +216,75 @@ class MirrorRunner:
         self._set(upstream_reachable=result.reachable, upstream_problem=problem)
         return PROXY if result.reachable else READ_ONLY
 
-    def _serve_once(self, mode: str) -> tuple[Optional[int], bool]:
-        """Run the registry in `mode` until it exits, we stop, or read-only mode can end."""
-        config = os.path.join(self.mirror_dir, paths.PROXY_CONFIG if mode == PROXY else paths.READONLY_CONFIG)
+    def _hold_requested(self) -> bool:
+        """True while `registry-cache gc` asks for read-only mode (its request has not expired)."""
+        try:
+            with open(paths.readonly_request(self.storage), encoding="utf-8") as handle:
+                request = json.load(handle)
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError):
+            return True  # being written: obey it
+        until = request.get("until") if isinstance(request, dict) else None
+        return not isinstance(until, (int, float)) or until > time.time()
+
+    def _start_registry(self, mode: str) -> _Registry:
+        """Start a registry in `mode` on private loopback ports (the relays hold the public ones)."""
+        name = paths.PROXY_CONFIG if mode == PROXY else paths.READONLY_CONFIG
+        rendered = os.path.join(self.mirror_dir, name)
+        with open(rendered, encoding="utf-8") as handle:
+            config = yaml.safe_load(handle)
+        port = free_port()
+        http = config.setdefault("http", {})
+        http["addr"] = f"127.0.0.1:{port}"
+        debug_port = None
+        if isinstance(http.get("debug"), dict) and http["debug"].get("addr"):
+            debug_port = free_port()
+            http["debug"]["addr"] = f"127.0.0.1:{debug_port}"
+        # the proxy config may hold the upstream password: a private folder, a 0600 file
+        workdir = tempfile.mkdtemp(prefix=f"registry-cache-{self.name}-")
+        path = os.path.join(workdir, "config.yml")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(config, handle, sort_keys=False)
         counter = counters.HitCounter(counters.cached_blobs(self.storage), self.state.counts)
-        child = proc.spawn([REGISTRY_BIN, "serve", config])
+        child = proc.spawn([REGISTRY_BIN, "serve", path])
         reader = threading.Thread(target=self._read_log, args=(child, counter), daemon=True)
         reader.start()
-        self._set(pid=child.pid, mode=STARTING)
-        if self._wait_ready(child):
-            log.info("mirror %s: serving on port %s in %s mode (upstream %s)",
-                     self.name, self.record.port, mode, self.record.upstream)
-            self._set(mode=mode, since=time.time())
-        switching = False
+        self._set(mode=STARTING if not self.relays else self.state.mode)
+        return _Registry(mode, child, port, debug_port, counter, reader, workdir)
+
+    def _go_live(self, registry: _Registry) -> None:
+        """Point the mirror's ports at `registry` (listening on them the first time)."""
+        if not self.relays:
+            self.relays = [Relay(self.record.listen, self.record.port)]
+            if registry.debug_port is not None and self.record.debug_port:
+                self.relays.append(Relay("127.0.0.1", self.record.debug_port))
+        self.relays[0].point_to(registry.port)
+        if registry.debug_port is not None and len(self.relays) > 1:
+            self.relays[1].point_to(registry.debug_port)
+        log.info("mirror %s: serving on port %s in %s mode (upstream %s)",
+                 self.name, self.record.port, registry.mode, self.record.upstream)
+        self._set(mode=registry.mode, since=time.time(), pid=registry.child.pid)
+
+    def _retire(self, registry: _Registry) -> Optional[int]:
+        """Stop a registry once its stores and the pulls it serves have finished."""
+        if registry.child.poll() is None:
+            self._wait_for_cache_writes(registry.counter)
+            if self.relays and not self.relays[0].wait_idle(registry.port, DRAIN_TIMEOUT):
+                log.warning("mirror %s: stopping the %s registry with pulls still open",
+                            self.name, registry.mode)
+        exit_code = proc.stop(registry.child)
+        registry.reader.join(timeout=5)
+        shutil.rmtree(registry.workdir, ignore_errors=True)
+        self._write_state(force=True)
+        return exit_code
+
+    def _watch(self, registry: _Registry) -> tuple[Optional[int], bool]:
+        """Serve until the registry exits, we stop, or another mode is due (then True)."""
+        mode = registry.mode
+        child = registry.child
+        counter = registry.counter
         next_probe = time.monotonic() + self.record.reconnect_interval
         next_prune = time.monotonic() + 10
         while not self.stop_event.is_set() and child.poll() is None:
@@ -177,20 +292,48 @@ class MirrorRunner:
                 next_prune = time.monotonic() + 10
                 with self._lock:
                     counter.fetched = [b for b in counter.fetched if not counters.is_stored(self.storage, *b)]
-            if mode == READ_ONLY and time.monotonic() >= next_probe:
+                self._check_disk()
+            on_hold = self.state.hold == GC_HOLD
+            if mode == PROXY and self._hold_requested():
+                log.info("mirror %s: serving read-only while `registry-cache gc` runs", self.name)
+                return None, True
+            if on_hold and not self._hold_requested():
+                log.info("mirror %s: gc is done; leaving read-only mode", self.name)
+                return None, True
+            if mode == READ_ONLY and not on_hold and time.monotonic() >= next_probe:
                 next_probe = time.monotonic() + self.record.reconnect_interval
                 if upstream.check(self.record.upstream).reachable:
                     log.info("mirror %s: upstream answers again; switching to proxy mode", self.name)
-                    switching = True
-                    break
+                    return None, True
             self._write_state()
+            self._save_usage()
             self.stop_event.wait(0.5)
-        self._wait_for_cache_writes(counter)
-        exit_code = proc.stop(child)
-        reader.join(timeout=5)
-        self._set(pid=None)
-        self._write_state(force=True)
-        return exit_code, switching
+        return child.poll(), False
+
+    def _check_disk(self) -> None:
+        problem = disk.full_problem(self.storage, seen_enospc=self._enospc)
+        if problem and not self.state.disk_problem:
+            log.error("mirror %s: %s", self.name, problem)
+        elif not problem and self.state.disk_problem:
+            log.info("mirror %s: disk space is back; new images are stored again", self.name)
+            self._enospc = False
+        if problem != self.state.disk_problem:
+            self._set(disk_problem=problem)
+
+    def _save_usage(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if not self._usage_dirty or (not force and now - self._usage_written < USAGE_WRITE_INTERVAL):
+                return
+            text_usage = Usage(dict(self.usage.manifests), dict(self.usage.blobs))
+            self._usage_dirty = False
+            self._usage_written = now
+        if not self.record.storage_ready:
+            return
+        try:
+            text_usage.save(self.storage)
+        except OSError as exc:
+            log.warning("mirror %s: cannot keep the pull times for gc: %s", self.name, exc)
 
     def _wait_for_cache_writes(self, counter: counters.HitCounter) -> None:
         """Let the registry finish copying fetched blobs into the cache before it is stopped.
@@ -209,9 +352,10 @@ class MirrorRunner:
             log.warning("mirror %s: stopping with %d blob(s) not yet stored in the cache",
                         self.name, len(pending))
 
-    def _wait_ready(self, child: Any) -> bool:
+    def _wait_ready(self, registry: _Registry) -> bool:
+        child = registry.child
         pending = net.wait_until_serving(
-            {self.name: self.record.url}, READY_TIMEOUT, interval=0.2,
+            {self.name: registry.url}, READY_TIMEOUT, interval=0.1,
             give_up=lambda: child.poll() is not None or self.stop_event.is_set(),
             sleep=self.stop_event.wait,
         )
@@ -221,12 +365,20 @@ class MirrorRunner:
         for line in child.stdout:
             self.out.write(f"[{self.name}] {line}")
             self.out.flush()
+            if "no space left on device" in line.lower() and not self._enospc:
+                self._enospc = True
+                problem = disk.full_problem(self.storage, seen_enospc=True) or (
+                    "disk full: the registry could not store a blob (no space left on device)")
+                log.error("mirror %s: %s", self.name, problem)
+                self._set(disk_problem=problem)
             entry = counters.parse_log_line(line)
             if entry is None:
                 continue
             with self._lock:
                 if counter.observe(entry):
                     self._dirty = True
+                if self.usage.observe(entry):
+                    self._usage_dirty = True
 
     # -- state ------------------------------------------------------------------------------
 

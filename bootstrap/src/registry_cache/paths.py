@@ -26,6 +26,7 @@ STATE_FILE = ".registry-cache-state.json"
 # systemd: one template unit instance per mirror, and the drop-in `apply` writes for it.
 UNIT_DIR = "/etc/systemd/system"
 MIRROR_UNIT = "registry-cache-mirror@{name}.service"
+WARM_UNIT = "registry-cache-warm.service"
 DROPIN = "10-registry-cache.conf"
 
 
@@ -57,3 +58,31 @@ def storage_marker(storage: str) -> str:
 def state_file(storage: str) -> str:
     """Where a running mirror keeps its state (mode, counters), beside its cache."""
     return os.path.join(storage, STATE_FILE)
+
+
+# Kept beside each mirror's cache for gc and warm (see usage.py, gc.py, warm.py).
+USAGE_FILE = ".registry-cache-usage.json"
+GC_FILE = ".registry-cache-gc.json"
+WARM_FILE = ".registry-cache-warm.json"
+# Written by `registry-cache gc` while it needs the mirror read-only; the runner obeys it.
+READONLY_REQUEST = ".registry-cache-readonly-request"
+
+
+def usage_file(storage: str) -> str:
+    """When each manifest and blob of a mirror was last pulled."""
+    return os.path.join(storage, USAGE_FILE)
+
+
+def gc_file(storage: str) -> str:
+    """The result of the last `registry-cache gc` of a mirror."""
+    return os.path.join(storage, GC_FILE)
+
+
+def warm_file(storage: str) -> str:
+    """The result of the last `registry-cache warm` of a mirror."""
+    return os.path.join(storage, WARM_FILE)
+
+
+def readonly_request(storage: str) -> str:
+    """The file that asks a mirror's runner to serve its cache read-only (for gc)."""
+    return os.path.join(storage, READONLY_REQUEST)

@@ -93,6 +93,11 @@ class MirrorRecord:
     authenticated: bool = False
     reconnect_interval: int = DEFAULT_RECONNECT_INTERVAL
     source: str = ""
+    # Size caps in bytes (gc.py): this mirror's own and the whole cache's; None: no cap.
+    max_size: Optional[int] = None
+    cache_max_size: Optional[int] = None
+    # Images `registry-cache warm` pulls through the mirror (warm.py): {"image", "platforms"}.
+    warm: tuple[dict[str, Any], ...] = ()
     # The mirror's rendered folder, when the record was read from disk (not part of the file).
     directory: Optional[str] = field(default=None, compare=False)
 
@@ -120,6 +125,11 @@ class MirrorRecord:
     def text(self) -> str:
         """The content of mirror.json."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "directory"}
+        for key in _OPTIONAL_KEYS:
+            if not data[key]:
+                del data[key]  # a record without gc or warm settings reads as before them
+        if "warm" in data:
+            data["warm"] = list(data["warm"])
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     def write(self, directory: str, owner: Optional[tuple[int, int]] = None) -> bool:
@@ -153,6 +163,9 @@ class MirrorRecord:
                 authenticated=bool(values.get("authenticated", False)),
                 reconnect_interval=int(values.get("reconnect_interval", DEFAULT_RECONNECT_INTERVAL)),
                 source=str(values.get("source", "")),
+                max_size=_optional_int(values.get("max_size")),
+                cache_max_size=_optional_int(values.get("cache_max_size")),
+                warm=tuple(w for w in values.get("warm") or () if isinstance(w, dict)),
                 directory=directory,
             )
         except (TypeError, ValueError) as exc:
@@ -166,6 +179,13 @@ class MirrorRecord:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
         return cls.parse(text, where=path, directory=directory)
+
+
+_OPTIONAL_KEYS = ("max_size", "cache_max_size", "warm")
+
+
+def _optional_int(value: Any) -> Optional[int]:
+    return None if value is None else int(value)
 
 
 def read_all(root: str) -> list[MirrorRecord]:

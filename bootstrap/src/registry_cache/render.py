@@ -86,6 +86,9 @@ def render_mirror(config: CacheConfig, mirror: Mirror) -> RenderedMirror:
         authenticated=mirror.username is not None,
         reconnect_interval=config.reconnect_interval,
         source=config.source,
+        max_size=mirror.max_size,
+        cache_max_size=config.max_size,
+        warm=mirror.warm,
     )
     return RenderedMirror(
         record=record,
