@@ -174,6 +174,8 @@ class MirrorRunner:
             backoff = 1.0 if ran_for > 60 else min(backoff * 2, MAX_BACKOFF)
             with self._lock:
                 self.state.restarts += 1
+                self.state.pid = None
+                self.state.mode = STARTING
             log.warning("mirror %s: registry exited with code %s; restarting in %.0f s",
                         self.name, exit_code, backoff)
             self.stop_event.wait(backoff)
@@ -251,7 +253,6 @@ class MirrorRunner:
         child = proc.spawn([REGISTRY_BIN, "serve", path])
         reader = threading.Thread(target=self._read_log, args=(child, counter), daemon=True)
         reader.start()
-        self._set(mode=STARTING if not self.relays else self.state.mode)
         return _Registry(mode, child, port, debug_port, counter, reader, workdir)
 
     def _go_live(self, registry: _Registry) -> None:
