@@ -157,7 +157,11 @@ class MirrorRunner:
                 if current is not None:
                     self._retire(current)
                 current = successor
-                self._set(hold=GC_HOLD if self._hold_requested() and mode == READ_ONLY else None)
+                if self._hold_requested() and mode == READ_ONLY:
+                    self._save_usage(force=True)  # gc plans on the latest pull times
+                    self._set(hold=GC_HOLD)
+                elif self.state.hold is not None:
+                    self._set(hold=None)
                 exit_code, switching = self._watch(current)
                 if self.stop_event.is_set():
                     break
@@ -203,6 +207,8 @@ class MirrorRunner:
         return False
 
     def _choose_mode(self) -> str:
+        if self._hold_requested():
+            return READ_ONLY  # for gc: the upstream's state is probed again once it is done
         credentials = self.record.credentials()
         result = upstream.check(self.record.upstream, credentials=credentials)
         problem = None
