@@ -137,3 +137,54 @@ def test_gc_below_the_cap_evicts_nothing_and_says_so(cache, upstream, tmp_path):
     assert all(_stored(cache, b.digest) for b in imgs[0].layers)
     gc_file = json.loads((cache.workdir / "cache" / "hub" / ".registry-cache-gc.json").read_text())
     assert gc_file["images_evicted"] == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MiB file system of the test's own (tmpfs), unmounted afterwards."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with filler.open("wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * MiB)
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_keeps_serving_the_cache_says_so_and_recovers_by_itself(
+    cache, upstream, tmp_path, small_disk
+):
+    cached, fresh = _push_five(upstream, tmp_path / "layouts")[:2]
+    (small_disk / "cache").mkdir()
+    (cache.workdir / "cache").symlink_to(small_disk / "cache")  # the cache lives on the small disk
+    cache.write_config({"hub": {"upstream": upstream.url}})
+    cache.start()
+    assert _pull(cache, cached, tmp_path / "pulls") == cached.digest
+    time.sleep(1.0)
+    filler = _fill(small_disk)
+
+    with pytest.raises(CommandError):
+        _pull(cache, fresh, tmp_path / "pulls")  # nowhere to store its manifest
+    assert _pull(cache, cached, tmp_path / "pulls") == cached.digest
+    status = cache.status()["hub"]
+    assert status["healthy"] and "disk full" in (status["disk_problem"] or "")
+    assert "disk full" in cache.log()
+
+    filler.unlink()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "disk space is back" not in cache.log():
+        time.sleep(1)
+    assert "disk space is back" in cache.log()
+    assert cache.status()["hub"]["disk_problem"] is None
+    assert _pull(cache, fresh, tmp_path / "pulls") == fresh.digest
+    assert all(_stored(cache, b.digest) for b in fresh.layers)
