@@ -22,6 +22,7 @@ def config_reference(schema):
 
     def row(key, spec, required):
         kind = spec.get("type") or "one of " + ", ".join(spec["enum"])
+        kind = " or ".join(kind) if isinstance(kind, list) else kind
         default = "required" if required else f"`{spec['default']}`" if "default" in spec else "—"
         return f"| `{key}` | {kind} | {default} | {spec.get('description', '')} |"
 

@@ -298,6 +298,7 @@ class _Checker:
                     if mirror is not None:
                         mirrors.append(mirror)
             self._check_ports(mirrors_data)
+        max_size = self._size(("max_size",), data.get("max_size"))
         if self.doc.problems or storage_root is None:
             return None
         return CacheConfig(
@@ -307,7 +308,7 @@ class _Checker:
             mirrors=tuple(mirrors),
             log_level=data.get("log_level", DEFAULT_LOG_LEVEL),
             reconnect_interval=data.get("reconnect_interval", DEFAULT_RECONNECT_INTERVAL),
-            max_size=self._size(("max_size",), data.get("max_size")),
+            max_size=max_size,
         )
 
     def _schema_problems(self, data: dict[str, Any]) -> None:
@@ -332,7 +333,9 @@ class _Checker:
                     self.doc.add((*path, key), f"missing; add it. {described}".strip())
         elif kind == "type":
             got = "" if secret else f", not {_describe(error.instance)}"
-            wanted = _TYPE_WORDS.get(error.validator_value, error.validator_value)
+            types = error.validator_value
+            types = types if isinstance(types, list) else [types]
+            wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
             self.doc.add(path, f"must be {wanted}{got}")
         elif kind in ("minimum", "maximum"):
             low = error.schema.get("minimum")
@@ -404,7 +407,7 @@ class _Checker:
         return sizes.parse_size(value)
 
     def _warm(self, path: Path, items: Any) -> tuple[dict[str, Any], ...]:
-        from registry_cache.warm import reference_problem
+        from registry_cache.warm import platform_problem, reference_problem
 
         warm = []
         for index, item in enumerate(items if isinstance(items, list) else []):
@@ -418,6 +421,10 @@ class _Checker:
                 self.doc.add(item_path, problem)
                 continue
             platforms = spec.get("platforms")
+            for number, platform in enumerate(platforms if isinstance(platforms, list) else []):
+                problem = platform_problem(platform) if isinstance(platform, str) else None
+                if problem:
+                    self.doc.add((*path, str(index), "platforms", str(number)), problem)
             chosen = list(platforms) if isinstance(platforms, list) else None
             warm.append({"image": image, "platforms": chosen})
         return tuple(warm)

@@ -38,6 +38,8 @@ _REFERENCE = re.compile(
     r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
 )
 
+_PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?$")
+
 
 class WarmError(RuntimeError):
     """One image could not be warmed; the message says which and why."""
@@ -64,6 +66,13 @@ def reference_problem(text: str) -> Optional[str]:
     if not _REFERENCE.match(text):
         return (f"'{text}' is not an image reference; write repo:tag or repo@sha256:<64 hex>, "
                 "lower-case repository, e.g. library/alpine:3.19 (no registry host: the mirror is it)")
+    return None
+
+
+def platform_problem(text: str) -> Optional[str]:
+    """Say what is wrong with a platform from `warm:`, or None when it is os/arch[/variant]."""
+    if not _PLATFORM.match(text):
+        return f"'{text}' is not a platform; write os/arch[/variant], e.g. linux/amd64 or linux/arm64/v8"
     return None
 
 
