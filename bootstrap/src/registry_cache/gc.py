@@ -489,6 +489,10 @@ def collect(
                   f"{format_size(after)} used now", file=out)
             log.info("mirror %s: gc freed %d bytes, evicted %d image(s) in %.1f s",
                      record.name, result.bytes_freed, result.images_evicted, result.duration)
+        for record in ready:
+            if record not in targets:  # measured, nothing to evict: `status` shows the run
+                Result(mirror=record.name, started=started, duration=clock() - begun, bytes_freed=0,
+                       images_evicted=0, used=final.mirrors[record.name].used).save(record.storage)
     finally:
         for hold in holds:
             hold.__exit__(None, None, None)
