@@ -1,27 +1,38 @@
-"""Benchmark of the agent: cold vs warm pull through a mirror, `apply` with nothing changed, idle memory.
+"""Benchmark of the agent: pulls through a mirror before and after its front, `apply` latency, memory.
 
 Prints its figures; asserts nothing. Run as root from the repo root:
 
-    .venv/bin/python -m bench.agent [--size-mb 100] [--rate 50mbit]
+    .venv/bin/python -m bench.agent [--size-mb 64] [--rate 100mbit] [--huge-mb 1024]
 
 The upstream registry sits in a network namespace behind a veth pair shaped to a WAN-like
-rate (lab/netem.py: netem where the kernel has it, else a token bucket); the
-mirror runs on 127.0.0.1 under `registry-cache serve`, exactly as in the integration tests.
+rate (lab/netem.py: netem where the kernel has it, else a token bucket). Side by side in one
+run: "before" is Distribution 2.8.2's proxy pointed straight at the upstream (what a mirror
+ran before it had a front), "after" a mirror under `registry-cache serve`, exactly as in the
+integration tests. Each case starts from an empty cache: one cold pull then a warm one, and
+8 clients pulling the same cold image at once. Upstream bytes are read from the upstream's
+own access log. Last, the front's peak memory while two readers stream one huge blob.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
-from box.run import run
+from box.run import CommandError, run
 from lab import images, netem, procs
+from lab.fake_upstream import HugeBlobUpstream, pattern_bytes
+from lab.registry import Registry, start_registry
 
 AGENT = [sys.executable, "-m", "registry_cache"]
 MiB = 1024 * 1024
@@ -74,17 +85,164 @@ def bench_apply(workdir: Path) -> None:
               f"fast path: {'yes' if fast else 'NO'})")
 
 
+def upstream_bytes(upstream: Registry, since: int) -> int:
+    """Body bytes the upstream sent since log entry `since`, by its own access log (HEADs send none)."""
+    return sum(
+        e.get("http.response.written", 0)
+        for e in upstream.json_log()[since:]
+        if e.get("msg") == "response completed" and e.get("http.request.method") != "HEAD"
+    )
+
+
+def pull_once(image: images.TestImage, host: str, dest: Path) -> tuple[float, int]:
+    """Pull `image` from `host`; return (seconds, retries). One retry, as `docker pull` retries a layer."""
+    start = time.monotonic()
+    try:
+        images.pull(image.ref(host), dest, timeout=600)
+        return time.monotonic() - start, 0
+    except CommandError:
+        images.pull(image.ref(host), dest.with_name(dest.name + "-retry"), timeout=600)
+        return time.monotonic() - start, 1
+
+
+def measure_mirror(label: str, image: images.TestImage, upstream: Registry,
+                   hosts: tuple[str, str], workdir: Path) -> dict[str, float]:
+    """Cold and warm pull through the first mirror, 8 concurrent cold pulls through the second."""
+    mark = len(upstream.json_log())
+    cold, _ = pull_once(image, hosts[0], workdir / f"{label}-cold")
+    cold_bytes = upstream_bytes(upstream, mark)
+    time.sleep(2)  # let the registry finish storing before the warm pull
+    warm, _ = pull_once(image, hosts[0], workdir / f"{label}-warm")
+    mark = len(upstream.json_log())
+    with ThreadPoolExecutor(8) as pool:
+        herd = list(pool.map(lambda i: pull_once(image, hosts[1], workdir / f"{label}-herd-{i}"), range(8)))
+    time.sleep(2)  # Distribution's background stores finish after the clients
+    figures = {
+        "cold": cold, "warm": warm, "cold_bytes": cold_bytes,
+        "herd_slowest": max(t for t, _ in herd), "herd_bytes": upstream_bytes(upstream, mark),
+        "herd_retries": sum(r for _, r in herd),
+    }
+    print(f"{label}: cold {cold:.2f} s, warm {warm:.2f} s, 8 cold at once: slowest "
+          f"{figures['herd_slowest']:.2f} s ({figures['herd_retries']} retried)", flush=True)
+    return figures
+
+
+def before_front(image: images.TestImage, upstream: Registry, workdir: Path) -> dict[str, float]:
+    """Distribution 2.8.2's proxy straight to the upstream: the mirror as it was without a front."""
+    mirrors = [start_registry(workdir / f"before-{n}", f"before-{n}", proxy={"remoteurl": upstream.url})
+               for n in ("single", "herd")]
+    try:
+        return measure_mirror("before", image, upstream, (mirrors[0].host, mirrors[1].host), workdir)
+    finally:
+        for mirror in mirrors:
+            mirror.stop()
+
+
+def after_front(image: images.TestImage, upstream: Registry, workdir: Path) -> dict[str, float]:
+    """Two mirrors under `registry-cache serve`, each with its front."""
+    ports = {"single": procs.free_port(), "herd": procs.free_port()}
+    config = workdir / "config.yml"
+    config.write_text("listen: 127.0.0.1\nstorage: cache\nmirrors:\n" + "".join(
+        f"  {name}: {{upstream: '{upstream.url}', port: {port}, debug_port: {procs.free_port()}}}\n"
+        for name, port in ports.items()
+    ))
+    env = {**os.environ, "REGISTRY_CACHE_ROOT": str(workdir / "root")}
+    serve = procs.start("serve", [*AGENT, "serve", "--config", str(config)], workdir / "serve.log", env=env)
+    try:
+        for port in ports.values():
+            procs.wait_for_http(f"http://127.0.0.1:{port}/v2/", timeout=60, process=serve)
+        hosts = (f"127.0.0.1:{ports['single']}", f"127.0.0.1:{ports['herd']}")
+        figures = measure_mirror("after", image, upstream, hosts, workdir)
+        time.sleep(2)
+        state = json.loads((workdir / "cache" / "single" / ".registry-cache-state.json").read_text())
+        figures["status_bytes"] = state["bytes_from_upstream"]
+        print(f"after: status of the single mirror: hits {state['hits']}, misses {state['misses']}, "
+              f"bytes_from_upstream {state['bytes_from_upstream'] / MiB:.2f} MiB", flush=True)
+        time.sleep(3)
+        for label, pid in (("docker-registry", state["pid"]), ("serve, 2 mirrors", serve.pid)):
+            print(f"{'idle memory: ' + label + ' (RSS)':<44} {rss_kib(pid) / 1024:8.1f} MiB")
+        return figures
+    finally:
+        serve.stop(timeout=40)
+
+
+def front_peak_rss(size_mb: int, workdir: Path) -> float:
+    """Peak RSS (MiB) of a front while two clients read one `size_mb` blob from it."""
+    size = size_mb * MiB
+    digest, _ = pattern_bytes(size)
+    with HugeBlobUpstream(size) as upstream:
+        port = procs.free_port()
+        argv = [sys.executable, "-m", "registry_cache.front", "--upstream", upstream.url,
+                "--port", str(port), "--spool", str(workdir / "huge-spool")]
+        process = procs.start("front", argv, workdir / "front.log")
+        try:
+            procs.wait_for_http(f"http://127.0.0.1:{port}/v2/", process=process)
+            url = f"http://127.0.0.1:{port}/v2/bench/huge/blobs/{digest}"
+            results: list[str] = []
+
+            def read() -> None:
+                hasher = hashlib.sha256()
+                with urllib.request.urlopen(url, timeout=600) as resp:
+                    while chunk := resp.read(MiB):
+                        hasher.update(chunk)
+                results.append("sha256:" + hasher.hexdigest())
+
+            readers = [threading.Thread(target=read) for _ in range(2)]
+            for reader in readers:
+                reader.start()
+            for reader in readers:
+                reader.join()
+            peak_kib = peak_rss_kib(process.pid)
+        finally:
+            process.stop()
+    if results != [digest, digest]:
+        print("WARNING: the huge blob did not arrive intact at both readers")
+    return peak_kib / 1024
+
+
+def peak_rss_kib(pid: int) -> int:
+    """Peak resident memory of one process so far, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def print_table(image_bytes: int, direct: float, before: dict[str, float], after: dict[str, float],
+                rss_mib: float, huge_mb: int) -> None:
+    """The before/after figures side by side, with the targets of issue #11."""
+    rows: list[tuple[str, Callable[[dict[str, float]], str], str]] = [
+        ("cold pull / direct pull", lambda f: f"{f['cold'] / direct:.2f}x", "<= 1.1x"),
+        ("cold pull: upstream bytes / image", lambda f: f"{f['cold_bytes'] / image_bytes:.2f}x", "1.0x"),
+        ("8 cold pulls: upstream bytes / image",
+         lambda f: f"{f['herd_bytes'] / image_bytes:.2f}x", "<= 1.05x"),
+        ("8 cold pulls: slowest / direct pull", lambda f: f"{f['herd_slowest'] / direct:.2f}x", "<= 1.3x"),
+        ("warm pull: speed-up over direct", lambda f: f"{direct / f['warm']:.1f}x", ">= 10x"),
+    ]
+    print()
+    print(f"{'':<38} {'before':>10} {'after':>10}  target")
+    for label, show, target in rows:
+        print(f"{label:<38} {show(before):>10} {show(after):>10}  {target}")
+    print(f"{'direct pull (no cache)':<38} {direct:>9.2f}s")
+    print(f"{'status bytes_from_upstream / log':<38} {'':>10} "
+          f"{after['status_bytes'] / after['cold_bytes']:>9.3f}x  1.000x (the single mirror's cold pull)")
+    print(f"{f'front peak RSS, {huge_mb} MiB blob, 2 readers':<38} {'':>10} {rss_mib:>7.1f}MiB  < 64 MiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mb", type=int, default=100, help="image size (4 equal layers)")
-    parser.add_argument("--rate", default="50mbit", help="upstream link rate (tc syntax)")
+    parser.add_argument("--size-mb", type=int, default=64, help="image size (4 equal layers)")
+    parser.add_argument("--rate", default="100mbit", help="upstream link rate (tc syntax)")
+    parser.add_argument("--huge-mb", type=int, default=1024, help="blob size for the front's memory figure")
+    parser.add_argument("--skip-apply", action="store_true", help="leave out the `apply` latency figures")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the upstream lives in a network namespace")
 
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
         workdir = Path(tmp)
-        bench_apply(workdir)
+        if not args.skip_apply:
+            bench_apply(workdir)
         layer = args.size_mb * MiB // 4
         with netem.create_link(rate=args.rate, delay_ms=40) as link:
             print(f"upstream link: {link.rate} via {link.qdisc}, added RTT {link.delay_ms} ms")
@@ -99,39 +257,14 @@ def main() -> None:
                     )
 
                 timed(f"push {args.size_mb} MiB image to the upstream", push)
-                port = procs.free_port()
-                config = workdir / "config.yml"
-                config.write_text(
-                    f"listen: 127.0.0.1\nstorage: cache\nmirrors:\n"
-                    f"  hub: {{upstream: '{upstream.url}', port: {port}, debug_port: {procs.free_port()}}}\n"
-                )
-                env = {**os.environ, "REGISTRY_CACHE_ROOT": str(workdir / "root")}
-                serve = procs.start("serve", [*AGENT, "serve", "--config", str(config)],
-                                    workdir / "serve.log", env=env)
-                try:
-                    procs.wait_for_http(f"http://127.0.0.1:{port}/v2/", timeout=60, process=serve)
-                    ref = image.ref(f"127.0.0.1:{port}")
-                    direct = timed("pull straight from the upstream (no cache)",
-                                   lambda: images.pull(image.ref(upstream.host), workdir / "direct"))
-                    cold = timed("cold pull through the mirror (cache miss)",
-                                 lambda: images.pull(ref, workdir / "cold"))
-                    warm = timed("warm pull through the mirror (cache hit)",
-                                 lambda: images.pull(ref, workdir / "warm"))
-                    print(f"{'speed-up of a warm pull over the upstream':<44} {direct / warm:8.1f} x"
-                          f"  (cold/direct {cold / direct:.2f})")
-                    time.sleep(3)
-                    state = json.loads((workdir / "cache" / "hub" / ".registry-cache-state.json").read_text())
-                    print(f"counted by the agent: hits {state['hits']}, misses {state['misses']}, "
-                          f"served {state['bytes_served'] / MiB:.1f} MiB")
-                    registry_pid = state["pid"]
-                    time.sleep(5)
-                    processes = (("docker-registry", registry_pid), ("registry-cache serve", serve.pid))
-                    for label, pid in processes:
-                        print(f"{'idle memory: ' + label + ' (RSS)':<44} {rss_kib(pid) / 1024:8.1f} MiB")
-                finally:
-                    serve.stop(timeout=40)
+                direct = timed("pull straight from the upstream (no cache)",
+                               lambda: images.pull(image.ref(upstream.host), workdir / "direct", timeout=600))
+                before = before_front(image, upstream, workdir)
+                after = after_front(image, upstream, workdir)
             finally:
                 upstream.stop()
+        rss_mib = front_peak_rss(args.huge_mb, workdir)
+        print_table(image.blob_bytes, direct, before, after, rss_mib, args.huge_mb)
 
 
 if __name__ == "__main__":

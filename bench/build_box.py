@@ -27,9 +27,10 @@ BOX_TARGET_MB = 250.0
 
 def run_build(label: str) -> dict:
     """Run ./invoke build-box, its output echoed as it comes; return wall time and step times."""
-    print(f"\n### {label}: ./invoke build-box", flush=True)
+    print(f"\n### {label}: ./invoke build-box --force", flush=True)
     start = time.monotonic()
-    proc = stream([str(ROOT / "invoke"), "build-box"], cwd=str(ROOT))
+    # --force: same inputs would otherwise reuse the last build and measure nothing
+    proc = stream([str(ROOT / "invoke"), "build-box", "--force"], cwd=str(ROOT))
     if proc.returncode != 0:
         sys.exit(f"{label}: build-box failed (exit {proc.returncode})")
     steps: dict[str, float] = {}

@@ -56,6 +56,10 @@ BASE_PACKAGES: tuple[str, ...] = (
     "python3-jinja2",
     "python3-requests",
     "python3-jsonschema",
+    "python3-aiohttp",
+    "python3-prometheus-client",
+    "python3-cryptography",  # TLS: the generated CA and server certificate
+    "python3-bcrypt",  # client authentication: htpasswd hashes
 )
 
 # Put into the disk before the packages install: (asset, path in the disk, mode).

@@ -11,6 +11,8 @@ never guess a version or a checksum. Agreed format (all keys required unless not
       "created": "2024-05-01T12:00:00Z",   # ISO 8601
       "tools": {"packer": "1.6.6", ...},   # tool name -> version string
       "description": "...",                # optional: catalog description
+      "inputs": "sha256:<64 hex>",         # optional: digest of what the box is made of
+                                           # (box/buildinputs.py); same inputs, same box
       "boxes": [
         {"provider": "libvirt",            # "libvirt" or "virtualbox"
          "file": "registry-cache-1.2.0-libvirt.box",   # basename inside dist/
@@ -63,6 +65,7 @@ class BuildMetadata:
     boxes: tuple[BoxFile, ...]
     tools: dict[str, Any] = field(default_factory=dict)
     description: Optional[str] = None
+    inputs: Optional[str] = None
 
 
 def box_name_problem(name: str) -> Optional[str]:
@@ -116,6 +119,9 @@ def parse_build_metadata(data: Any, source: str) -> BuildMetadata:
     description = data.get("description")
     if description is not None and not isinstance(description, str):
         raise fail("description", "expected a string")
+    inputs = data.get("inputs")
+    if inputs is not None and not isinstance(inputs, str):
+        raise fail("inputs", "expected the digest of the build's inputs as a string")
     raw_boxes = data.get("boxes")
     if not isinstance(raw_boxes, list) or not raw_boxes:
         raise fail("boxes", "missing or empty: the build produced no box")
@@ -150,6 +156,7 @@ def parse_build_metadata(data: Any, source: str) -> BuildMetadata:
         boxes=tuple(boxes),
         tools=dict(tools),
         description=description,
+        inputs=inputs,
     )
 
 

@@ -403,15 +403,20 @@ def pull(
     all_images: bool = False,
     creds: tuple[str, str] | None = None,
     timeout: float = 120,
+    cert_dir: Path | None = None,
 ) -> PullResult:
     """Pull `HOST/REPO:TAG` (or `@DIGEST`) over HTTP into `dir:DEST`; return the served digest.
 
+    With `cert_dir` (a folder holding the CA as ca.crt) the pull is over TLS, verifying the
+    registry's certificate against that CA only.
     `all_images` pulls every platform of an index (`--all`); without it skopeo picks the
     host's platform. Raises `box.run.CommandError` (with skopeo's stderr) when the pull fails.
     """
     host = ref.split("/", 1)[0]
     dest.mkdir(parents=True, exist_ok=True)
-    argv = [*_SKOPEO_GLOBAL, "copy", "--quiet", "--src-tls-verify=false"]
+    tls = ["--src-tls-verify=false"] if cert_dir is None else ["--src-tls-verify=true", "--src-cert-dir",
+                                                                 str(cert_dir)]
+    argv = [*_SKOPEO_GLOBAL, "copy", "--quiet", *tls]
     if all_images:
         argv.append("--all")
     with authfile(host, creds) as auth:

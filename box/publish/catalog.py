@@ -27,7 +27,7 @@ from typing import Any, Optional
 from box.boxversion import BoxVersion, VersionError, parse_version
 from box.buildinfo import BuildMetadata
 from box.publish.errors import PublishError
-from box.publish.files import atomic_copy, atomic_write_text
+from box.publish.files import atomic_copy, atomic_link_or_copy, atomic_write_text
 from box.publish.published import ARCHITECTURE, CHECKSUM_TYPE, overwrite_refusal, same_checksum
 
 DEFAULT_DESCRIPTION = (
@@ -261,9 +261,14 @@ def present_boxes(catalog_dir: Path, meta: BuildMetadata) -> dict[str, int]:
     return found
 
 
-def apply_catalog_plan(plan: CatalogPlan, catalog_dir: Path) -> None:
-    """Carry the plan out: copy the boxes, then write the JSON that points at them."""
+def apply_catalog_plan(plan: CatalogPlan, catalog_dir: Path, *, link: bool = False) -> None:
+    """Carry the plan out: copy the boxes, then write the JSON that points at them.
+
+    `link`: hard-link the boxes instead where the file system allows (build-box's local
+    catalog next to dist/, which would otherwise hold every box twice).
+    """
+    place = atomic_link_or_copy if link else atomic_copy
     for item in plan.copies:
-        atomic_copy(Path(item.source), catalog_dir / item.dest)
+        place(Path(item.source), catalog_dir / item.dest)
     if plan.write_json:
         atomic_write_text(catalog_dir / plan.json_path, render_catalog(plan.catalog))

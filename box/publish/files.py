@@ -28,6 +28,26 @@ def atomic_copy(source: Path, dest: Path) -> None:
         _atomic_replace(dest, lambda out: shutil.copyfileobj(src, out, 4 * 1024 * 1024))
 
 
+def atomic_link_or_copy(source: Path, dest: Path) -> None:
+    """Make `dest` a hard link to `source` (no second copy on disk), or copy it across devices.
+
+    Atomic as atomic_copy: the link is made under a temporary name and renamed over `dest`.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.{os.getpid()}.link"
+    try:
+        os.link(source, tmp)
+    except OSError:
+        atomic_copy(source, dest)
+        return
+    try:
+        os.replace(tmp, dest)
+    finally:
+        # rename() between two links of one file does nothing and leaves the temporary name
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(dest.parent)
+
+
 def atomic_write_text(dest: Path, text: str) -> None:
     """Write a text file atomically: temp file in the same folder, fsync, rename."""
     _atomic_replace(dest, lambda out: out.write(text.encode("utf-8")))

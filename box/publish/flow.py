@@ -36,15 +36,19 @@ def publish_catalog(
     base_url: Optional[str],
     force: bool,
     dry_run: bool,
+    link: bool = False,
     out: Out = say,
 ) -> catalog_mod.CatalogPlan:
-    """Publish to a catalog folder (or print what would change, with `dry_run`)."""
+    """Publish to a catalog folder (or print what would change, with `dry_run`).
+
+    `link`: hard-link the boxes into the catalog instead of copying them, where possible.
+    """
     if dry_run:
         return _publish_catalog(meta, dist, catalog_dir, base_url=base_url, force=force,
-                                dry_run=True, out=out)
+                                dry_run=True, link=link, out=out)
     with folder_lock(catalog_dir):
         return _publish_catalog(meta, dist, catalog_dir, base_url=base_url, force=force,
-                                dry_run=False, out=out)
+                                dry_run=False, link=link, out=out)
 
 
 def _publish_catalog(
@@ -55,6 +59,7 @@ def _publish_catalog(
     base_url: Optional[str],
     force: bool,
     dry_run: bool,
+    link: bool,
     out: Out,
 ) -> catalog_mod.CatalogPlan:
     json_path = catalog_dir / catalog_mod.json_relpath(meta.name)
@@ -75,7 +80,7 @@ def _publish_catalog(
     if dry_run:
         return plan
     with step(f"publish {meta.name} {meta.version} to catalog {catalog_dir}"):
-        catalog_mod.apply_catalog_plan(plan, catalog_dir)
+        catalog_mod.apply_catalog_plan(plan, catalog_dir, link=link)
     url = (
         catalog_mod.box_url(plan.json_path, base_url, str(catalog_dir))
         if base_url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -16,7 +17,8 @@ from pathlib import Path
 from invoke import Context, task
 from invoke.exceptions import Exit
 
-from box import base_image, deps, package, qemu
+from box import base_image, buildinputs, deps, package, qemu
+from box.buildinfo import BuildMetadata, BuildMetadataError, load_build_metadata
 from box.packer import (
     LIMITS,
     BoxSettings,
@@ -24,12 +26,16 @@ from box.packer import (
     render_libvirt_vagrantfile,
     render_template,
 )
+from box.publish import flow
+from box.publish.errors import PublishError
 from box.run import CommandError, run, step
 from box.tasks import ensure_packages
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
 DIST = ROOT / "dist"
+# the catalog build-box keeps up to date: the drop-in Vagrantfile's default box_url
+LOCAL_CATALOG = DIST / "catalog"
 PACKER_BUILD = BUILD / "packer"
 PAYLOAD = BUILD / "payload"
 PAYLOAD_TAR = BUILD / "payload.tar"
@@ -228,14 +234,33 @@ def _packer_check(path: Path) -> None:
     "(default 20G)",
     "accelerator": "kvm or tcg (default: probe KVM, fall back to tcg)",
     "keep": "keep build/packer/output (the provisioned qcow2) after packaging",
+    "force": "build again even when dist/ holds a box built from the same inputs",
 })
 def build_box(c: Context, version: str = "", name: str = "", memory: int | None = None,
               cpus: int | None = None, disk_size: str = "", accelerator: str = "",
-              keep: bool = False) -> None:
-    """Bake the libvirt and VirtualBox boxes into dist/ (base image, render, packer build)."""
+              keep: bool = False, force: bool = False) -> None:
+    """Bake the libvirt and VirtualBox boxes into dist/ and its local catalog dist/catalog/."""
     box = box_settings(c, version, name, memory, cpus, disk_size)
     _accelerator_flag(accelerator)
     ensure_packages("build")
+    spec = _base_spec(c)
+    digest = buildinputs.inputs_digest(buildinputs.file_digests(ROOT), dataclasses.asdict(box),
+                                       base_image.image_path(BUILD, spec).name)
+    verdict = buildinputs.reuse_verdict(_built(), digest, _dist_sizes())
+    if verdict.reuse and not force:
+        print(f"==> box up to date: {verdict.why}, reusing (--force builds it again)")
+    else:
+        print(f"==> building the box: {'--force' if verdict.reuse else verdict.why}")
+        _bake(c, box, accelerator, keep, digest)
+    meta = _built()
+    if meta is None:  # just written by _bake: unreadable means a bug, say where
+        raise Exit(f"{DIST / 'build.json'} is missing or unreadable after the build")
+    write_local_catalog(meta)
+    print(next_steps(meta, ROOT))
+
+
+def _bake(c: Context, box: BoxSettings, accelerator: str, keep: bool, digest: str) -> None:
+    """Base image, payload, template, packer build, then dist/ (the long part of build-box)."""
     started = datetime.datetime.now(datetime.timezone.utc)
     base = ensure_base_image(c)
     build_payload()
@@ -252,11 +277,53 @@ def build_box(c: Context, version: str = "", name: str = "", memory: int | None 
     except CommandError as exc:
         raise Exit(f"packer build failed (exit {exc.returncode}); the guest's console is in "
                    f"{settings.serial_log}") from exc
-    make_dist(box, settings, started, keep=keep)
+    make_dist(box, settings, started, keep=keep, inputs=digest)
+
+
+def _built() -> BuildMetadata | None:
+    """dist/build.json, None when there is none (or it is unreadable: then build again)."""
+    try:
+        return load_build_metadata(DIST / "build.json")
+    except BuildMetadataError:
+        return None
+
+
+def _dist_sizes() -> dict[str, int]:
+    """The size of every box file in dist/, by file name."""
+    return {p.name: p.stat().st_size for p in DIST.glob("*.box")} if DIST.is_dir() else {}
+
+
+def write_local_catalog(meta: BuildMetadata) -> None:
+    """Publish the build to dist/catalog/ (file:// URLs), where the drop-in Vagrantfile looks.
+
+    The boxes are hard-linked, not copied. A rebuild of the same version replaces it there:
+    this catalog is the build's own, not a published one colleagues already rely on.
+    """
+    try:
+        flow.publish_catalog(meta, DIST, LOCAL_CATALOG, base_url=None, force=True,
+                             dry_run=False, link=True)
+    except PublishError as exc:
+        raise Exit(f"writing the local catalog {LOCAL_CATALOG} failed: {exc}") from None
+
+
+def next_steps(meta: BuildMetadata, root: Path) -> str:
+    """What to type next: `vagrant up` here, or the drop-in Vagrantfile in another folder."""
+    catalog = (root / "dist" / "catalog" / f"{meta.name}.json").as_uri()
+    box_env = "" if meta.name == BoxSettings().name else f"REGISTRY_CACHE_BOX={meta.name} "
+    return "\n".join([
+        f"==> next: start the cache ({meta.name} {meta.version}) from this folder:",
+        f"      {box_env}vagrant up",
+        "    or from your own repository, with the drop-in Vagrantfile (and a config.yml from "
+        "examples/):",
+        f"      cp {root / 'Vagrantfile'} /path/to/your/repository/",
+        "      cd /path/to/your/repository",
+        f"      {box_env}REGISTRY_CACHE_BOX_URL={catalog} vagrant up",
+        "    then: vagrant ssh -c \"registry-cache status\"",
+    ])
 
 
 def make_dist(box: BoxSettings, settings: PackerSettings, started: datetime.datetime,
-              keep: bool = False) -> None:
+              keep: bool = False, inputs: str | None = None) -> None:
     """Move both boxes into dist/ with SHA256SUMS and build.json; clean build scratch."""
     disk = Path(settings.output_dir) / settings.disk_file()
     DIST.mkdir(exist_ok=True)
@@ -281,6 +348,8 @@ def make_dist(box: BoxSettings, settings: PackerSettings, started: datetime.date
         meta = package.build_metadata(
             name=box.name, version=box.version, description=box.description,
             git_revision=revision, git_dirty=dirty, tools=tools, boxes=boxes, created=started)
+        if inputs is not None:
+            meta["inputs"] = inputs  # what the next build-box compares to reuse this one
         (DIST / "SHA256SUMS").write_text(package.sha256sums(boxes))
         (DIST / "build.json").write_text(json.dumps(meta, indent=2) + "\n")
     if not keep:

@@ -14,6 +14,8 @@ if ! id registry-cache >/dev/null 2>&1; then
         --shell /usr/sbin/nologin registry-cache
 fi
 usermod --append --groups vagrant registry-cache
+# `registry-cache logs` (journalctl) works for the vagrant user without sudo
+usermod --append --groups systemd-journal vagrant
 install -d -m 0755 -o root -g root /etc/registry-cache
 install -d -m 0750 -o registry-cache -g registry-cache /var/lib/registry-cache
 
@@ -24,7 +26,7 @@ pip3 install --no-index --no-deps --break-system-packages --force-reinstall \
 test -x /usr/local/bin/registry-cache
 # the agent runs on Debian's libraries: its embedded default config must validate here
 registry-cache --version
-registry-cache check --config /nonexistent/config.yml
+registry-cache check --config-if-exists /nonexistent/config.yml
 
 # the units (there may be none yet): boot-time apply and every timer enabled
 for unit in "$payload_dir"/systemd/*.service "$payload_dir"/systemd/*.timer; do
@@ -32,9 +34,9 @@ for unit in "$payload_dir"/systemd/*.service "$payload_dir"/systemd/*.timer; do
     install -m 0644 "$unit" /etc/systemd/system/
 done
 # no daemon-reload: `enable` reads the unit files, and the VM powers off after provisioning
-if [ -e /etc/systemd/system/registry-cache-boot.service ]; then
-    systemctl enable registry-cache-boot.service
-fi
+for service in registry-cache-boot.service registry-cache-metrics.service; do
+    if [ -e "/etc/systemd/system/$service" ]; then systemctl enable "$service"; fi
+done
 for timer in "$payload_dir"/systemd/*.timer; do
     [ -e "$timer" ] || continue
     systemctl enable "$(basename "$timer")"

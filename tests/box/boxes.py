@@ -45,10 +45,15 @@ class LibvirtVM:
 
 
 def box_test_config(upstream_url: str, storage: str) -> dict[str, Any]:
-    """The config.yml the tests apply: one mirror, with a password kept in a file."""
+    """The config.yml the tests apply: one mirror over TLS (auto), with a password kept in a file.
+
+    The other tests' pulls skip certificate checks (skopeo's --src-tls-verify=false still speaks
+    HTTPS); test_appliance's TLS test checks the certificate against the box's own CA.
+    """
     return {
         "listen": "0.0.0.0",
         "storage": storage,
+        "tls": "auto",
         "mirrors": {
             "team": {
                 "upstream": upstream_url,

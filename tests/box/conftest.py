@@ -6,9 +6,10 @@ Read `dist/build.json` (or $REGISTRY_CACHE_TEST_DIST/build.json), then, for the 
 - `lab`: a network namespace with only its loopback; the pytest process itself enters it
   (so vagrant, ssh, skopeo and every socket of the tests live there), an upstream
   `docker-registry` holding test images, and a second upstream for the "add a mirror" test;
-- `libvirt_vm`: a private virtlogd + libvirtd in that namespace, `vagrant box add` of the
-  libvirt box with its version, `vagrant up` of the project's drop-in Vagrantfile with a
-  test config.yml, exactly as a team runs it; VM networks exist only in the namespace;
+- `libvirt_vm`: a private virtlogd + libvirtd in that namespace, then the README's first
+  hour: in a fresh folder holding only the drop-in Vagrantfile, a config.yml and its secret,
+  `vagrant up` with REGISTRY_CACHE_BOX_URL at the catalog build-box wrote (dist/catalog/),
+  which adds the box at its version; VM networks exist only in the namespace;
 - `machine` (parametrized): each box as a `Machine` for the shared checks; the VirtualBox
   box is booted in QEMU as VirtualBox would present it (lab/qemuvm.py).
 
@@ -142,8 +143,12 @@ def libvirt_vm(lab: Lab, build_meta: BuildMetadata) -> Iterator[LibvirtVM]:
     config = box_test_config(f"http://{boot.LIBVIRT_HOST_SIDE}:{lab.upstream.port}", "/vagrant/data")
     project = boot.drop_in_project(work / "project", config,
                                    {"secrets/upstream.password": secret + "\n"})
+    catalog = DIST / "catalog" / f"{build_meta.name}.json"
+    if not catalog.is_file():
+        pytest.fail(f"{catalog}: no box catalog: `./invoke build-box` writes it", pytrace=False)
     with lab.namespace.entered(), \
-            boot.libvirt_box_added(work, project, lab.namespace, build_meta, DIST, lab.accel) as added:
+            boot.libvirt_box_added(work, project, lab.namespace, build_meta, DIST, lab.accel,
+                                   catalog=catalog) as added:
         start = time.monotonic()
         with step(f"vagrant up --provider=libvirt ({lab.accel})"):
             up = added.vagrant("up", "--provider=libvirt")

@@ -46,11 +46,24 @@ def _warm_the_cache(machine: Machine, lab, dest: Path) -> None:
     assert pulled.digest == lab.image.digest
 
 
-def test_the_box_is_added_and_used_with_its_version(libvirt_vm: LibvirtVM, build_meta):
-    assert "No version detected" not in libvirt_vm.box_add_output
+def test_the_readme_first_hour_up_from_the_build_catalog_then_a_pull_then_status(
+    libvirt_vm: LibvirtVM, build_meta, lab, tmp_path: Path
+):
+    # the folder holds what a team drops in, nothing of this repository
+    assert sorted(p.name for p in libvirt_vm.project.iterdir() if p.name != ".vagrant") == \
+        ["Vagrantfile", "config.yml", "data", "secrets"]
+    up = libvirt_vm.machine.outputs[0]  # vagrant up's output: it added the box itself
+    catalog = libvirt_vm.vagrant.settings["REGISTRY_CACHE_BOX_URL"]
+    assert catalog.endswith(f"/dist/catalog/{build_meta.name}.json"), catalog
+    assert f"Loading metadata for box '{catalog}'" in up, up
+    assert "No version detected" not in up
     listed = libvirt_vm.vagrant("box", "list").output
     assert f"{build_meta.name} (libvirt, {build_meta.version}" in listed, listed
-    assert "No version detected" not in libvirt_vm.machine.outputs[0]  # vagrant up's output
+
+    _warm_the_cache(libvirt_vm.machine, lab, tmp_path / "first-pull")
+
+    status = libvirt_vm.vagrant("ssh", "-c", "registry-cache status", timeout=300)
+    assert "team" in status.output, status.output
 
 
 def test_vagrant_reload_without_provision_brings_the_mirrors_back_with_their_cache(

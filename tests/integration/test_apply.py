@@ -107,13 +107,13 @@ def test_apply_with_nothing_changed_in_a_seed_format_config_only_prints_the_plan
     assert snapshot(root) == before
 
 
-def test_invalid_config_exits_2_with_file_line_key_and_changes_nothing(project):
+def test_invalid_config_exits_3_with_file_line_key_and_changes_nothing(project):
     root = project / "root"
     cli("apply", "--config", str(project / "config.yml"), root=root)
     before = snapshot(root)
     (project / "config.yml").write_text(CONFIG.replace("port: 5001", "port: 5000"))
     result = cli("apply", "--config", str(project / "config.yml"), root=root)
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert f"{project}/config.yml:11: mirrors.ghcr.port: port 5000 is already used by mirrors.hub.port" \
         in result.stderr
     assert "nothing was changed" in result.stderr
@@ -133,11 +133,11 @@ def test_dry_run_prints_the_plan_and_writes_nothing(project):
     assert not (project / "cache").exists()
 
 
-def test_check_accepts_a_good_config_and_rejects_a_bad_one_with_exit_2(project):
+def test_check_accepts_a_good_config_and_rejects_a_bad_one_with_exit_3(project):
     good = cli("check", "--config", str(project / "config.yml"), root=project / "root")
     assert good.returncode == 0, good.stderr
     assert "2 mirror(s)" in good.stdout
     (project / "config.yml").write_text("mirrors:\n  hub: {upstream: https://ghcr.io, prot: 5000}\n")
     bad = cli("check", "--config", str(project / "config.yml"), root=project / "root")
-    assert bad.returncode == 2
+    assert bad.returncode == 3
     assert "config.yml:2: mirrors.hub.prot: unknown key; did you mean 'port'?" in bad.stderr

@@ -33,9 +33,11 @@ def test_registry_cache_check_accepts_the_credentials_example_set_up_as_the_read
     secret = "dckr_pat_never-print-this"
     shutil.copy(EXAMPLES / "dockerhub-credentials.yml", tmp_path / "config.yml")
     (tmp_path / "secrets").mkdir()
-    token = tmp_path / "secrets" / "dockerhub.token"
-    token.write_text(secret + "\n")
-    os.chmod(token, 0o600)
+    # the example's "Use it" steps: the upstream token and the client login's password
+    for name, text in (("dockerhub.token", secret), ("cache-ci.password", "client-password")):
+        path = tmp_path / "secrets" / name
+        path.write_text(text + "\n")
+        os.chmod(path, 0o600)
     proc = _run("check", "--config", "config.yml", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert secret not in proc.stdout + proc.stderr
@@ -43,17 +45,31 @@ def test_registry_cache_check_accepts_the_credentials_example_set_up_as_the_read
 
 def test_registry_cache_check_fails_the_credentials_example_until_the_token_exists(tmp_path):
     shutil.copy(EXAMPLES / "dockerhub-credentials.yml", tmp_path / "config.yml")
-    line = next(n for n, text in enumerate((tmp_path / "config.yml").read_text().splitlines(), 1)
-                if text.strip().startswith("password_file:"))
+    lines = (tmp_path / "config.yml").read_text().splitlines()
+    line = next(n for n, text in enumerate(lines, 1)
+                if text.strip().startswith("password_file:") and "dockerhub.token" in text)
     proc = _run("check", "--config", "config.yml", cwd=tmp_path)
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert f"config.yml:{line}: mirrors.dockerhub.password_file:" in proc.stderr
     assert "secrets/dockerhub.token does not exist" in proc.stderr
 
 
 @pytest.mark.parametrize("fmt", ["docker", "containerd", "k3s", "podman"])
-def test_registry_cache_client_config_prints_the_golden_setup(fmt):
-    proc = _run("client-config", "--host", "192.168.56.50", "--format", fmt,
-                "--config", "examples/multi-upstream.yml")
+def test_registry_cache_client_config_prints_the_golden_setup_of_a_plain_http_config(fmt, tmp_path):
+    # a config from before TLS: the example without its `tls: auto` line
+    text = (EXAMPLES / "multi-upstream.yml").read_text()
+    (tmp_path / "config.yml").write_text(
+        "\n".join(line for line in text.splitlines() if not line.startswith("tls:")) + "\n")
+    proc = _run("client-config", "--host", "192.168.56.50", "--format", fmt, "--config", "config.yml",
+                cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == (GOLDEN / "multi-upstream" / f"{fmt}.txt").read_text()
+
+
+def test_registry_cache_client_config_of_a_tls_config_asks_for_apply_before_its_ca_exists(tmp_path):
+    shutil.copy(EXAMPLES / "multi-upstream.yml", tmp_path / "config.yml")
+    proc = _run("client-config", "--host", "192.168.56.50", "--format", "docker", "--config", "config.yml",
+                cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "registry-cache apply" in proc.stderr
+    assert proc.stdout == ""

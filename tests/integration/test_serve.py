@@ -200,6 +200,7 @@ def test_token_auth_upstream_is_reached_with_password_file_credentials(
     assert secret not in status.stdout + status.stderr
     assert secret not in cache.log()
     assert cache.state("ghcr")["upstream_problem"] is None
+    assert cache.state("ghcr")["blob_transfers"] > 0  # the pulls went through the mirror's front
 
 
 def test_wrong_upstream_password_is_reported_instead_of_a_silent_404(
@@ -216,24 +217,36 @@ def test_wrong_upstream_password_is_reported_instead_of_a_silent_404(
     assert "wrong-password-123" not in cache.log() + json.dumps(cache.status())
 
 
-def test_basic_auth_upstream_is_named_plainly_by_serve_status_and_apply(
+def test_basic_auth_upstream_without_a_login_is_named_plainly_by_serve_status_and_apply(
     cache, htpasswd_upstream, tmp_path
 ):
     cache.write_config({"private": {"upstream": htpasswd_upstream.url}})
     cache.start()
     state = cache.wait_state("private", mode="proxy")
-    assert "asks for HTTP basic auth" in state["upstream_problem"]
-    assert "asks for HTTP basic auth" in cache.log()
+    assert "wants a login (HTTP basic auth)" in state["upstream_problem"]
+    assert "wants a login (HTTP basic auth)" in cache.log()
     table = subprocess.run(
         [*AGENT, "--root", str(cache.root), "status", "--no-rate-limit"],
         capture_output=True, text=True, timeout=60, check=False,
     ).stdout
-    assert "private: upstream" in table and "basic auth" in table
+    assert "private: upstream" in table and "password_file" in table
     applied = subprocess.run(
         [*AGENT, "--root", str(tmp_path / "other-root"), "apply", "--config", str(cache.config)],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert "WARNING: mirror private" in applied.stdout and "basic auth" in applied.stdout
+
+
+def test_wrong_password_for_a_basic_auth_upstream_is_reported(cache, htpasswd_upstream, upstream_credentials):
+    cache.write_config({"private": {
+        "upstream": htpasswd_upstream.url,
+        "username": upstream_credentials.username,
+        "password": "wrong-password-123",
+    }})
+    cache.start()
+    state = cache.wait_state("private", mode="proxy")
+    assert f"refused the credentials of '{upstream_credentials.username}'" in state["upstream_problem"]
+    assert "wrong-password-123" not in cache.log() + json.dumps(cache.status())
 
 
 def test_a_killed_registry_is_restarted(cache, upstream, test_images, tmp_path):

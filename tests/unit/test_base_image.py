@@ -63,7 +63,8 @@ def test_image_path_names_suite_and_key(tmp_path):
 def test_base_packages_carry_what_the_box_needs():
     needed = {"linux-image-amd64", "openssh-server", "sudo", "rsync", "docker-registry",
               "python3-pip", "python3-yaml", "python3-jinja2", "python3-requests",
-              "python3-jsonschema", "systemd-sysv", "ca-certificates", "curl"}
+              "python3-jsonschema", "python3-aiohttp", "python3-prometheus-client",
+              "python3-cryptography", "python3-bcrypt", "systemd-sysv", "ca-certificates", "curl"}
     assert needed <= set(base_image.BASE_PACKAGES)
 
 

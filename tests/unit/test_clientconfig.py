@@ -1,5 +1,6 @@
 """`registry-cache client-config`: golden files per example and format, each parsed back."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -18,13 +19,30 @@ HOST = "192.168.56.50"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 
-def _mirrors(example):
+CA = "-----BEGIN CERTIFICATE-----\nTHE-CACHE-CA\n-----END CERTIFICATE-----\n"
+
+
+def _mirrors(example, tls=False):
+    """The example's mirrors; the examples say `tls: auto`, so tls=False gives their plain-HTTP setup."""
     cfg = configmod.load(str(EXAMPLES / f"{example}.yml"), check_storage=False)
-    return clientconfig.mirrors_from_config(cfg)
+    return [dataclasses.replace(m, tls=tls) for m in clientconfig.mirrors_from_config(cfg)]
+
+
+def _plain_example(tmp_path, example):
+    """A copy of the example serving plain HTTP (`tls: auto` removed), as a config from before TLS."""
+    text = "".join(line for line in (EXAMPLES / f"{example}.yml").read_text().splitlines(keepends=True)
+                   if not line.startswith("tls: auto") and not line.startswith(" " * 25 + "#"))
+    path = tmp_path / f"{example}.yml"
+    path.write_text(text)
+    return str(path)
 
 
 def _setup(example, fmt, host=HOST):
     return clientconfig.client_setup(_mirrors(example), host, fmt)
+
+
+def _tls_setup(example, fmt, auth=False):
+    return clientconfig.client_setup(_mirrors(example, tls=True), HOST, fmt, ca_pem=CA, auth=auth)
 
 
 @pytest.mark.parametrize("fmt", clientconfig.FORMATS)
@@ -36,6 +54,76 @@ def test_client_config_matches_its_golden_file(example, fmt):
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(text)
     assert text == golden.read_text()
+
+
+@pytest.mark.parametrize("fmt", clientconfig.FORMATS)
+@pytest.mark.parametrize("example", ["dockerhub", "multi-upstream"])
+def test_tls_client_config_matches_its_golden_file(example, fmt):
+    text = _tls_setup(example, fmt).text()
+    golden = GOLDEN / f"{example}-tls" / f"{fmt}.txt"
+    if UPDATE:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_examples_say_tls_auto_and_their_mirrors_serve_tls():
+    for example in ("dockerhub", "multi-upstream", "dockerhub-credentials"):
+        cfg = configmod.load(str(EXAMPLES / f"{example}.yml"), check_storage=False) \
+            if example != "dockerhub-credentials" else None
+        if cfg is not None:
+            assert all(m.tls for m in clientconfig.mirrors_from_config(cfg)), example
+        assert "\ntls: auto" in (EXAMPLES / f"{example}.yml").read_text()
+
+
+def test_tls_docker_trusts_the_ca_per_mirror_and_lists_nothing_insecure():
+    setup = _tls_setup("multi-upstream", "docker")
+    daemon, *cas = setup.files
+    assert json.loads(daemon.text) == {"registry-mirrors": ["https://192.168.56.50:5000"]}
+    assert [(f.path, f.text) for f in cas] == [
+        (f"/etc/docker/certs.d/192.168.56.50:{port}/ca.crt", CA) for port in (5000, 5001, 5002, 5003)]
+
+
+def test_tls_containerd_hosts_name_the_ca_file_written_beside_them():
+    files = _tls_setup("dockerhub", "containerd").files
+    hosts = tomllib.loads(files[0].text)
+    assert hosts["host"]["https://192.168.56.50:5000"]["ca"] == files[-1].path
+    assert files[-1].text == CA
+
+
+def test_tls_k3s_gives_each_mirror_a_ca_file():
+    registries, ca = _tls_setup("multi-upstream", "k3s").files
+    data = yaml.safe_load(registries.text)
+    assert data["mirrors"]["docker.io"]["endpoint"] == ["https://192.168.56.50:5000"]
+    assert data["configs"]["192.168.56.50:5001"] == {"tls": {"ca_file": ca.path}}
+    assert ca.text == CA
+
+
+def test_tls_podman_has_no_insecure_mirror_and_a_certs_d_ca():
+    conf, *cas = _tls_setup("dockerhub", "podman").files
+    assert "insecure" not in tomllib.loads(conf.text)["registry"][0]["mirror"][0]
+    assert [c.path for c in cas] == ["/etc/containers/certs.d/192.168.56.50:5000/ca.crt"]
+
+
+def test_mirrors_serving_tls_without_a_ca_yet_say_to_apply_first():
+    with pytest.raises(clientconfig.ClientConfigError, match="registry-cache apply"):
+        clientconfig.client_setup(_mirrors("dockerhub", tls=True), HOST, "docker")
+
+
+@pytest.mark.parametrize(("fmt", "says"), [("docker", "docker login 192.168.56.50:5000"),
+                                            ("podman", "podman login 192.168.56.50:5000"),
+                                            ("k3s", 'configs."192.168.56.50:5000" add auth'),
+                                            ("containerd", "imagePullSecret")])
+def test_with_client_login_each_runtime_is_told_how_to_log_in(fmt, says):
+    assert any(says in note for note in _tls_setup("dockerhub", fmt, auth=True).notes)
+    assert not any("login" in note for note in _tls_setup("dockerhub", fmt).notes)
+
+
+def test_output_dir_gets_every_file_at_its_client_path(tmp_path):
+    written = _tls_setup("dockerhub", "docker").write(str(tmp_path))
+    assert written == [str(tmp_path / "etc/docker/daemon.json"),
+                       str(tmp_path / "etc/docker/certs.d/192.168.56.50:5000/ca.crt")]
+    assert (tmp_path / "etc/docker/certs.d/192.168.56.50:5000/ca.crt").read_text() == CA
 
 
 def test_docker_mirrors_only_docker_hub_and_trusts_every_mirror_over_http():
@@ -155,7 +243,7 @@ def test_a_host_clients_cannot_use_is_refused_with_the_fix(host, says):
 
 
 def test_the_applied_mirrors_give_the_same_setup_as_their_config(tmp_path):
-    cfg = configmod.load(str(EXAMPLES / "multi-upstream.yml"), check_storage=False)
+    cfg = configmod.load(_plain_example(tmp_path, "multi-upstream"), check_storage=False)
     for rendered in render.render(cfg).values():
         layout.write_rendered(str(tmp_path), rendered, owner=None)
     from_records = clientconfig.mirrors_from_records(record.read_all(str(tmp_path)))
@@ -164,9 +252,9 @@ def test_the_applied_mirrors_give_the_same_setup_as_their_config(tmp_path):
         assert clientconfig.client_setup(from_records, HOST, fmt) == expected
 
 
-def test_cli_prints_the_files_on_stdout_and_advice_on_stderr(capsys):
+def test_cli_prints_the_files_on_stdout_and_advice_on_stderr(tmp_path, capsys):
     status = cli.main(["client-config", "--host", HOST, "--format", "docker",
-                       "--config", str(EXAMPLES / "dockerhub.yml")])
+                       "--config", _plain_example(tmp_path, "dockerhub")])
     out, err = capsys.readouterr()
     assert status == 0
     assert out == (GOLDEN / "dockerhub" / "docker.txt").read_text()
@@ -174,7 +262,7 @@ def test_cli_prints_the_files_on_stdout_and_advice_on_stderr(capsys):
 
 
 def test_cli_without_config_reads_the_applied_mirrors(tmp_path, capsys):
-    cfg = configmod.load(str(EXAMPLES / "multi-upstream.yml"), check_storage=False)
+    cfg = configmod.load(_plain_example(tmp_path, "multi-upstream"), check_storage=False)
     for rendered in render.render(cfg).values():
         layout.write_rendered(str(tmp_path), rendered, owner=None)
     status = cli.main(["--root", str(tmp_path), "client-config", "--host", HOST, "--format", "k3s"])
@@ -184,21 +272,21 @@ def test_cli_without_config_reads_the_applied_mirrors(tmp_path, capsys):
 
 def test_cli_without_config_or_applied_mirrors_says_what_to_do(tmp_path, capsys):
     status = cli.main(["--root", str(tmp_path), "client-config", "--host", HOST])
-    assert status == 2
+    assert status == cli.EXIT_FAILURE
     assert "run `registry-cache apply` first, or give --config" in capsys.readouterr().err
 
 
 def test_cli_with_a_missing_config_file_refuses_rather_than_use_the_default(tmp_path, capsys):
     status = cli.main(["client-config", "--host", HOST, "--config", str(tmp_path / "nope.yml")])
-    assert status == 2
-    assert "nope.yml does not exist" in capsys.readouterr().err
+    assert status == cli.EXIT_INVALID
+    assert "nope.yml:1: (file): does not exist" in capsys.readouterr().err
 
 
 def test_cli_with_an_invalid_config_lists_its_problems(tmp_path, capsys):
     bad = tmp_path / "config.yml"
     bad.write_text("mirrors:\n  hub:\n    upstream: https://registry-1.docker.io\n    prot: 5000\n")
     status = cli.main(["client-config", "--host", HOST, "--config", str(bad)])
-    assert status == 2
+    assert status == cli.EXIT_INVALID
     assert f"{bad}:4: mirrors.hub.prot: unknown key; did you mean 'port'?" in capsys.readouterr().err
 
 

@@ -7,6 +7,7 @@ from registry_cache import config as configmod
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ALL = sorted(p.name for p in EXAMPLES.glob("*.yml"))
+SCHEMA = EXAMPLES.parent / "bootstrap" / "src" / "registry_cache" / "schema.json"
 
 
 def _with_token(tmp_path, token="dckr_pat_example-secret-value"):
@@ -15,6 +16,7 @@ def _with_token(tmp_path, token="dckr_pat_example-secret-value"):
     config.write_text((EXAMPLES / "dockerhub-credentials.yml").read_text())
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "dockerhub.token").write_text(token + "\n")
+    (tmp_path / "secrets" / "cache-ci.password").write_text("a-client-password\n")
     return config
 
 
@@ -37,14 +39,17 @@ def test_credentials_example_is_valid_once_its_token_file_exists(tmp_path):
     assert hub.is_docker_hub
     assert hub.username == "your-docker-id"
     assert hub.password == "dckr_pat_example-secret-value"
+    # with upstream credentials, clients log in to the cache (over TLS)
+    assert cfg.tls is not None and [u.name for u in cfg.auth.users] == ["ci"]
 
 
 def test_credentials_example_without_its_token_file_names_the_file_to_create():
     with pytest.raises(configmod.ConfigError) as caught:
         configmod.load(str(EXAMPLES / "dockerhub-credentials.yml"), check_storage=False)
-    (problem,) = caught.value.problems
-    assert problem.path == "mirrors.dockerhub.password_file"
-    assert str(EXAMPLES / "secrets" / "dockerhub.token") + " does not exist" in problem.message
+    problems = {p.path: p.message for p in caught.value.problems}
+    assert sorted(problems) == ["auth.users.ci.password_file", "mirrors.dockerhub.password_file"]
+    assert str(EXAMPLES / "secrets" / "dockerhub.token") + " does not exist" in \
+        problems["mirrors.dockerhub.password_file"]
 
 
 def test_credentials_example_warns_who_can_pull_and_asks_for_a_read_only_token():
@@ -76,3 +81,18 @@ def test_seed_example_runs_as_one_mirror_as_written():
     (mirror,) = cfg.mirrors
     assert mirror.raw is not None and mirror.raw["version"] == 0.1
     assert (mirror.upstream, mirror.port) == ("https://registry-1.docker.io", 5000)
+
+
+@pytest.mark.parametrize("name", ["dockerhub.yml", "multi-upstream.yml", "dockerhub-credentials.yml"])
+def test_example_names_the_schema_for_editors_on_its_first_line(name):
+    first = (EXAMPLES / name).read_text().splitlines()[0]
+    prefix = "# yaml-language-server: $schema="
+    assert first.startswith(prefix)
+    assert (EXAMPLES / first[len(prefix):]).resolve() == SCHEMA.resolve()
+
+
+def test_schema_names_itself_with_an_id_that_points_nowhere_it_is_not():
+    import json
+
+    # a URN: it names the schema without sending editors to a server that may not host it
+    assert json.loads(SCHEMA.read_text())["$id"] == "urn:docker-registry-cache:config.yml"

@@ -14,14 +14,15 @@ from registry_cache import config as configmod
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 # `registry-cache SUBCOMMAND ...` up to the end of its code span, quoted string or line
-COMMAND = re.compile(r"registry-cache ((?:check|apply|serve|status|client-config)\b[^`\"\n]*)")
+COMMAND = re.compile(r"registry-cache ((?:check|apply|serve|status|logs|metrics|client-config)\b[^`\"\n]*)")
 
 
 def config_reference(schema):
     """The README's config.yml table, as it must read for this schema."""
 
     def row(key, spec, required):
-        kind = spec.get("type") or "one of " + ", ".join(spec["enum"])
+        # a key with several forms (tls: auto, off or a mapping) names them in its title
+        kind = spec.get("type") or spec.get("title") or "one of " + ", ".join(spec["enum"])
         kind = " or ".join(kind) if isinstance(kind, list) else kind
         default = "required" if required else f"`{spec['default']}`" if "default" in spec else "—"
         return f"| `{key}` | {kind} | {default} | {spec.get('description', '')} |"
@@ -110,3 +111,19 @@ def test_readme_client_snippet_means_what_client_config_prints_for_the_default(h
     shown = parse(re.search(rf"```{fence}\n(.*?)```", block, re.S).group(1))
     golden = ROOT / "tests" / "unit" / "golden" / "client" / "dockerhub" / f"{fmt}.txt"
     assert shown == parse(golden.read_text())
+
+
+def test_readme_first_hour_goes_from_build_box_through_the_drop_in_to_status_and_a_pull():
+    section = README.split("### The first hour", 1)[1].split("\n## ", 1)[0]
+    steps = re.search(r"```sh\n(.*?)```", section, re.S).group(1).splitlines()
+    commands = [line.split("  #")[0].strip() for line in steps]
+    assert commands[0] == "sudo ./invoke build-box"
+    assert commands[1].startswith("cp Vagrantfile ")
+    assert re.fullmatch(r"REGISTRY_CACHE_BOX_URL=file://\S+/dist/catalog/registry-cache\.json "
+                        r"vagrant up", commands[3]), commands[3]
+    assert commands[4] == 'vagrant ssh -c "registry-cache status"'
+    assert "192.168.56.50:5000/library/alpine" in commands[5]
+
+
+def test_readme_gives_a_team_the_gitignore_lines_for_the_drop_in():
+    assert "```\n/data/\n/secrets/\n.vagrant/\n```" in README

@@ -1,8 +1,10 @@
 """The drop-in Vagrantfile passes the real `vagrant validate`, and its settings refuse bad values."""
 
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -82,5 +84,120 @@ def test_a_bad_setting_fails_naming_the_variable(tmp_path, setting, value, says)
 def test_vagrantfile_applies_config_yml_on_every_up_with_the_readme_command():
     text = VAGRANTFILE.read_text()
     assert 'run: "always"' in text
-    assert 'inline: "registry-cache apply --config /vagrant/config.yml"' in text
+    assert 'inline: "registry-cache apply --config-if-exists /vagrant/config.yml"' in text
     assert 'registry-cache client-config --host #{ip} --format docker' in text
+
+
+# --- the libvirt folder check (run by a trigger before `vagrant up`) ------------------------
+# Vagrant cannot run `up` here, so the Vagrantfile is loaded by the same Ruby Vagrant uses,
+# with Vagrant.configure stubbed, and its check is called the way the trigger calls it.
+HARNESS = """
+module Vagrant
+  def self.require_version(*) end
+  def self.configure(*) end
+  module Errors
+    class VagrantError < StandardError
+      def initialize(*) super(error_message) end
+      def error_message; "" end
+    end
+  end
+end
+load ARGV.shift
+project = ARGV.shift
+puts "ACCOUNT #{registry_cache_qemu_account.inspect}"
+begin
+  registry_cache_prepare_folder(project, ARGV.shift, ->(line) { puts "SAID #{line}" })
+  puts "READY"
+rescue RegistryCacheFolderError => e
+  puts "STOPPED #{e.message}"
+end
+"""
+# a stand-in for setfacl: records its arguments, grants what it was asked to "other"
+FAKE_SETFACL = """#!/bin/sh
+PATH=/usr/bin:/bin
+echo "$@" >> "$(dirname "$0")/setfacl.log"
+perms=$(echo "$2" | cut -d: -f3)
+chmod "o+$perms" "$(eval echo \\${$#})"
+"""
+ACCOUNT = "nobody"  # any account that owns nothing here
+
+
+def _prepare(project: Path, tools: Path, **env) -> str:
+    ruby = shutil.which("ruby")
+    assert ruby, "vagrant is installed, so is its ruby"
+    harness = tools / "harness.rb"
+    harness.write_text(HARNESS)
+    proc = subprocess.run([ruby, str(harness), str(VAGRANTFILE), str(project), ACCOUNT],
+                          env={"PATH": str(tools), "HOME": str(tools), **env}, capture_output=True,
+                          text=True, timeout=TIMEOUT, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture
+def folders():
+    """A project folder under a parent QEMU's account can search, and an empty tools folder."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:
+        root = Path(top)
+        root.chmod(0o755)
+        project = root / "home" / "team"
+        project.mkdir(parents=True)
+        (root / "home").chmod(0o755)
+        project.chmod(0o755)
+        (project / "config.yml").write_text("mirrors: {}\n")
+        (project / "config.yml").chmod(0o644)
+        tools = root / "tools"
+        tools.mkdir()
+        yield project, tools
+
+
+def test_libvirt_check_stops_before_boot_naming_a_parent_without_search_and_the_one_fix(folders):
+    project, tools = folders
+    project.parent.chmod(0o700)
+    out = _prepare(project, tools)
+    assert "STOPPED nobody, the host account libvirt runs QEMU as, cannot use this folder" in out
+    assert f"x on {project.parent}" in out
+    assert f"w on {project / 'data'}" in out
+    # setfacl is missing here: the one command installs it, grants the parent, and retries
+    assert re.search(r"(install the acl package|sudo apt-get install acl) && "
+                     + re.escape(f"setfacl -m u:nobody:x {project.parent} && vagrant up"), out), out
+    assert (project / "data").is_dir(), "data/ is created before the check"
+
+
+def test_libvirt_check_grants_qemu_access_inside_the_project_with_setfacl(folders):
+    project, tools = folders
+    (project / "secrets").mkdir(mode=0o700)
+    (project / "secrets" / "token").write_text("s3cret\n")
+    (project / "secrets" / "token").chmod(0o600)
+    (tools / "setfacl").write_text(FAKE_SETFACL)
+    (tools / "setfacl").chmod(0o755)
+
+    out = _prepare(project, tools)
+
+    assert "READY" in out, out
+    assert f"SAID granted nobody (QEMU's account) access to {project / 'data'}" in out
+    granted = (tools / "setfacl.log").read_text().splitlines()
+    assert f"-m u:nobody:rwx -m d:u:nobody:rwx {project / 'data'}" in granted
+    assert f"-m u:nobody:rx {project / 'secrets'}" in granted
+    assert f"-m u:nobody:r {project / 'secrets' / 'token'}" in granted
+    assert not [line for line in granted if str(project.parent) + " " in line + " "], \
+        "nothing outside the project folder is changed"
+
+
+def test_libvirt_check_is_quiet_when_qemu_can_already_use_the_folder(folders):
+    project, tools = folders
+    (project / "data").mkdir(mode=0o777)
+    (project / "data").chmod(0o777)
+    out = _prepare(project, tools)
+    assert "READY" in out and "SAID" not in out, out
+
+
+@pytest.mark.parametrize(("setting", "account"), [("none", "nil"), ("root", '"root"')])
+def test_the_qemu_account_can_be_named_or_the_check_skipped(folders, setting, account):
+    project, tools = folders
+    out = _prepare(project, tools, REGISTRY_CACHE_QEMU_USER=setting)
+    assert f"ACCOUNT {account}" in out
+
+
+def test_vagrantfile_requires_a_vagrant_with_ruby_triggers():
+    assert re.search(r'^Vagrant\.require_version ">= 2\.2\.0"$', VAGRANTFILE.read_text(), re.M)

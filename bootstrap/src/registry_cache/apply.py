@@ -7,7 +7,7 @@ import os
 from typing import Optional, TextIO
 
 from registry_cache import config as configmod
-from registry_cache import layout, net, paths, record, systemd, upstream
+from registry_cache import layout, metrics, net, paths, record, secure, systemd, upstream
 from registry_cache.plan import Plan, make_plan
 from registry_cache.render import RenderedMirror, render
 
@@ -26,13 +26,17 @@ def apply(
     out: TextIO,
     *,
     dry_run: bool = False,
+    default_if_missing: bool = False,
 ) -> Plan:
     """Validate, then render and (re)start only the mirrors whose config changed.
 
     An invalid config raises ConfigError before anything is touched: the running
     mirrors keep serving and the cache stays.
     """
-    unchanged = None if dry_run else _unchanged_since_last_apply(config_path, root)
+    missing = config_path is not None and not os.path.exists(config_path)
+    # a missing file is an error unless allowed: only a full load says so
+    fast = not dry_run and (default_if_missing or not missing)
+    unchanged = _unchanged_since_last_apply(config_path, root) if fast else None
     if unchanged is not None:
         plan = Plan(keep=unchanged)
         stopped = [n for n in unchanged if not systemd.is_active(n)] if systemd.running() else []
@@ -41,18 +45,24 @@ def apply(
         for line in plan.lines():
             print(line, file=out)
         return plan
-    cfg = configmod.load(config_path)
+    cfg = configmod.load(config_path, default_if_missing=default_if_missing)
     if cfg.source == configmod.EMBEDDED_DEFAULT:
         print(f"{config_path or 'no config file'} does not exist: using the embedded default "
               "(one Docker Hub mirror on port 5000)", file=out)
-    wanted = render(cfg)
-    plan = make_plan(wanted, layout.read_rendered(root))
+    current = layout.read_rendered(root)
+    ids = None
+    if not dry_run:
+        owner = layout.prepare_cache(cfg.storage, [m.storage for m in cfg.mirrors])
+        ids = (owner.uid, owner.gid) if os.geteuid() == 0 else None
+    # the generated certificate and the client passwords' hashes, before rendering
+    cfg, security = secure.prepare(cfg, root, ids, current, write=not dry_run)
+    wanted = render(cfg, security)
+    plan = make_plan(wanted, current)
     if dry_run:
         for line in plan.lines():
             print(line, file=out)
         return plan
     _warn_about_upstreams(wanted, plan, out)
-    owner = layout.prepare_cache(cfg.storage, [m.storage for m in cfg.mirrors])
     _carry_out(plan, wanted, root, owner, cfg, out)
     text = None
     if cfg.source != configmod.EMBEDDED_DEFAULT:
@@ -60,6 +70,7 @@ def apply(
             text = handle.read()
     # taken now that the storage exists: its owner is one of the inputs
     layout.save_last_good(root, cfg, text, sorted(wanted), cfg.fingerprint())
+    metrics.apply_settings(root, cfg, out)
     for line in plan.lines():
         print(line, file=out)
     _queue_warming(cfg, out)
@@ -96,8 +107,11 @@ def _unchanged_since_last_apply(config_path: Optional[str], root: str) -> Option
         return None
     if applied.rendered != layout.rendered_fingerprint(root):
         return None  # someone edited or deleted a rendered file: render again
-    if not all(r.storage_ready for r in record.read_all(root)):
+    records = record.read_all(root)
+    if not all(r.storage_ready for r in records):
         return None  # a cache folder was reset: create it again
+    if secure.renewal_due(records):
+        return None  # a generated certificate nears its end, or the box's address changed
     return sorted(applied.mirrors)
 
 
@@ -180,7 +194,7 @@ def _carry_out(
 
 
 def _wait_until_serving(wanted: dict[str, RenderedMirror], out: TextIO) -> None:
-    pending = net.wait_until_serving({n: m.record.url for n, m in wanted.items()}, READY_TIMEOUT)
+    pending = net.wait_until_serving({n: m.record.endpoint for n, m in wanted.items()}, READY_TIMEOUT)
     if pending:
         units = " ".join(systemd.unit(n) for n in pending)
         raise ApplyError(
@@ -197,8 +211,8 @@ def _warn_about_upstreams(wanted: dict[str, RenderedMirror], plan: Plan, out: Te
             continue
         url = mirror.record.upstream
         result = upstream.check(url, credentials=mirror.credentials)
-        if result.needs_basic_auth:
-            print(f"WARNING: mirror {name}: {upstream.basic_auth_problem(url)}", file=out)
+        if result.login_missing:
+            print(f"WARNING: mirror {name}: {upstream.login_problem(url)}", file=out)
         elif result.credentials_rejected and mirror.credentials is not None:
             print(f"WARNING: mirror {name}: "
                   f"{upstream.credentials_problem(url, mirror.credentials.username)}", file=out)

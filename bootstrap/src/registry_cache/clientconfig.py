@@ -7,7 +7,9 @@ template file `templates/client-<format>.j2`; this module only decides the data.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
+from typing import Optional
 from urllib.parse import urlsplit
 
 from registry_cache.config import CacheConfig
@@ -17,13 +19,20 @@ from registry_cache.render import templates
 
 FORMATS = ("docker", "containerd", "k3s", "podman")
 DOCKER_HUB = "docker.io"
-# The cache serves plain HTTP (no TLS yet), so every client must be told the mirrors are insecure.
-SCHEME = "http"
-
+# The file name the cache's CA gets on a client (docker and podman want exactly ca.crt in certs.d).
+CA_NAME = "ca.crt"
+CA_FILES = {
+    "containerd": "/etc/containerd/certs.d/registry-cache-ca.crt",
+    "k3s": "/etc/rancher/k3s/registry-cache-ca.crt",
+}
 
 
 class ClientConfigError(ValueError):
     """The host or the mirrors cannot make a client setup; the message says how to fix it."""
+
+
+class CaNotMadeError(ClientConfigError):
+    """The mirrors serve TLS but `apply` has not made their CA yet: not a usage mistake."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,7 @@ class ClientMirror:
     upstream: str
     port: int
     docker_hub: bool
+    tls: bool = False
 
     @property
     def registry(self) -> str:
@@ -70,18 +80,36 @@ class ClientSetup:
 
     def text(self) -> str:
         """The files as one text; each file but daemon.json opens with its path as a comment."""
-        return "\n".join(f.text for f in self.files)
+        return "\n".join(f.text if f.path.endswith(_CONFIG_ENDINGS) else f"# {f.path}\n{f.text}"
+                         for f in self.files)
+
+    def write(self, directory: str) -> list[str]:
+        """Write every file under `directory` at its path on the client (ready to copy); return the paths."""
+        written = []
+        for f in self.files:
+            path = os.path.join(directory, f.path.lstrip("/"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(f.text)
+            written.append(path)
+        return written
+
+
+# Config files carry their path as a comment themselves; a CA certificate is printed under one.
+_CONFIG_ENDINGS = (".json", ".toml", ".yaml", ".conf")
 
 
 def mirrors_from_config(config: CacheConfig) -> list[ClientMirror]:
     """The client's view of every mirror of a validated config."""
-    return [ClientMirror(m.name, m.upstream, m.port, m.is_docker_hub) for m in config.mirrors]
+    tls = getattr(config, "tls", None) is not None
+    return [ClientMirror(m.name, m.upstream, m.port, m.is_docker_hub, tls and m.raw is None)
+            for m in config.mirrors]
 
 
 def mirrors_from_records(records: list[MirrorRecord]) -> list[ClientMirror]:
     """The client's view of the mirrors `apply` rendered (their records)."""
     return [
-        ClientMirror(r.name, r.upstream, r.port, r.docker_hub)
+        ClientMirror(r.name, r.upstream, r.port, r.docker_hub, r.tls)
         for r in sorted(records, key=lambda r: r.port)
     ]
 
@@ -127,23 +155,64 @@ def registries(mirrors: list[ClientMirror], host: str) -> list[Registry]:
     return result
 
 
-def client_setup(mirrors: list[ClientMirror], host: str, fmt: str) -> ClientSetup:
-    """Render the setup of one client format for the cache reachable at `host`."""
+def client_setup(
+    mirrors: list[ClientMirror], host: str, fmt: str, *, ca_pem: Optional[str] = None, auth: bool = False
+) -> ClientSetup:
+    """Render the setup of one client format for the cache reachable at `host`.
+
+    With TLS (`ca_pem`, the CA clients must trust) the setup holds the trust step: the CA
+    file where the runtime looks for it, and no "insecure" anywhere. With `auth`, the notes
+    say how each runtime logs in.
+    """
     if fmt not in FORMATS:
         raise ClientConfigError(f"unknown format '{fmt}'; use one of: {', '.join(FORMATS)}")
     if not mirrors:
         raise ClientConfigError("no mirror is configured, so there is nothing to point a client at")
     host = check_host(host)
+    if any(m.tls for m in mirrors) and ca_pem is None:
+        raise CaNotMadeError("the mirrors serve TLS but their CA is not there yet: run "
+                                "`registry-cache apply` first (it makes tls/ca.crt)")
     regs = registries(mirrors, host)
-    return _BUILDERS[fmt](regs, mirrors, host)
+    setup = _BUILDERS[fmt](regs, mirrors, host, ca_pem)
+    if auth:
+        setup = replace(setup, notes=(*setup.notes, *_login_notes(fmt, mirrors, host)))
+    return setup
 
 
-def _docker(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> ClientSetup:
+def _scheme(mirrors: list[ClientMirror]) -> str:
+    return "https" if any(m.tls for m in mirrors) else "http"
+
+
+def _cert_dirs(base: str, mirrors: list[ClientMirror], host: str, ca_pem: Optional[str]) -> list[ClientFile]:
+    """The CA in BASE/HOST:PORT/ca.crt for each mirror: where Docker, podman and CRI-O look for it."""
+    if ca_pem is None:
+        return []
+    return [ClientFile(f"{base}/{host_port(host, m.port)}/{CA_NAME}", ca_pem)
+            for m in sorted(mirrors, key=lambda m: m.port)]
+
+
+def _login_notes(fmt: str, mirrors: list[ClientMirror], host: str) -> list[str]:
+    addresses = [host_port(host, m.port) for m in sorted(mirrors, key=lambda m: m.port)]
+    if fmt in ("docker", "podman"):
+        return [f"the mirrors ask for a login: {fmt} login {a} (it asks for the password)" for a in addresses]
+    if fmt == "k3s":
+        return [f"the mirrors ask for a login: under configs.\"{a}\" add auth: {{username: USER, "
+                "password: PASSWORD}} in registries.yaml (root-only file)" for a in addresses]
+    return [f"the mirrors ask for a login: give the kubelet an imagePullSecret for {a}, or "
+            "`ctr images pull --user USER` (containerd's hosts.toml holds no credentials)"
+            for a in addresses]
+
+
+def _docker(
+    regs: list[Registry], mirrors: list[ClientMirror], host: str, ca_pem: Optional[str]
+) -> ClientSetup:
     hub = next((r for r in regs if r.host == DOCKER_HUB), None)
+    scheme = _scheme(mirrors)
     data = {
         # Docker only ever mirrors Docker Hub: other upstreams are pulled by the mirror's address.
-        "registry_mirrors": [f"{SCHEME}://{m}" for m in hub.mirrors] if hub else [],
-        "insecure_registries": [host_port(host, m.port) for m in sorted(mirrors, key=lambda m: m.port)],
+        "registry_mirrors": [f"{scheme}://{m}" for m in hub.mirrors] if hub else [],
+        "insecure_registries": [host_port(host, m.port) for m in sorted(mirrors, key=lambda m: m.port)
+                                if not m.tls],
     }
     text = templates().get_template("client-docker.j2").render(**data)
     notes = ["merge this into /etc/docker/daemon.json (create it if missing), then restart Docker: "
@@ -154,31 +223,53 @@ def _docker(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> Cli
         if reg.host != DOCKER_HUB:
             notes.append(f"Docker mirrors only Docker Hub: pull {reg.host}/NAME:TAG through the cache "
                          f"by its address: docker pull {reg.mirrors[0]}/NAME:TAG")
-    return ClientSetup("docker", (ClientFile("/etc/docker/daemon.json", text),), tuple(notes))
+    if ca_pem is not None:
+        notes.append("Docker trusts the cache's CA from /etc/docker/certs.d/HOST:PORT/ca.crt "
+                     "(no restart needed for those)")
+    files = (ClientFile("/etc/docker/daemon.json", text), *_cert_dirs("/etc/docker/certs.d", mirrors,
+                                                                      host, ca_pem))
+    return ClientSetup("docker", files, tuple(notes))
 
 
-def _containerd(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> ClientSetup:
+def _containerd(
+    regs: list[Registry], mirrors: list[ClientMirror], host: str, ca_pem: Optional[str]
+) -> ClientSetup:
     template = templates().get_template("client-containerd.j2")
+    ca_file = CA_FILES["containerd"] if ca_pem is not None else None
     files = []
     for reg in regs:
         # One folder per registry host namespace; host:port names are valid folder names on Linux.
         path = f"/etc/containerd/certs.d/{reg.host}/hosts.toml"
-        files.append(ClientFile(path, template.render(path=path, registry=reg, scheme=SCHEME)))
+        files.append(ClientFile(path, template.render(path=path, registry=reg, scheme=_scheme(mirrors),
+                                                      ca_file=ca_file)))
+    if ca_file is not None and ca_pem is not None:
+        files.append(ClientFile(ca_file, ca_pem))
     notes = ["containerd reads these only when its registry config_path is /etc/containerd/certs.d "
              "(see the comment in each file); no restart is needed for changes under certs.d"]
     return ClientSetup("containerd", tuple(files), tuple(notes))
 
 
-def _k3s(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> ClientSetup:
+def _k3s(regs: list[Registry], mirrors: list[ClientMirror], host: str, ca_pem: Optional[str]) -> ClientSetup:
     path = "/etc/rancher/k3s/registries.yaml"
-    text = templates().get_template("client-k3s.j2").render(path=path, registries=regs, scheme=SCHEME)
-    return ClientSetup("k3s", (ClientFile(path, text),), ("restart k3s on each node to apply it",))
+    ca_file = CA_FILES["k3s"] if ca_pem is not None else None
+    text = templates().get_template("client-k3s.j2").render(path=path, registries=regs,
+                                                            scheme=_scheme(mirrors), ca_file=ca_file)
+    files = [ClientFile(path, text)]
+    if ca_file is not None and ca_pem is not None:
+        files.append(ClientFile(ca_file, ca_pem))
+    return ClientSetup("k3s", tuple(files), ("restart k3s on each node to apply it",))
 
 
-def _podman(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> ClientSetup:
+def _podman(
+    regs: list[Registry], mirrors: list[ClientMirror], host: str, ca_pem: Optional[str]
+) -> ClientSetup:
     path = "/etc/containers/registries.conf.d/50-registry-cache.conf"
-    text = templates().get_template("client-podman.j2").render(path=path, registries=regs)
-    return ClientSetup("podman", (ClientFile(path, text),), ())
+    text = templates().get_template("client-podman.j2").render(path=path, registries=regs,
+                                                               tls=ca_pem is not None)
+    files = (ClientFile(path, text), *_cert_dirs("/etc/containers/certs.d", mirrors, host, ca_pem))
+    notes = ("podman, skopeo, buildah and CRI-O trust the cache's CA from "
+             "/etc/containers/certs.d/HOST:PORT/ca.crt",) if ca_pem is not None else ()
+    return ClientSetup("podman", files, notes)
 
 
 _BUILDERS = {"docker": _docker, "containerd": _containerd, "k3s": _k3s, "podman": _podman}

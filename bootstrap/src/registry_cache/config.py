@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import ipaddress
 import json
+import logging
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,18 +21,26 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from registry_cache import secure
+
+log = logging.getLogger(__name__)
+
 EMBEDDED_DEFAULT = "<embedded default>"
 DEFAULT_LISTEN = "0.0.0.0"
 DEFAULT_STORAGE = "/vagrant/data"
 DEFAULT_LOG_LEVEL = "info"
 DEFAULT_RECONNECT_INTERVAL = 30
 DEBUG_PORT_OFFSET = 10000
+DEFAULT_METRICS_PORT = 9110
+# Names of Docker Hub that are no registry endpoint (the website); its registry is registry-1.
+DOCKER_HUB_WEBSITES = frozenset({"docker.io", "www.docker.io", "hub.docker.com"})
 # The single mirror that a plain Distribution config (the seed format) becomes.
 SEED_MIRROR_NAME = "default"
 # Keys whose values are secrets: never echoed in a message.
-SECRET_KEYS = frozenset({"password"})
+SECRET_KEYS = frozenset({"password", "bcrypt"})
 
 Path = tuple[str, ...]
+_PLAIN_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)")
 
 
 @dataclass(frozen=True)
@@ -87,10 +99,15 @@ class CacheConfig:
     log_level: str = DEFAULT_LOG_LEVEL
     reconnect_interval: int = DEFAULT_RECONNECT_INTERVAL
     max_size: Optional[int] = None  # size cap of the whole cache in bytes
+    metrics_port: int = DEFAULT_METRICS_PORT
+    tls: Optional[secure.TlsSettings] = None  # None: plain HTTP
+    auth: Optional[secure.AuthSettings] = None  # None: anyone who reaches a mirror may pull
     # The files the config was read from (config.yml, password files): absolute path and the
     # digest of the bytes parsed. With the cache's owner, they are all the rendered mirrors
     # depend on, so `apply` can tell "nothing changed" without parsing anything.
     inputs: tuple[tuple[str, str], ...] = ()
+    # Things that work but should not stay so (a secret file others can read); never secrets.
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)
 
     def fingerprint(self) -> Optional[str]:
         """The input fingerprint of this config as parsed (None while its storage does not exist)."""
@@ -115,8 +132,16 @@ def default_config_text() -> str:
     return resources.files("registry_cache").joinpath("default-config.yml").read_text("utf-8")
 
 
-def load(path: Optional[str], *, check_storage: bool = True) -> CacheConfig:
-    """Read and validate a config file (the embedded default when it does not exist)."""
+def load(path: Optional[str], *, check_storage: bool = True, default_if_missing: bool = False) -> CacheConfig:
+    """Read and validate a config file; None, or a missing file when allowed: the embedded default.
+
+    A file that does not exist is a ConfigError naming it, unless `default_if_missing`
+    (the Vagrantfile's optional /vagrant/config.yml). Warnings are logged, and kept in the model.
+    """
+    if path is not None and not os.path.exists(path) and not default_if_missing:
+        raise ConfigError([Problem(path, 1, "(file)", "does not exist; give the path of your "
+                                   "config.yml (or --config-if-exists to fall back to the "
+                                   "embedded default when it is missing)")])
     if path is None or not os.path.exists(path):
         return parse(default_config_text(), EMBEDDED_DEFAULT, base_dir="/", check_storage=False)
     try:
@@ -127,6 +152,8 @@ def load(path: Optional[str], *, check_storage: bool = True) -> CacheConfig:
         raise ConfigError([Problem(path, 1, "(file)", f"cannot read the file: {_os_reason(exc)}")]) from exc
     base_dir = os.path.dirname(os.path.abspath(path))
     config = parse(text, path, base_dir=base_dir, check_storage=check_storage)
+    for warning in config.warnings:
+        log.warning("%s", warning)
     return dataclasses.replace(config, inputs=((os.path.abspath(path), _digest(raw)), *config.inputs))
 
 
@@ -177,11 +204,18 @@ def parse(text: str, filename: str, *, base_dir: str, check_storage: bool = True
         raise ConfigError(doc.problems)
     if "version" in data and "proxy" in data:
         config = _SeedChecker(doc, base_dir, check_storage).check(data)
+    elif "version" in data and "mirrors" not in data:
+        doc.add(("version",), "this is a plain Distribution registry config without a 'proxy:' "
+                "section, so it would cache nothing; add 'proxy: {remoteurl: "
+                "https://registry-1.docker.io}' to run it as one mirror (the seed format), or "
+                "write a registry-cache config with 'mirrors:' (see examples/)")
+        raise ConfigError(doc.problems)
     else:
         config = _Checker(doc, base_dir, check_storage).check(data)
     if doc.problems or config is None:
         raise ConfigError(doc.problems)
-    return dataclasses.replace(config, inputs=tuple(sorted(doc.inputs.items())))
+    return dataclasses.replace(config, inputs=tuple(sorted(doc.inputs.items())),
+                               warnings=tuple(doc.warnings))
 
 
 class _Document:
@@ -191,6 +225,7 @@ class _Document:
         self.filename = filename
         self.lines: dict[Path, int] = {(): 1}
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
         self.inputs: dict[str, str] = {}  # files read besides the config: path -> digest
         self._constructor = yaml.constructor.SafeConstructor()
 
@@ -209,6 +244,11 @@ class _Document:
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
+            if exc.context == "while scanning a quoted scalar" and exc.context_mark:
+                # a quoted value may span lines, so YAML notices only at the end of the file
+                self.add((), "YAML syntax error: a quote opened on this line is never closed; "
+                         "close it", exc.context_mark.line + 1)
+                return None
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark else 1
             reason = " ".join(p for p in (exc.context, exc.problem) if p)
@@ -225,7 +265,9 @@ class _Document:
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = self._scalar(key_node, path)
+                # a key as written: `true:` names "true", `5000:` names "5000", not True or 5000
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else \
+                    self._scalar(key_node, path)
                 key_path = (*path, str(key))
                 if key in result:
                     first = self.lines.get(key_path, 0)
@@ -250,10 +292,15 @@ class _Document:
 
     def _scalar(self, node: yaml.Node, path: Path) -> Any:
         try:
-            return self._constructor.construct_object(node, deep=True)
+            value = self._constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             self.add(path, f"unsupported YAML value: {exc}", node.start_mark.line + 1)
             return None
+        if _is_int(value) and not _PLAIN_DECIMAL.fullmatch(node.value):
+            # YAML 1.1 reads 05000 as octal, 0x1389 as hex, 83:20 as base 60: not what was meant
+            self.add(path, f"'{node.value}' reads as the number {value}; write a number as "
+                           "plain decimal digits", node.start_mark.line + 1)
+        return value
 
 
 _TYPE_WORDS = {
@@ -292,13 +339,15 @@ class _Checker:
         mirrors_data = data.get("mirrors")
         mirrors: list[Mirror] = []
         if isinstance(mirrors_data, dict):
+            debug_ports = self._check_ports(mirrors_data, data.get("metrics_port"))
             for name, spec in mirrors_data.items():
                 if isinstance(spec, dict):
-                    mirror = self._mirror(str(name), spec, storage_root or "")
+                    mirror = self._mirror(str(name), spec, storage_root or "", debug_ports.get(str(name)))
                     if mirror is not None:
                         mirrors.append(mirror)
-            self._check_ports(mirrors_data)
         max_size = self._size(("max_size",), data.get("max_size"))
+        tls = secure.check_tls(self.doc, data.get("tls"), self.base_dir, listen)
+        auth = secure.check_auth(self.doc, data.get("auth"), tls, self._read_secret)
         if self.doc.problems or storage_root is None:
             return None
         return CacheConfig(
@@ -309,13 +358,13 @@ class _Checker:
             log_level=data.get("log_level", DEFAULT_LOG_LEVEL),
             reconnect_interval=data.get("reconnect_interval", DEFAULT_RECONNECT_INTERVAL),
             max_size=max_size,
+            metrics_port=data.get("metrics_port", DEFAULT_METRICS_PORT),
+            tls=tls,
+            auth=auth,
         )
 
     def _schema_problems(self, data: dict[str, Any]) -> None:
-        import jsonschema
-
-        validator = jsonschema.Draft7Validator(self.schema)
-        for error in validator.iter_errors(data):
+        for error in _validator(self.schema).iter_errors(data):
             self._report(error)
 
     def _report(self, error: Any) -> None:
@@ -342,7 +391,7 @@ class _Checker:
             high = error.schema.get("maximum")
             self.doc.add(path, f"{error.instance} is out of range; use a number from {low} to {high}")
         elif kind == "enum":
-            choices = ", ".join(str(c) for c in error.validator_value)
+            choices = ", ".join(str(c) for c in error.validator_value if not isinstance(c, bool))
             self.doc.add(path, f"{_describe(error.instance)} is not allowed; use one of: {choices}")
         elif kind == "minLength":
             self.doc.add(path, "must not be empty")
@@ -362,7 +411,9 @@ class _Checker:
     def _at(self, path: Path) -> Any:
         return _dig(self._data, *path)
 
-    def _mirror(self, name: str, spec: dict[str, Any], storage_root: str) -> Optional[Mirror]:
+    def _mirror(
+        self, name: str, spec: dict[str, Any], storage_root: str, debug_port: Optional[int]
+    ) -> Optional[Mirror]:
         base: Path = ("mirrors", name)
         upstream = spec.get("upstream")
         if isinstance(upstream, str):
@@ -382,12 +433,11 @@ class _Checker:
         port = spec.get("port")
         if not isinstance(upstream, str) or not isinstance(port, int) or isinstance(port, bool):
             return None
-        debug_port = spec.get("debug_port", port + DEBUG_PORT_OFFSET)
         return Mirror(
             name=name,
             upstream=upstream.rstrip("/"),
             port=port,
-            debug_port=debug_port if isinstance(debug_port, int) else None,
+            debug_port=debug_port,
             storage=os.path.join(storage_root, name),
             username=username if isinstance(username, str) else None,
             password=password if isinstance(password, str) else None,
@@ -451,34 +501,68 @@ class _Checker:
             self.doc.add(path, f"{full} is empty; put the password or token in it")
             return None
         self.doc.inputs[full] = _digest(raw)
+        self._check_private(path, full, relative)
         return secret
 
-    def _check_ports(self, mirrors_data: dict[str, Any]) -> None:
+    def _check_private(self, path: Path, full: str, relative: str) -> None:
+        """Warn when a secret file can be read by its group or others."""
+        try:
+            mode = stat.S_IMODE(os.stat(full).st_mode)
+        except OSError:
+            return
+        if mode & 0o077:
+            line = self.doc.line_of(path)
+            self.doc.warnings.append(Problem(
+                self.doc.filename, line, ".".join(path),
+                f"{full} can be read by its group or others (mode {mode:04o}) though it holds "
+                f"a secret; run `chmod 600 {relative}` in the folder of "
+                f"{os.path.basename(self.doc.filename)}",
+            ))
+
+    def _check_ports(self, mirrors_data: dict[str, Any], metrics_port: Any) -> dict[str, Optional[int]]:
+        """Every port written must be free of the others; return each mirror's debug port.
+
+        Ports as written are claimed first, in file order (the later one of a clash is
+        reported, naming the key that holds it). A mirror without `debug_port` then gets
+        port + 10000 when that is free, else no debug endpoint: a default never clashes.
+        """
+        claims: list[tuple[int, Path, int]] = []  # (line, key path, port)
+        if _is_int(metrics_port) and 1 <= metrics_port <= 65535:
+            claims.append((self.doc.line_of(("metrics_port",)), ("metrics_port",), metrics_port))
+        for name, spec in mirrors_data.items():
+            if not isinstance(spec, dict):
+                continue
+            for key in ("port", "debug_port"):
+                path: Path = ("mirrors", str(name), key)
+                if _is_int(spec.get(key)) and 1 <= spec[key] <= 65535:
+                    claims.append((self.doc.line_of(path), path, spec[key]))
         used: dict[int, str] = {}
+        if metrics_port is None:
+            used[DEFAULT_METRICS_PORT] = \
+                f"the metrics endpoint (metrics_port, default {DEFAULT_METRICS_PORT})"
+        for _line, path, number in sorted(claims, key=lambda c: c[0]):
+            if number in used:
+                fix = "give each mirror its own port"
+                if "metrics" in used[number] or path == ("metrics_port",):
+                    fix = "set metrics_port to a port no mirror uses"
+                self.doc.add(path, f"port {number} is already used by {used[number]}; {fix}")
+            else:
+                used[number] = ".".join(path)
+        debug_ports: dict[str, Optional[int]] = {}
         for name, spec in mirrors_data.items():
             port = spec.get("port") if isinstance(spec, dict) else None
-            if not isinstance(port, int) or isinstance(port, bool):
+            if not _is_int(port):
                 continue
-            base: Path = ("mirrors", str(name))
-            debug = spec.get("debug_port")
-            claims: list[tuple[Path, int, str]] = [((*base, "port"), port, ".".join((*base, "port")))]
-            if port in used or not 1 <= port <= 65535:
-                claims = claims[:1]  # its debug port would only repeat the same problem
-            elif debug is None:
-                debug = port + DEBUG_PORT_OFFSET
-                if debug > 65535:
-                    self.doc.add((*base, "port"), f"its default debug port ({port} + "
-                                 f"{DEBUG_PORT_OFFSET}) exceeds 65535; set debug_port to a free port")
-                else:
-                    claims.append(((*base, "port"), debug, f"{'.'.join(base)} (its debug port)"))
-            elif isinstance(debug, int) and not isinstance(debug, bool):
-                claims.append(((*base, "debug_port"), debug, ".".join((*base, "debug_port"))))
-            for path, number, label in claims:
-                if number in used:
-                    self.doc.add(path, f"port {number} is already used by {used[number]}; "
-                                       "give each mirror its own port")
-                else:
-                    used[number] = label
+            if "debug_port" in spec:
+                debug_ports[str(name)] = spec["debug_port"] if _is_int(spec["debug_port"]) else None
+                continue
+            default = port + DEBUG_PORT_OFFSET
+            if default <= 65535 and default not in used:
+                used[default] = f"mirrors.{name} (its default debug port)"
+                debug_ports[str(name)] = default
+            else:
+                debug_ports[str(name)] = None
+        return debug_ports
 
     def _check_writable(self, path: Path, directory: str) -> None:
         problem = storage_problem(directory)
@@ -529,6 +613,10 @@ class _SeedChecker:
         debug_port = None
         if isinstance(debug_addr, str) and debug_addr.rpartition(":")[2].isdigit():
             debug_port = int(debug_addr.rpartition(":")[2])
+        for number, key in ((port, ("http", "addr")), (debug_port, ("http", "debug", "addr"))):
+            if number == DEFAULT_METRICS_PORT:
+                self.doc.add(key, f"port {number} is the metrics endpoint's (metrics_port, which the "
+                                  "seed format cannot move); use another port")
         if self.doc.problems or port is None or root is None or not isinstance(remote, str):
             return None
         username = _dig(data, "proxy", "username")
@@ -558,6 +646,9 @@ def upstream_problem(url: str) -> Optional[str]:
         return f"'{url}' is not an http(s) URL; use the registry root, e.g. https://ghcr.io"
     if parts.username or parts.password:
         return "must not carry credentials; use username and password_file instead"
+    if (parts.hostname or "") in DOCKER_HUB_WEBSITES:
+        return (f"'{url}' is Docker Hub's name, not its registry endpoint; "
+                "use https://registry-1.docker.io")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         root = f"{parts.scheme}://{parts.netloc}"
         return (f"'{url}' has a path; Distribution proxies a whole registry, "
@@ -581,9 +672,29 @@ def storage_problem(directory: str) -> Optional[str]:
             pass
     except OSError as exc:
         verb = "written" if probe == directory else "created"
-        return (f"{directory} cannot be {verb}: {probe} is not writable ({_os_reason(exc)}); "
-                "fix its permissions or pick another path")
+        hint = ("fix its permissions or pick another path" if not (probe + "/").startswith("/vagrant/")
+                else "on the host, the account QEMU runs as (libvirt-qemu on Debian) must be "
+                     "able to write the project folder: `vagrant up` grants it when setfacl is "
+                     "installed (apt-get install acl), see the README's libvirt notes")
+        return f"{directory} cannot be {verb}: {probe} is not writable ({_os_reason(exc)}); {hint}"
     return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@functools.cache
+def _validator_class() -> Any:
+    """Draft 7, but an integer is an int as written: YAML's 5001.0 is a float, not a port."""
+    import jsonschema
+
+    checker = jsonschema.Draft7Validator.TYPE_CHECKER.redefine("integer", lambda _c, value: _is_int(value))
+    return jsonschema.validators.extend(jsonschema.Draft7Validator, type_checker=checker)
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    return _validator_class()(schema)
 
 
 def _dig(data: Any, *keys: str) -> Any:

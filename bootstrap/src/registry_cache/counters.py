@@ -24,7 +24,6 @@ class Counts:
     hits: int = 0
     misses: int = 0
     bytes_served: int = 0
-    bytes_from_upstream: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counts as plain data, for the state file and `status --json`."""
@@ -89,7 +88,6 @@ class HitCounter:
         self.cached.add(blob.digest)
         self.fetched.append((blob.repo, blob.digest))
         self.counts.misses += 1
-        self.counts.bytes_from_upstream += blob.size
         return "miss"
 
 

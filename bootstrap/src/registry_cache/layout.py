@@ -59,6 +59,8 @@ def write_rendered(root: str, mirror: RenderedMirror, owner: Optional[Owner]) ->
         os.chown(directory, *ids)
     for filename, text in mirror.configs.items():
         write_file(os.path.join(directory, filename), text, mode=_SECRET_FILES_MODE, owner=ids)
+    for filename, text in mirror.public_files.items():
+        write_file(os.path.join(directory, filename), text, mode=0o644, owner=ids)
     mirror.record.write(directory, ids)
     if mirror.credentials is not None:
         mirror.credentials.write(directory, ids)

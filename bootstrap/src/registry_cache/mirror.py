@@ -1,11 +1,18 @@
-"""Keeps one mirror serving: proxy mode when its upstream answers, its cache read-only when not.
+"""Keeps one mirror serving: proxy through its front while the upstream answers, else its cache read-only.
 
-Distribution 2.8.2 in proxy mode panics at start when its upstream is unreachable, so
-after a reboot without internet a plain proxy serves nothing. The runner probes the
-upstream first: unreachable -> it starts the registry on the read-only config (same
-storage, no proxy section), which serves every cached image, and switches back to proxy
-mode once the upstream answers. It also restarts a registry that dies, counts true hits
-and misses from the registry's log, and keeps that state beside the cache for `status`.
+In proxy mode the registry's `remoteurl` is the mirror's front (front.py, on an ephemeral
+loopback port, `REGISTRY_PROXY_REMOTEURL`), which fetches each blob from the real upstream
+once however many requests want it, and logs in to basic-auth upstreams. The front lives as
+long as the runner; its counters are the mirror's upstream traffic in `status`.
+
+The runner probes the upstream first: unreachable -> it starts the registry on the read-only
+config (same storage, no proxy section), which serves every cached image, and switches to
+proxy mode once the upstream answers. Why still read-only: Distribution 2.8.2 learns which
+token service its credentials are for only at start (`getAuthURLs`), so a proxy started while
+the upstream is away would pull anonymously ever after. (Behind the front it would at least
+not panic.) A front that cannot start also leaves the cache read-only. The runner restarts a
+registry that dies, counts true hits and misses from the registry's log, and keeps that state
+beside the cache for `status`.
 
 The runner holds the mirror's ports itself and relays connections to the registry on duty
 (handover.py), so switching modes never refuses a pull. `registry-cache gc` asks for read-only
@@ -24,15 +31,18 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 import yaml
 
 from registry_cache import counters, disk, net, paths, proc, upstream
 from registry_cache.fsutil import write_file
 from registry_cache.handover import Relay, free_port
-from registry_cache.record import MirrorRecord
+from registry_cache.record import Credentials, MirrorRecord
 from registry_cache.usage import Usage
+
+if TYPE_CHECKING:
+    from registry_cache.front import FrontHandle
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,16 @@ GC_HOLD = "gc"  # `hold` while the mirror serves read-only for `registry-cache g
 DRAIN_TIMEOUT = 30.0  # how long a retired registry may finish the pulls it serves
 USAGE_WRITE_INTERVAL = 5.0
 
+# The front's counters kept in the state file, as (front counter, state key); totals since
+# the cache was created, like the hit/miss counts.
+FRONT_TOTALS = (
+    ("upstream_bytes", "bytes_from_upstream"),
+    ("upstream_requests", "upstream_requests"),
+    ("blob_transfers", "blob_transfers"),
+    ("blob_joins", "blob_joins"),
+    ("blob_failures", "blob_failures"),
+)
+
 
 @dataclass
 class MirrorState:
@@ -66,6 +86,15 @@ class MirrorState:
     hold: Optional[str] = None
     disk_problem: Optional[str] = None
     counts: counters.Counts = field(default_factory=counters.Counts)
+    front_before: dict[str, int] = field(default_factory=dict)  # totals of earlier runs, by state key
+    front_now: dict[str, Any] = field(default_factory=dict)  # the running front's counters
+
+    def front_totals(self) -> dict[str, int]:
+        """The front's totals by state key: earlier runs plus the running front."""
+        totals = {key: self.front_before.get(key, 0) + int(self.front_now.get(name, 0))
+                  for name, key in FRONT_TOTALS}
+        totals["blobs_in_flight"] = int(self.front_now.get("blobs_in_flight", 0))
+        return totals
 
     def as_dict(self) -> dict[str, Any]:
         """The state as plain data."""
@@ -81,6 +110,7 @@ class MirrorState:
             "hold": self.hold,
             "disk_problem": self.disk_problem,
             **self.counts.as_dict(),
+            **self.front_totals(),
         }
 
 
@@ -105,10 +135,7 @@ class _Registry:
     counter: counters.HitCounter
     reader: threading.Thread
     workdir: str
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    debug_listen: str = "127.0.0.1"  # where the mirror's debug endpoint is reached
 
 
 class MirrorRunner:
@@ -128,7 +155,9 @@ class MirrorRunner:
             counts=counters.Counts(
                 **{k: int(previous.get(k, 0)) for k in counters.Counts.__dataclass_fields__}
             ),
+            front_before={key: int(previous.get(key, 0)) for _, key in FRONT_TOTALS},
         )
+        self._front: Optional[FrontHandle] = None
         self._lock = threading.Lock()
         self._last_write = 0.0
         self._dirty = False
@@ -143,6 +172,17 @@ class MirrorRunner:
 
     def run(self) -> None:
         """Serve until stopped: wait for storage, pick the mode, run the registry, switch or restart it."""
+        try:
+            self._run()
+        finally:
+            for relay in self.relays:
+                relay.close()
+            self._stop_front()  # after the registry: it may still be storing what the front fetched
+        self._save_usage(force=True)
+        self._set(mode=STOPPED, pid=None, hold=None)
+        self._write_state(force=True)
+
+    def _run(self) -> None:
         backoff = 1.0
         current: Optional[_Registry] = None
         while not self.stop_event.is_set():
@@ -184,12 +224,9 @@ class MirrorRunner:
                         self.name, exit_code, backoff)
             self.stop_event.wait(backoff)
         for relay in self.relays:
-            relay.close()
+            relay.close()  # no new pulls; those open finish before the registry stops
         if current is not None:
             self._retire(current)
-        self._save_usage(force=True)
-        self._set(mode=STOPPED, pid=None, hold=None)
-        self._write_state(force=True)
 
     def _storage_ready(self) -> bool:
         if self.record.storage_ready:
@@ -215,14 +252,55 @@ class MirrorRunner:
         if not result.reachable:
             problem = f"upstream unreachable ({result.error}); serving the cache read-only"
             log.warning("mirror %s: %s", self.name, problem)
-        elif result.needs_basic_auth:
-            problem = upstream.basic_auth_problem(self.record.upstream)
+        elif result.login_missing:
+            problem = upstream.login_problem(self.record.upstream)
             log.error("mirror %s: %s", self.name, problem)
         elif result.credentials_rejected and credentials is not None:
             problem = upstream.credentials_problem(self.record.upstream, credentials.username)
             log.error("mirror %s: %s", self.name, problem)
+        mode = PROXY if result.reachable else READ_ONLY
+        if mode == PROXY and not self._start_front(credentials):
+            problem = "its front cannot start (see the log); serving the cache read-only"
+            mode = READ_ONLY
         self._set(upstream_reachable=result.reachable, upstream_problem=problem)
-        return PROXY if result.reachable else READ_ONLY
+        return mode
+
+    def _start_front(self, credentials: Optional[Credentials]) -> bool:
+        """Start the mirror's front unless it runs; False when it cannot start."""
+        if self._front is not None:
+            return True
+        from registry_cache import front  # aiohttp is loaded only where a mirror runs, not by `status`
+
+        login = front.Credentials(*credentials.pair()) if credentials is not None else None
+        try:
+            self._front = front.start_front(self.record.upstream, login, paths.front_spool(self.storage))
+        except OSError as exc:
+            log.error("mirror %s: its front cannot start: %s", self.name, exc)
+            return False
+        return True
+
+    def _stop_front(self) -> None:
+        """Stop the front and keep its final counters in the totals."""
+        if self._front is None:
+            return
+        self._front.stop()
+        final = self._front.counters()
+        self._front = None
+        with self._lock:
+            for name, key in FRONT_TOTALS:
+                self.state.front_before[key] = self.state.front_before.get(key, 0) + int(final.get(name, 0))
+            self.state.front_now = {}
+            self._dirty = True
+
+    def _read_front(self) -> None:
+        """Take the running front's counters into the state (written at most once a second)."""
+        if self._front is None:
+            return
+        now = {k: v for k, v in self._front.counters().items() if k != "updated"}
+        with self._lock:
+            if now != self.state.front_now:
+                self.state.front_now = now
+                self._dirty = True
 
     def _hold_requested(self) -> bool:
         """True while `registry-cache gc` asks for read-only mode (its request has not expired)."""
@@ -236,6 +314,43 @@ class MirrorRunner:
         until = request.get("until") if isinstance(request, dict) else None
         return not isinstance(until, (int, float)) or until > time.time()
 
+    def _start_front(self, credentials: Optional[Credentials]) -> bool:
+        """Start the mirror's front unless it runs; False when it cannot start."""
+        if self._front is not None:
+            return True
+        from registry_cache import front  # aiohttp is loaded only where a mirror runs, not by `status`
+
+        login = front.Credentials(*credentials.pair()) if credentials is not None else None
+        try:
+            self._front = front.start_front(self.record.upstream, login, paths.front_spool(self.storage))
+        except OSError as exc:
+            log.error("mirror %s: its front cannot start: %s", self.name, exc)
+            return False
+        return True
+
+    def _stop_front(self) -> None:
+        """Stop the front and keep its final counters in the totals."""
+        if self._front is None:
+            return
+        self._front.stop()
+        final = self._front.counters()
+        self._front = None
+        with self._lock:
+            for name, key in FRONT_TOTALS:
+                self.state.front_before[key] = self.state.front_before.get(key, 0) + int(final.get(name, 0))
+            self.state.front_now = {}
+            self._dirty = True
+
+    def _read_front(self) -> None:
+        """Take the running front's counters into the state (written at most once a second)."""
+        if self._front is None:
+            return
+        now = {k: v for k, v in self._front.counters().items() if k != "updated"}
+        with self._lock:
+            if now != self.state.front_now:
+                self.state.front_now = now
+                self._dirty = True
+
     def _start_registry(self, mode: str) -> _Registry:
         """Start a registry in `mode` on private loopback ports (the relays hold the public ones)."""
         name = paths.PROXY_CONFIG if mode == PROXY else paths.READONLY_CONFIG
@@ -246,7 +361,9 @@ class MirrorRunner:
         http = config.setdefault("http", {})
         http["addr"] = f"127.0.0.1:{port}"
         debug_port = None
+        debug_listen = "127.0.0.1"
         if isinstance(http.get("debug"), dict) and http["debug"].get("addr"):
+            debug_listen = str(http["debug"]["addr"]).rpartition(":")[0].strip("[]") or "0.0.0.0"
             debug_port = free_port()
             http["debug"]["addr"] = f"127.0.0.1:{debug_port}"
         # the proxy config may hold the upstream password: a private folder, a 0600 file
@@ -256,17 +373,21 @@ class MirrorRunner:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             yaml.safe_dump(config, handle, sort_keys=False)
         counter = counters.HitCounter(counters.cached_blobs(self.storage), self.state.counts)
-        child = proc.spawn([REGISTRY_BIN, "serve", path])
+        # the front's address is known only now (an ephemeral port): Distribution reads it from
+        # the environment, over the proxy config's remoteurl. Never in read-only mode (gc's
+        # included): the variable alone would make that registry a proxy.
+        env = {"REGISTRY_PROXY_REMOTEURL": self._front.url} if mode == PROXY and self._front else {}
+        child = proc.spawn([REGISTRY_BIN, "serve", path], env)
         reader = threading.Thread(target=self._read_log, args=(child, counter), daemon=True)
         reader.start()
-        return _Registry(mode, child, port, debug_port, counter, reader, workdir)
+        return _Registry(mode, child, port, debug_port, counter, reader, workdir, debug_listen)
 
     def _go_live(self, registry: _Registry) -> None:
         """Point the mirror's ports at `registry` (listening on them the first time)."""
         if not self.relays:
             self.relays = [Relay(self.record.listen, self.record.port)]
             if registry.debug_port is not None and self.record.debug_port:
-                self.relays.append(Relay("127.0.0.1", self.record.debug_port))
+                self.relays.append(Relay(registry.debug_listen, self.record.debug_port))
         self.relays[0].point_to(registry.port)
         if registry.debug_port is not None and len(self.relays) > 1:
             self.relays[1].point_to(registry.debug_port)
@@ -284,6 +405,7 @@ class MirrorRunner:
         exit_code = proc.stop(registry.child)
         registry.reader.join(timeout=5)
         shutil.rmtree(registry.workdir, ignore_errors=True)
+        self._read_front()
         self._write_state(force=True)
         return exit_code
 
@@ -309,9 +431,11 @@ class MirrorRunner:
                 return None, True
             if mode == READ_ONLY and not on_hold and time.monotonic() >= next_probe:
                 next_probe = time.monotonic() + self.record.reconnect_interval
-                if upstream.check(self.record.upstream).reachable:
+                answers = upstream.check(self.record.upstream).reachable
+                if answers and self._start_front(self.record.credentials()):
                     log.info("mirror %s: upstream answers again; switching to proxy mode", self.name)
                     return None, True
+            self._read_front()
             self._write_state()
             self._save_usage()
             self.stop_event.wait(0.5)
@@ -362,7 +486,7 @@ class MirrorRunner:
     def _wait_ready(self, registry: _Registry) -> bool:
         child = registry.child
         pending = net.wait_until_serving(
-            {self.name: registry.url}, READY_TIMEOUT, interval=0.1,
+            {self.name: self.record.loopback_endpoint(registry.port)}, READY_TIMEOUT, interval=0.1,
             give_up=lambda: child.poll() is not None or self.stop_event.is_set(),
             sleep=self.stop_event.wait,
         )

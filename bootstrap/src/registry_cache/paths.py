@@ -8,6 +8,8 @@ import os
 SYSTEM_ROOT = "/etc/registry-cache"
 APPLIED = "applied.json"
 LAST_GOOD = "last-good.yml"
+# Where the metrics endpoint listens (written by `apply`, read by `registry-cache metrics`).
+METRICS_SETTINGS = "metrics.json"
 MIRRORS = "mirrors"
 
 # One mirror's folder under MIRRORS: its two Distribution configs (0600: the proxy one may hold
@@ -16,17 +18,36 @@ PROXY_CONFIG = "proxy.yml"
 READONLY_CONFIG = "readonly.yml"
 MIRROR_RECORD = "mirror.json"
 CREDENTIALS = "credentials.json"
+# With TLS: the certificate a mirror serves and the CA its probe checks it with (public), its
+# key (0600); with client authentication: the htpasswd file (0600).
+MIRROR_TLS_CERT = "tls.crt"
+MIRROR_TLS_KEY = "tls.key"
+MIRROR_CA = "ca.crt"
+HTPASSWD = "htpasswd"
+# With client authentication: the login `registry-cache warm` pulls with (0600; warm.py).
+WARM_LOGIN = "warm-login.json"
+
+# `tls: auto`: the generated CA and server certificate, in this folder beside config.yml (in
+# the box /vagrant/tls), so they survive `vagrant destroy` like the cache; keys 0600.
+TLS_DIR = "tls"
+CA_CERT = "ca.crt"
+CA_KEY = "ca.key"
+SERVER_CERT = "server.crt"
+SERVER_KEY = "server.key"
 
 # Written into a mirror's storage by `apply`: a mirror serves only once it sees this file,
 # so it never writes its cache into the bare mount point of a synced folder not mounted yet.
 STORAGE_MARKER = ".registry-cache-mirror"
 # Kept by the running mirror beside its cache: mode, true hit/miss counters.
 STATE_FILE = ".registry-cache-state.json"
+# The front's blobs in transfer, beside the cache: same disk, same owner, emptied at every start.
+FRONT_SPOOL = ".registry-cache-spool"
 
 # systemd: one template unit instance per mirror, and the drop-in `apply` writes for it.
 UNIT_DIR = "/etc/systemd/system"
 MIRROR_UNIT = "registry-cache-mirror@{name}.service"
 WARM_UNIT = "registry-cache-warm.service"
+METRICS_UNIT = "registry-cache-metrics.service"
 DROPIN = "10-registry-cache.conf"
 
 
@@ -60,6 +81,9 @@ def state_file(storage: str) -> str:
     return os.path.join(storage, STATE_FILE)
 
 
+def front_spool(storage: str) -> str:
+    """Where a mirror's front spools the blobs it is fetching from the upstream."""
+    return os.path.join(storage, FRONT_SPOOL)
 # Kept beside each mirror's cache for gc and warm (see usage.py, gc.py, warm.py).
 USAGE_FILE = ".registry-cache-usage.json"
 GC_FILE = ".registry-cache-gc.json"

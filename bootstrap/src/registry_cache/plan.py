@@ -27,7 +27,8 @@ class Plan:
             (self.add, "add", "render its config and start it"),
             (self.update, "update", "config changed: rewrite it and restart the mirror"),
             (self.keep, "keep", "unchanged: left running"),
-            (self.remove, "remove", "stop it and delete its config (its cached data stays)"),
+            (self.remove, "remove", "not in this config (it came from an earlier config or the "
+                                    "box's built-in default): stopped; its cached data stays"),
         ]
         return [f"{verb:6} {name}: {why}" for names, verb, why in words for name in names]
 

@@ -6,7 +6,7 @@ import logging
 import os
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Optional
 
 log = logging.getLogger(__name__)
@@ -46,14 +46,15 @@ def run(argv: Sequence[str], *, check: bool = True, timeout: float = 120) -> sub
     return proc
 
 
-def spawn(argv: Sequence[str]) -> subprocess.Popen:
+def spawn(argv: Sequence[str], extra_env: Optional[Mapping[str, str]] = None) -> subprocess.Popen:
     """Start a long-running child whose stdout and stderr come back as one stream of lines.
 
     The agent's own REGISTRY_CACHE_* variables are not passed on: Distribution reads every
-    REGISTRY_* variable as configuration.
+    REGISTRY_* variable as configuration (`extra_env` is how to hand it one on purpose).
     """
     log.debug("starting %s", shlex.join(argv))
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_CACHE_")}
+    env.update(extra_env or {})
     return subprocess.Popen(
         list(argv),
         env=env,

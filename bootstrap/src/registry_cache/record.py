@@ -52,13 +52,14 @@ class Credentials:
                           mode=CREDENTIALS_MODE, owner=owner)
 
 
-def read_credentials(directory: str) -> Optional[Credentials]:
+def read_credentials(directory: str, filename: str = paths.CREDENTIALS) -> Optional[Credentials]:
     """The upstream credentials of the mirror rendered in `directory`; None when it has none.
 
     None too when the file cannot be read (e.g. `status` run by an unprivileged user): the
-    caller then talks to the upstream anonymously.
+    caller then talks to the upstream anonymously. `filename`: another login of that form
+    (paths.WARM_LOGIN).
     """
-    path = os.path.join(directory, paths.CREDENTIALS)
+    path = os.path.join(directory, filename)
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
@@ -93,6 +94,14 @@ class MirrorRecord:
     authenticated: bool = False
     reconnect_interval: int = DEFAULT_RECONNECT_INTERVAL
     source: str = ""
+    # TLS (absent in records of older agents: plain HTTP): the name the local probe checks
+    # the certificate against, when the next apply renews a generated one (epoch seconds),
+    # and the machine's addresses that certificate was made for.
+    tls: bool = False
+    tls_server_name: Optional[str] = None
+    tls_renew_after: Optional[int] = None
+    tls_hosts: tuple[str, ...] = ()
+    client_auth: bool = False  # clients must log in (htpasswd)
     # Size caps in bytes (gc.py): this mirror's own and the whole cache's; None: no cap.
     max_size: Optional[int] = None
     cache_max_size: Optional[int] = None
@@ -103,8 +112,34 @@ class MirrorRecord:
 
     @property
     def url(self) -> str:
-        """The mirror's base URL as reached from this machine."""
-        return net.local_url(self.listen, self.port)
+        """The mirror's base URL as reached from this machine (https with TLS)."""
+        return net.local_url(self.listen, self.port, tls=self.tls)
+
+    @property
+    def endpoint(self) -> net.Endpoint:
+        """The mirror as reached from this machine, trusting its CA (kept in its folder) with TLS."""
+        if not self.tls:
+            return net.Endpoint(self.url)
+        if self.directory is None:
+            raise RecordError(f"mirror {self.name}: its record was not read from disk")
+        # a name to check only when the certificate does not cover the address dialled (loopback)
+        dialled = net.connect_host(self.listen)
+        name = self.tls_server_name if self.tls_server_name != dialled else None
+        return net.Endpoint(self.url, os.path.join(self.directory, paths.MIRROR_CA), name)
+
+    def loopback_endpoint(self, port: int) -> net.Endpoint:
+        """The registry on duty behind the mirror's relay (handover.py), on 127.0.0.1:`port`.
+
+        Same scheme and CA as the mirror; with TLS its certificate is checked against the name
+        the probe uses, which a generated certificate gives 127.0.0.1 itself.
+        """
+        if not self.tls:
+            return net.Endpoint(net.local_url("127.0.0.1", port))
+        if self.directory is None:
+            raise RecordError(f"mirror {self.name}: its record was not read from disk")
+        name = self.tls_server_name if self.tls_server_name != "127.0.0.1" else None
+        return net.Endpoint(net.local_url("127.0.0.1", port, tls=True),
+                            os.path.join(self.directory, paths.MIRROR_CA), name)
 
     @property
     def state_file(self) -> str:
@@ -122,14 +157,18 @@ class MirrorRecord:
             raise RecordError(f"mirror {self.name}: its record was not read from disk")
         return read_credentials(self.directory)
 
+    def warm_login(self) -> Optional[Credentials]:
+        """The login `registry-cache warm` pulls through the mirror with (client auth on); else None."""
+        if self.directory is None or not self.client_auth:
+            return None
+        return read_credentials(self.directory, paths.WARM_LOGIN)
+
     def text(self) -> str:
         """The content of mirror.json."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "directory"}
-        for key in _OPTIONAL_KEYS:
-            if not data[key]:
-                del data[key]  # a record without gc or warm settings reads as before them
-        if "warm" in data:
-            data["warm"] = list(data["warm"])
+        # a mirror without TLS, client login, gc or warm settings reads as before they existed:
+        # an upgrade restarts nothing
+        data = {k: v for k, v in data.items() if k not in _NEW_KEYS or v != _NEW_KEYS[k]}
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     def write(self, directory: str, owner: Optional[tuple[int, int]] = None) -> bool:
@@ -163,8 +202,13 @@ class MirrorRecord:
                 authenticated=bool(values.get("authenticated", False)),
                 reconnect_interval=int(values.get("reconnect_interval", DEFAULT_RECONNECT_INTERVAL)),
                 source=str(values.get("source", "")),
-                max_size=_optional_int(values.get("max_size")),
-                cache_max_size=_optional_int(values.get("cache_max_size")),
+                tls=bool(values.get("tls", False)),
+                tls_server_name=_optional(values.get("tls_server_name"), str),
+                tls_renew_after=_optional(values.get("tls_renew_after"), int),
+                tls_hosts=tuple(str(h) for h in values.get("tls_hosts") or ()),
+                client_auth=bool(values.get("client_auth", False)),
+                max_size=_optional(values.get("max_size"), int),
+                cache_max_size=_optional(values.get("cache_max_size"), int),
                 warm=tuple(w for w in values.get("warm") or () if isinstance(w, dict)),
                 directory=directory,
             )
@@ -181,11 +225,15 @@ class MirrorRecord:
         return cls.parse(text, where=path, directory=directory)
 
 
-_OPTIONAL_KEYS = ("max_size", "cache_max_size", "warm")
+# Keys added after the first release, written only when they differ from their default:
+# a mirror without TLS, client login, size caps or warm images reads as before they existed.
+_NEW_KEYS: dict[str, Any] = {"tls": False, "tls_server_name": None, "tls_renew_after": None,
+                             "tls_hosts": (), "client_auth": False,
+                             "max_size": None, "cache_max_size": None, "warm": ()}
 
 
-def _optional_int(value: Any) -> Optional[int]:
-    return None if value is None else int(value)
+def _optional(value: Any, kind: type) -> Any:
+    return None if value is None else kind(value)
 
 
 def read_all(root: str) -> list[MirrorRecord]:

@@ -9,15 +9,18 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import yaml
 
 from registry_cache import paths
+from registry_cache.clientauth import REALM
 from registry_cache.config import CacheConfig, Mirror
 from registry_cache.net import host_port
 from registry_cache.record import Credentials, MirrorRecord
+from registry_cache.secure import Security
 
 
 @functools.cache
@@ -45,6 +48,8 @@ class RenderedMirror:
     record: MirrorRecord
     configs: dict[str, str] = field(repr=False)  # the proxy config may hold the upstream password
     credentials: Optional[Credentials] = field(default=None, repr=False)
+    # readable by anyone (0644): the certificate served and the CA that checks it
+    public_files: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -54,24 +59,25 @@ class RenderedMirror:
     @property
     def files(self) -> dict[str, str]:
         """Every file of the mirror's folder, by file name, as `apply` compares them with the disk."""
-        files = {**self.configs, paths.MIRROR_RECORD: self.record.text()}
+        files = {**self.configs, **self.public_files, paths.MIRROR_RECORD: self.record.text()}
         if self.credentials is not None:
             files[paths.CREDENTIALS] = self.credentials.text()
         return files
 
 
-def render(config: CacheConfig) -> dict[str, RenderedMirror]:
-    """Render every mirror of the config, by name."""
-    return {m.name: render_mirror(config, m) for m in config.mirrors}
+def render(config: CacheConfig, security: Optional[Security] = None) -> dict[str, RenderedMirror]:
+    """Render every mirror of the config, by name (with `security`: TLS and client authentication)."""
+    return {m.name: render_mirror(config, m, security) for m in config.mirrors}
 
 
-def render_mirror(config: CacheConfig, mirror: Mirror) -> RenderedMirror:
+def render_mirror(config: CacheConfig, mirror: Mirror, security: Optional[Security] = None) -> RenderedMirror:
     """Render one mirror's Distribution configs (proxy and read-only), its record and credentials."""
+    extra = _security_files(mirror, security)
     if mirror.raw is not None:
         proxy_text, readonly_text = _seed_configs(mirror.raw, mirror.storage)
     else:
-        proxy_text = _distribution_config(config, mirror, readonly=False)
-        readonly_text = _distribution_config(config, mirror, readonly=True)
+        proxy_text = _distribution_config(config, mirror, readonly=False, extra=extra)
+        readonly_text = _distribution_config(config, mirror, readonly=True, extra=extra)
     credentials = None
     if mirror.username is not None and mirror.password is not None:
         credentials = Credentials(mirror.username, mirror.password)
@@ -89,15 +95,54 @@ def render_mirror(config: CacheConfig, mirror: Mirror) -> RenderedMirror:
         max_size=mirror.max_size,
         cache_max_size=config.max_size,
         warm=mirror.warm,
+        **extra.record,
+        # where apply writes it: the probe finds the mirror's CA there
+        directory=paths.mirror_dir(security.root, mirror.name) if security is not None else None,
     )
     return RenderedMirror(
         record=record,
-        configs={paths.PROXY_CONFIG: proxy_text, paths.READONLY_CONFIG: readonly_text},
+        configs={paths.PROXY_CONFIG: proxy_text, paths.READONLY_CONFIG: readonly_text, **extra.secret},
         credentials=credentials,
+        public_files=extra.public,
     )
 
 
-def _distribution_config(config: CacheConfig, mirror: Mirror, *, readonly: bool) -> str:
+@dataclass(frozen=True)
+class _SecurityFiles:
+    """A mirror's TLS and htpasswd files, their settings for Distribution, and its record's TLS facts."""
+
+    template: dict[str, Any] = field(default_factory=lambda: {"tls": None, "auth": None})
+    record: dict[str, Any] = field(default_factory=dict)
+    public: dict[str, str] = field(default_factory=dict)
+    secret: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+def _security_files(mirror: Mirror, security: Optional[Security]) -> _SecurityFiles:
+    if security is None or mirror.raw is not None:  # the seed format runs as written
+        return _SecurityFiles()
+    directory = paths.mirror_dir(security.root, mirror.name)
+    result = _SecurityFiles()
+    if security.tls is not None:
+        tls = security.tls
+        result.template["tls"] = {
+            "certificate": os.path.join(directory, paths.MIRROR_TLS_CERT),
+            "key": os.path.join(directory, paths.MIRROR_TLS_KEY),
+        }
+        result.public.update({paths.MIRROR_TLS_CERT: tls.cert_pem, paths.MIRROR_CA: tls.ca_pem})
+        result.secret[paths.MIRROR_TLS_KEY] = tls.key_pem
+        result.record.update(tls=True, tls_server_name=tls.server_name,
+                             tls_renew_after=tls.renew_after, tls_hosts=tls.hosts)
+    if security.htpasswd is not None:
+        result.template["auth"] = {"realm": REALM, "path": os.path.join(directory, paths.HTPASSWD)}
+        result.secret[paths.HTPASSWD] = security.htpasswd
+        result.record["client_auth"] = True
+        if security.warm_login is not None:
+            result.secret[paths.WARM_LOGIN] = security.warm_login.text()
+    return result
+
+
+def _distribution_config(config: CacheConfig, mirror: Mirror, *, readonly: bool,
+                         extra: Optional[_SecurityFiles] = None) -> str:
     proxy = None
     if not readonly:
         # Distribution reads its upstream login only from here; the agent reads credentials.json.
@@ -105,7 +150,6 @@ def _distribution_config(config: CacheConfig, mirror: Mirror, *, readonly: bool)
         if mirror.username is not None and mirror.password is not None:
             credentials = [("username", mirror.username), ("password", mirror.password)]
         proxy = {"remoteurl": mirror.upstream, "credentials": credentials}
-    debug_port = mirror.debug_port or 0
     return templates().get_template("registry.yml.j2").render(
         name=mirror.name,
         mode="read-only" if readonly else "proxy",
@@ -113,8 +157,10 @@ def _distribution_config(config: CacheConfig, mirror: Mirror, *, readonly: bool)
         storage=mirror.storage,
         readonly=readonly,
         addr=host_port(config.listen, mirror.port),
-        debug_addr=host_port("127.0.0.1", debug_port),
+        # no debug endpoint when its default port was taken (config.py leaves it None)
+        debug_addr=host_port("127.0.0.1", mirror.debug_port) if mirror.debug_port else None,
         proxy=proxy,
+        **(extra or _SecurityFiles()).template,
     )
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from typing import Optional, TextIO
 
 from registry_cache import config as configmod
-from registry_cache import layout, paths
+from registry_cache import layout, paths, secure
 from registry_cache.mirror import MirrorRunner
 from registry_cache.plan import make_plan
 from registry_cache.record import MirrorRecord
@@ -20,8 +21,11 @@ log = logging.getLogger(__name__)
 class Server:
     """Runs one supervised mirror per configured upstream; SIGHUP re-reads the config."""
 
-    def __init__(self, config_path: Optional[str], root: str, out: TextIO) -> None:
+    def __init__(
+        self, config_path: Optional[str], root: str, out: TextIO, *, default_if_missing: bool = False
+    ) -> None:
         self.config_path = config_path
+        self.default_if_missing = default_if_missing
         self.root = root
         self.out = out
         self.stopping = threading.Event()
@@ -30,8 +34,8 @@ class Server:
 
     def start(self) -> None:
         """Validate the config (ConfigError when invalid) and start every mirror."""
-        cfg = configmod.load(self.config_path)
-        self._converge(cfg, render(cfg))
+        cfg = configmod.load(self.config_path, default_if_missing=self.default_if_missing)
+        self._converge(*self._render(cfg))
 
     def run_forever(self) -> None:
         """Serve until SIGTERM or SIGINT; on SIGHUP apply the config file's changes, if valid."""
@@ -48,11 +52,11 @@ class Server:
     def reload(self) -> bool:
         """Re-read the config; an invalid one is reported and changes nothing."""
         try:
-            cfg = configmod.load(self.config_path)
+            cfg = configmod.load(self.config_path, default_if_missing=self.default_if_missing)
         except configmod.ConfigError as exc:
             log.error("config not applied; the mirrors keep serving as they are:\n%s", exc)
             return False
-        self._converge(cfg, render(cfg))
+        self._converge(*self._render(cfg))
         return True
 
     def stop(self) -> None:
@@ -62,6 +66,13 @@ class Server:
         for thread, _ in self.runners.values():
             thread.join(timeout=30)
         self.runners.clear()
+
+    def _render(self, cfg: configmod.CacheConfig) -> tuple[configmod.CacheConfig, dict[str, RenderedMirror]]:
+        """Make or renew the TLS certificate and hash client passwords, then render (as apply does)."""
+        owner = layout.prepare_cache(cfg.storage, [m.storage for m in cfg.mirrors])
+        ids = (owner.uid, owner.gid) if os.geteuid() == 0 else None
+        cfg, security = secure.prepare(cfg, self.root, ids, layout.read_rendered(self.root))
+        return cfg, render(cfg, security)
 
     def _converge(self, cfg: configmod.CacheConfig, wanted: dict[str, RenderedMirror]) -> None:
         plan = make_plan(wanted, layout.read_rendered(self.root))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 import requests
 
-from registry_cache import disk, gc, net, record, warm
+from registry_cache import disk, gc, net, paths, record, warm
+from registry_cache.config import CacheConfig
 from registry_cache.fsutil import tree_size
 from registry_cache.mirror import WAITING, read_state
 from registry_cache.record import Credentials, MirrorRecord
@@ -17,6 +19,7 @@ DOCKER_HUB_TOKEN_URL = (
     "https://auth.docker.io/token?service=registry.docker.io&scope=repository:ratelimitpreview/test:pull"
 )
 DOCKER_HUB_PROBE_URL = "https://registry-1.docker.io/v2/ratelimitpreview/test/manifests/latest"
+FRONT_KEYS = ("upstream_requests", "blob_transfers", "blob_joins", "blob_failures", "blobs_in_flight")
 
 
 @dataclass
@@ -47,6 +50,13 @@ class MirrorStatus:
     warm_images: int = 0
     warm_failures: tuple[str, ...] = ()
     disk_problem: Optional[str] = None
+    url: Optional[str] = None  # as reached from the box: https:// when the mirror serves TLS
+    # the mirror's front (see front.py): what crossed the upstream link and how it was shared
+    upstream_requests: int = 0
+    blob_transfers: int = 0
+    blob_joins: int = 0  # blob requests served by a transfer already under way, not the upstream
+    blob_failures: int = 0
+    blobs_in_flight: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The status as plain data, for --json."""
@@ -58,11 +68,20 @@ def collect(root: str, *, rate_limit: bool = True) -> list[MirrorStatus]:
     return [mirror_status(r, rate_limit=rate_limit) for r in record.read_all(root)]
 
 
+def collect_config(config: CacheConfig, root: str, *, rate_limit: bool = True) -> list[MirrorStatus]:
+    """Gather the status of the mirrors a config names (`status --config`), applied or not."""
+    from registry_cache.render import render
+
+    records = [dataclasses.replace(m.record, directory=paths.mirror_dir(root, name))
+               for name, m in sorted(render(config).items())]
+    return [mirror_status(r, rate_limit=rate_limit) for r in records]
+
+
 def mirror_status(mirror: MirrorRecord, *, rate_limit: bool = True) -> MirrorStatus:
     """Gather one mirror's status from its /v2/ endpoint, its state file and its storage."""
     storage = mirror.storage
     state = read_state(storage) or {}
-    healthy = net.serving(mirror.url)
+    healthy = net.serving(mirror.endpoint)
     marker = mirror.storage_ready
     mode = state.get("mode", "unknown") if healthy else "down"
     problem = state.get("upstream_problem")
@@ -101,6 +120,8 @@ def mirror_status(mirror: MirrorRecord, *, rate_limit: bool = True) -> MirrorSta
         warm_images=int(last_warm.get("images", 0)),
         warm_failures=tuple(last_warm.get("failures") or ()),
         disk_problem=full,
+        url=mirror.url,
+        **{key: int(state.get(key, 0)) for key in FRONT_KEYS},
     )
 
 
@@ -119,6 +140,10 @@ def format_table(statuses: list[MirrorStatus]) -> str:
     for s in statuses:
         if s.rate_limit_remaining is not None:
             lines.append(f"{s.name}: Docker Hub pulls remaining: {s.rate_limit_remaining}")
+        if s.bytes_from_upstream or s.blob_transfers or s.blob_failures:
+            lines.append(f"{s.name}: {_size(s.bytes_from_upstream)} from its upstream in "
+                         f"{s.blob_transfers} blob transfer(s); {s.blob_joins} request(s) joined a "
+                         f"transfer in flight; {s.blob_failures} failed; {s.blobs_in_flight} in flight now")
         if s.problem:
             lines.append(f"{s.name}: {s.problem}")
         lines += _gc_warm_disk_lines(s)

@@ -20,11 +20,7 @@ class UpstreamCheck:
     auth_scheme: Optional[str] = None  # "basic", "bearer" or None
     error: Optional[str] = None
     credentials_rejected: bool = False
-
-    @property
-    def needs_basic_auth(self) -> bool:
-        """True when the upstream wants HTTP basic auth, which Distribution's proxy cannot send."""
-        return self.auth_scheme == "basic"
+    login_missing: bool = False  # it wants HTTP basic auth and the mirror has no credentials
 
 
 def check(
@@ -33,7 +29,9 @@ def check(
     """Probe `url`/v2/ (any HTTP answer counts as reachable) and try the credentials, if any.
 
     Distribution's proxy says nothing when its upstream refuses its credentials: clients just
-    get '404 manifest unknown'. So the agent asks the upstream's token service itself.
+    get '404 manifest unknown'. So the agent asks the upstream itself: its token service for
+    a token-auth upstream, its /v2/ with HTTP basic auth for a basic-auth one (the front logs
+    in to those).
     """
     import requests
 
@@ -56,18 +54,24 @@ def check(
             rejected = answer.status_code in (401, 403)
         except requests.RequestException:
             pass  # the token service is down: the pulls will say so
+    if scheme == "basic" and credentials is not None:
+        try:
+            answer = requests.get(url.rstrip("/") + "/v2/", auth=credentials.pair(), timeout=timeout,
+                                  allow_redirects=False)
+            rejected = answer.status_code in (401, 403)
+        except requests.RequestException:
+            pass  # it answered a moment ago: the pulls will say what is wrong
     return UpstreamCheck(
-        reachable=True, status=response.status_code, auth_scheme=scheme, credentials_rejected=rejected
+        reachable=True, status=response.status_code, auth_scheme=scheme, credentials_rejected=rejected,
+        login_missing=scheme == "basic" and credentials is None,
     )
 
 
-def basic_auth_problem(upstream: str) -> str:
-    """The plain words for an upstream that wants basic auth."""
+def login_problem(upstream: str) -> str:
+    """The plain words for an upstream that wants a login (HTTP basic auth) the mirror lacks."""
     return (
-        f"upstream {upstream} asks for HTTP basic auth (htpasswd); the Distribution proxy "
-        "can only log in to token-auth registries (Docker Hub, ghcr.io, quay.io), so pulls of "
-        "anything not cached yet fail with a misleading '404 manifest unknown'. Use a token-auth "
-        "upstream, or make this one readable anonymously."
+        f"upstream {upstream} wants a login (HTTP basic auth): set username and password_file "
+        "for this mirror; until then pulls of anything not cached fail"
     )
 
 

@@ -137,8 +137,12 @@ class Warmer:
         import requests
 
         self.record = record
-        self.base = record.url.rstrip("/")
-        self.session = requests.Session()
+        endpoint = record.endpoint
+        self.base = endpoint.url.rstrip("/")
+        self.session: requests.Session = endpoint.session()  # https with the mirror's CA under TLS
+        login = record.warm_login()
+        if login is not None:
+            self.session.auth = login.pair()
         self.progress = progress
 
     def warm_all(self) -> Outcome:
@@ -189,6 +193,9 @@ class Warmer:
     def _manifest(self, repo: str, ref: str) -> dict[str, Any]:
         answer = self.session.get(f"{self.base}/v2/{repo}/manifests/{ref}",
                                   headers={"Accept": ACCEPT}, timeout=TIMEOUT)
+        if answer.status_code == 401 and self.record.client_auth and self.session.auth is None:
+            raise WarmError(f"{repo}:{ref}: the mirror asks for a login and the warm login in "
+                            f"{self.record.directory} cannot be read: run `sudo registry-cache warm`")
         if answer.status_code != 200:
             raise WarmError(f"{repo}:{ref}: the mirror answered {answer.status_code} for the "
                             f"manifest: {answer.text[:200].strip()}")
@@ -223,7 +230,7 @@ def warm(records: list[MirrorRecord], progress: Callable[[str], None]) -> list[O
     for record in records:
         if not record.warm:
             continue
-        if net.wait_until_serving({record.name: record.url}, SERVING_WAIT):
+        if net.wait_until_serving({record.name: record.endpoint}, SERVING_WAIT):
             outcome = Outcome(record.name, failures=[f"the mirror does not serve at {record.url}"])
             log.error("mirror %s: warm: %s", record.name, outcome.failures[0])
             _keep(record, outcome)

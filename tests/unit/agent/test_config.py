@@ -45,8 +45,8 @@ def test_valid_config_gives_one_mirror_per_upstream_with_storage_below_the_root(
     assert not cfg.mirror("ghcr").is_docker_hub
 
 
-def test_missing_config_file_gives_the_embedded_default_docker_hub_mirror(tmp_path):
-    cfg = config.load(str(tmp_path / "absent.yml"))
+def test_missing_config_file_when_allowed_gives_the_embedded_default_docker_hub_mirror(tmp_path):
+    cfg = config.load(str(tmp_path / "absent.yml"), default_if_missing=True)
     assert cfg.source == config.EMBEDDED_DEFAULT
     assert [(m.name, m.port, m.upstream) for m in cfg.mirrors] == [
         ("dockerhub", 5000, "https://registry-1.docker.io")
@@ -109,11 +109,18 @@ BAD_CONFIGS = [
         id="two-mirrors-one-port",
     ),
     pytest.param(
-        "mirrors:\n  a: {upstream: 'https://ghcr.io', port: 5000}\n"
-        "  b: {upstream: 'https://quay.io', port: 15000}\n",
-        ["3: mirrors.b.port: port 15000 is already used by mirrors.a (its debug port); "
+        "mirrors:\n  a: {upstream: 'https://ghcr.io', port: 5000, debug_port: 6000}\n"
+        "  b: {upstream: 'https://quay.io', port: 6000}\n",
+        ["3: mirrors.b.port: port 6000 is already used by mirrors.a.debug_port; "
          "give each mirror its own port"],
         id="port-taken-by-a-debug-port",
+    ),
+    pytest.param(
+        "mirrors:\n  b: {upstream: 'https://quay.io', port: 6000}\n"
+        "  a: {upstream: 'https://ghcr.io', port: 5000, debug_port: 6000}\n",
+        ["3: mirrors.a.debug_port: port 6000 is already used by mirrors.b.port; "
+         "give each mirror its own port"],
+        id="debug-port-taken-by-a-port",
     ),
     pytest.param(
         "mirrors:\n  a: {upstream: 'https://ghcr.io', port: 70000}\n",

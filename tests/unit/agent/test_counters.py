@@ -26,9 +26,8 @@ def test_first_download_of_a_blob_is_a_miss_and_the_second_a_hit():
     counter = counters.HitCounter(set())
     assert counter.observe(counters.parse_log_line(BLOB_LINE)) == "miss"
     assert counter.observe(counters.parse_log_line(BLOB_LINE)) == "hit"
-    assert counter.counts.as_dict() == {
-        "hits": 1, "misses": 1, "bytes_served": 400498, "bytes_from_upstream": 200249,
-    }
+    # what came from the upstream is the front's count, not the registry's (see mirror.py)
+    assert counter.counts.as_dict() == {"hits": 1, "misses": 1, "bytes_served": 400498}
 
 
 def test_a_blob_already_in_storage_is_a_hit():
@@ -41,7 +40,7 @@ def test_head_requests_errors_and_manifests_are_not_blob_downloads():
     assert counter.observe(entry(**{"http.request.method": "HEAD"})) is None
     assert counter.observe(entry(**{"http.response.status": 404})) is None
     assert counter.observe(entry(**{"http.request.uri": "/v2/test/app/manifests/v1"})) is None
-    assert counter.counts.as_dict() == {"hits": 0, "misses": 0, "bytes_served": 0, "bytes_from_upstream": 0}
+    assert counter.counts.as_dict() == {"hits": 0, "misses": 0, "bytes_served": 0}
 
 
 def test_non_json_lines_are_ignored():

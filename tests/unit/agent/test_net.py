@@ -73,3 +73,42 @@ def test_waiting_stops_as_soon_as_the_caller_gives_up():
 ])
 def test_a_mirror_is_reached_on_this_machine_at_a_dialable_address(listen, url):
     assert net.local_url(listen, 5000) == url
+
+
+def test_an_endpoint_checks_the_certificate_against_its_ca_and_a_name_it_covers(tmp_path):
+    """A TLS stand-in whose certificate covers only cache.example: the probe dials 127.0.0.1 and
+    checks that name, trusting only the CA; another CA is refused."""
+    import ssl
+    import time
+
+    from registry_cache import tlsca
+
+    now = time.time()
+    ca_cert, ca_key = tlsca.make_ca(now)
+    cert, key = tlsca.issue_server(ca_cert, ca_key, ["cache.example"], now)
+    other_ca = tlsca.make_ca(now)[0]
+    for name, text in (("ca.crt", ca_cert), ("tls.crt", cert), ("tls.key", key), ("other.crt", other_ca)):
+        (tmp_path / name).write_text(text)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert net.serving(net.Endpoint(url, str(tmp_path / "ca.crt"), "cache.example"))
+        assert not net.serving(net.Endpoint(url, str(tmp_path / "ca.crt")))  # 127.0.0.1 is not covered
+        assert not net.serving(net.Endpoint(url, str(tmp_path / "other.crt"), "cache.example"))
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -30,4 +30,6 @@ def test_a_changed_config_restarts_only_that_mirror():
 def test_a_mirror_gone_from_the_config_is_removed():
     plan = make_plan({}, {"a": mirror("a").files})
     assert plan.remove == ["a"]
-    assert plan.lines() == ["remove a: stop it and delete its config (its cached data stays)"]
+    assert plan.lines() == [
+        "remove a: not in this config (it came from an earlier config or the box's built-in "
+        "default): stopped; its cached data stays"]
