@@ -9,6 +9,7 @@ import pytest
 
 from lab import images
 from tests.integration.test_serve import AGENT, Cache
+from tests.integration.test_tls import TlsCache
 
 pytestmark = pytest.mark.integration
 
@@ -78,3 +79,30 @@ def test_warm_command_shows_progress_and_fails_when_an_image_cannot_be_warmed(ca
     assert "1 image(s) warm, 0 failed" in ok.stdout
     assert bad.returncode == 1
     assert "other: 0 image(s) warm, 1 failed" in bad.stdout
+
+
+def test_warm_pulls_through_a_tls_mirror_with_client_login_using_a_login_of_its_own(
+    tmp_path, upstream, test_images
+):
+    oci = test_images.oci
+    secrets = tmp_path / "cache-host" / "secrets"
+    secrets.mkdir(parents=True)
+    (secrets / "alice.password").write_text("alice-pa55word\n")
+    cache = TlsCache(tmp_path / "cache-host", {"one": upstream.url},
+                     extra="auth:\n  users:\n    alice:\n      password_file: secrets/alice.password",
+                     warm={"one": [f"{oci.repo}:{oci.tag}"]})
+    try:
+        cache.start()
+        warmed = cache.agent("warm")
+        assert warmed.returncode == 0, warmed.stdout + warmed.stderr
+        assert "1 image(s) warm, 0 failed" in warmed.stdout
+        assert f"through https://{cache.host('one')}" in warmed.stdout
+        time.sleep(1.0)  # the mirror stores what it fetched in the background
+        before = _upstream_blob_gets(upstream)
+        certs = cache.client_files(tmp_path / "client")
+        pulled = images.pull(oci.ref(cache.host("one")), tmp_path / "pull",
+                             cert_dir=certs / cache.host("one"), creds=("alice", "alice-pa55word"))
+        assert pulled.digest == oci.digest
+        assert _upstream_blob_gets(upstream) == before  # every blob was warm
+    finally:
+        cache.stop()

@@ -54,10 +54,17 @@ class Endpoint:
         """A requests session that trusts the mirror as `get` does, for many requests (warm)."""
         import requests  # not imported by `apply` with nothing changed
 
-        session = requests.Session()
+        verify: Union[str, bool] = self.ca_file if self.ca_file is not None else True
+
+        class _Session(requests.Session):
+            # given per request: a session's own `verify` loses to $REQUESTS_CA_BUNDLE
+            def request(self, *args: Any, **kwargs: Any) -> Any:
+                kwargs.setdefault("verify", verify)
+                return super().request(*args, **kwargs)
+
+        session = _Session()
         if self.server_name is not None:
             session.mount(self.url.rstrip("/") + "/", _server_name_adapter(self.server_name))
-        session.verify = self.ca_file if self.ca_file is not None else True
         return session
 
 
