@@ -36,6 +36,20 @@ def test_every_mirror_unit_is_enabled_active_and_not_root(machine: Machine):
         assert users and "root" not in users, f"{name}: processes run as {users}"
 
 
+@pytest.mark.parametrize("timer", ["registry-cache-gc.timer", "registry-cache-warm.timer"])
+def test_the_gc_and_warm_timers_are_enabled_and_scheduled(machine: Machine, timer: str):
+    assert machine.host.service(timer).is_enabled
+    assert machine.host.service(timer).is_running  # an active timer waits for its next run
+    service = timer.replace(".timer", ".service")
+    assert machine.host.file(f"/etc/systemd/system/{service}").exists
+
+
+def test_gc_dry_run_measures_every_mirror_and_changes_nothing(machine: Machine):
+    out = machine.host.run_expect([0], "sudo registry-cache gc --dry-run").stdout
+    for name in machine.mirrors:
+        assert f"{name}: " in out and " used;" in out, out
+
+
 def test_the_boot_unit_started_the_mirrors_of_this_boot_without_failing(machine: Machine):
     boot = machine.host.check_output(
         "systemctl show -p ActiveState -p Result registry-cache-boot.service")

@@ -31,7 +31,8 @@ PASSWORD = "s3cret-Pa55word-never-shown"
 class TlsCache:
     """A `registry-cache serve` process with `tls: auto`, and the files it works with."""
 
-    def __init__(self, workdir: Path, mirrors: dict[str, str], extra: str = "") -> None:
+    def __init__(self, workdir: Path, mirrors: dict[str, str], extra: str = "",
+                 warm: dict[str, list[str]] | None = None) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.root = workdir / "root"
@@ -41,6 +42,8 @@ class TlsCache:
         for name, upstream in mirrors.items():
             lines += [f"  {name}:", f"    upstream: {upstream}", f"    port: {self.ports[name]}",
                       f"    debug_port: {procs.free_port()}"]
+            if warm and name in warm:
+                lines.append(f"    warm: {json.dumps(warm[name])}")
         self.config.write_text("\n".join(lines) + "\n")
         self.process: procs.Process | None = None
 
@@ -193,7 +196,7 @@ def test_client_login_wrong_password_401_right_password_pulls_and_no_secret_show
         assert "docker login 127.0.0.1:" in login.stderr
         mirrors_account = os.stat(cache.workdir / "cache").st_uid
         for path in [cache.workdir / "tls" / "ca.key", cache.workdir / "tls" / "server.key",
-                     mirror_dir / "tls.key", mirror_dir / "htpasswd"]:
+                     mirror_dir / "tls.key", mirror_dir / "htpasswd", mirror_dir / "warm-login.json"]:
             st = path.stat()
             assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o600, mirrors_account), path
     finally:

@@ -23,6 +23,7 @@ def config_reference(schema):
     def row(key, spec, required):
         # a key with several forms (tls: auto, off or a mapping) names them in its title
         kind = spec.get("type") or spec.get("title") or "one of " + ", ".join(spec["enum"])
+        kind = " or ".join(kind) if isinstance(kind, list) else kind
         default = "required" if required else f"`{spec['default']}`" if "default" in spec else "—"
         return f"| `{key}` | {kind} | {default} | {spec.get('description', '')} |"
 

@@ -73,7 +73,20 @@ def apply(
     metrics.apply_settings(root, cfg, out)
     for line in plan.lines():
         print(line, file=out)
+    _queue_warming(cfg, out)
     return plan
+
+
+def _queue_warming(cfg: configmod.CacheConfig, out: TextIO) -> None:
+    """Start pulling the `warm:` images in the background (warm.py); never fails apply."""
+    if not any(m.warm for m in cfg.mirrors) or not systemd.running():
+        return  # without systemd, `registry-cache serve` warms once its mirrors serve
+    try:
+        systemd.systemctl("start", "--no-block", paths.WARM_UNIT)
+    except (OSError, RuntimeError) as exc:
+        print(f"note: could not queue warming ({exc}); run `registry-cache warm`", file=out)
+        return
+    print(f"warming queued: `journalctl -u {paths.WARM_UNIT}`, `registry-cache status`", file=out)
 
 
 def _unchanged_since_last_apply(config_path: Optional[str], root: str) -> Optional[list[str]]:

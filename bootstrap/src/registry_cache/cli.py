@@ -1,4 +1,7 @@
-"""The `registry-cache` command: check, apply, serve, status, logs, metrics, client-config, ca, run-mirror."""
+"""The `registry-cache` command: check, apply, serve, status, logs, metrics, client-config, ca, gc, warm.
+
+And run-mirror, what each mirror's systemd unit runs.
+"""
 
 from __future__ import annotations
 
@@ -151,6 +154,22 @@ def _parser() -> argparse.ArgumentParser:
                     help="take the CA from this config file instead of the applied mirrors")
     ca.set_defaults(func=_ca)
 
+    gc = command(
+        "gc", help="evict the least recently pulled images of mirrors above their max_size",
+        description="Evict the least recently pulled images of every mirror (or MIRROR) above 90 %% "
+        "of its max_size (or the cache above 90 %% of the whole max_size) down to 80 %%, while the "
+        "mirror serves read-only; print what it frees and how long it took.",
+    )
+    gc.add_argument("mirror", nargs="?", help="only this mirror")
+    gc.add_argument("--dry-run", action="store_true", help="print what would be evicted, change nothing")
+    gc.add_argument("--keep-recent", type=float, default=None, metavar="SECONDS",
+                    help="never evict an image pulled within this many seconds (default 600)")
+    gc.set_defaults(func=_gc)
+
+    warm = command("warm", help="pull each mirror's `warm:` images through it, with progress")
+    warm.add_argument("mirror", nargs="?", help="only this mirror")
+    warm.set_defaults(func=_warm)
+
     run_mirror = command(
         "run-mirror", help="run one rendered mirror in the foreground (what its systemd unit runs)"
     )
@@ -293,6 +312,56 @@ def _client_config(args: argparse.Namespace) -> int:
     for note in setup.notes:
         print(f"note: {note}", file=sys.stderr)
     return 0
+
+
+def _chosen_records(args: argparse.Namespace, command: str) -> Union[int, list]:
+    """The applied mirrors a command works on (all, or the one named); else say why, return the exit code."""
+    from registry_cache import record
+
+    applied = record.read_all(_root(args))
+    if not applied:
+        print(f"registry-cache {command}: no mirror is applied under {_root(args)}; "
+              "run `registry-cache apply` first", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.mirror is None:
+        return applied
+    chosen = [r for r in applied if r.name == args.mirror]
+    if not chosen:
+        print(f"registry-cache {command}: no mirror '{args.mirror}' is applied "
+              f"(applied: {', '.join(r.name for r in applied)})", file=sys.stderr)
+        return EXIT_USAGE
+    return chosen
+
+
+def _gc(args: argparse.Namespace) -> int:
+    import time
+
+    from registry_cache import gc
+
+    records = _chosen_records(args, "gc")
+    if isinstance(records, int):
+        return records
+    keep = gc.DEFAULT_KEEP_RECENT if args.keep_recent is None else args.keep_recent
+    begun = time.monotonic()
+    try:
+        gc.collect(records, sys.stdout, dry_run=args.dry_run, keep_recent=keep)
+    except (gc.GcError, OSError) as exc:
+        print(f"registry-cache gc: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"gc {'planned' if args.dry_run else 'done'} in {time.monotonic() - begun:.1f} s")
+    return 0
+
+
+def _warm(args: argparse.Namespace) -> int:
+    from registry_cache import warm
+
+    records = _chosen_records(args, "warm")
+    if isinstance(records, int):
+        return records
+    outcomes = warm.warm(records, lambda line: print(line, flush=True))
+    if not outcomes:
+        print("no mirror has a `warm:` list")
+    return EXIT_FAILURE if any(o.failures for o in outcomes) else EXIT_OK
 
 
 def _mirrors_and_ca(args: argparse.Namespace, command: str) -> Union[int, tuple[list, Optional[str], bool]]:

@@ -75,6 +75,9 @@ class Mirror:
     debug_port: Optional[int] = None
     username: Optional[str] = None
     password: Optional[str] = field(default=None, repr=False)
+    # Size cap of this mirror's cache in bytes, and the images warmed through it (gc.py, warm.py).
+    max_size: Optional[int] = None
+    warm: tuple[dict[str, Any], ...] = ()
     # The seed format: a Distribution config that runs as written.
     raw: Optional[dict[str, Any]] = field(default=None, repr=False, compare=True)
 
@@ -95,6 +98,7 @@ class CacheConfig:
     mirrors: tuple[Mirror, ...]
     log_level: str = DEFAULT_LOG_LEVEL
     reconnect_interval: int = DEFAULT_RECONNECT_INTERVAL
+    max_size: Optional[int] = None  # size cap of the whole cache in bytes
     metrics_port: int = DEFAULT_METRICS_PORT
     tls: Optional[secure.TlsSettings] = None  # None: plain HTTP
     auth: Optional[secure.AuthSettings] = None  # None: anyone who reaches a mirror may pull
@@ -341,6 +345,7 @@ class _Checker:
                     mirror = self._mirror(str(name), spec, storage_root or "", debug_ports.get(str(name)))
                     if mirror is not None:
                         mirrors.append(mirror)
+        max_size = self._size(("max_size",), data.get("max_size"))
         tls = secure.check_tls(self.doc, data.get("tls"), self.base_dir, listen)
         auth = secure.check_auth(self.doc, data.get("auth"), tls, self._read_secret)
         if self.doc.problems or storage_root is None:
@@ -352,6 +357,7 @@ class _Checker:
             mirrors=tuple(mirrors),
             log_level=data.get("log_level", DEFAULT_LOG_LEVEL),
             reconnect_interval=data.get("reconnect_interval", DEFAULT_RECONNECT_INTERVAL),
+            max_size=max_size,
             metrics_port=data.get("metrics_port", DEFAULT_METRICS_PORT),
             tls=tls,
             auth=auth,
@@ -376,7 +382,9 @@ class _Checker:
                     self.doc.add((*path, key), f"missing; add it. {described}".strip())
         elif kind == "type":
             got = "" if secret else f", not {_describe(error.instance)}"
-            wanted = _TYPE_WORDS.get(error.validator_value, error.validator_value)
+            types = error.validator_value
+            types = types if isinstance(types, list) else [types]
+            wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
             self.doc.add(path, f"must be {wanted}{got}")
         elif kind in ("minimum", "maximum"):
             low = error.schema.get("minimum")
@@ -433,7 +441,43 @@ class _Checker:
             storage=os.path.join(storage_root, name),
             username=username if isinstance(username, str) else None,
             password=password if isinstance(password, str) else None,
+            max_size=self._size((*base, "max_size"), spec.get("max_size")),
+            warm=self._warm((*base, "warm"), spec.get("warm")),
         )
+
+    def _size(self, path: Path, value: Any) -> Optional[int]:
+        from registry_cache import sizes
+
+        if value is None or isinstance(value, bool) or not isinstance(value, (str, int)):
+            return None  # absent, or the schema already said what is wrong
+        problem = sizes.size_problem(value)
+        if problem:
+            self.doc.add(path, problem)
+            return None
+        return sizes.parse_size(value)
+
+    def _warm(self, path: Path, items: Any) -> tuple[dict[str, Any], ...]:
+        from registry_cache.warm import platform_problem, reference_problem
+
+        warm = []
+        for index, item in enumerate(items if isinstance(items, list) else []):
+            spec = {"image": item} if isinstance(item, str) else item
+            image = spec.get("image") if isinstance(spec, dict) else None
+            if not isinstance(image, str):
+                continue  # the schema already said what is wrong
+            item_path = (*path, str(index)) if isinstance(item, str) else (*path, str(index), "image")
+            problem = reference_problem(image)
+            if problem:
+                self.doc.add(item_path, problem)
+                continue
+            platforms = spec.get("platforms")
+            for number, platform in enumerate(platforms if isinstance(platforms, list) else []):
+                problem = platform_problem(platform) if isinstance(platform, str) else None
+                if problem:
+                    self.doc.add((*path, str(index), "platforms", str(number)), problem)
+            chosen = list(platforms) if isinstance(platforms, list) else None
+            warm.append({"image": image, "platforms": chosen})
+        return tuple(warm)
 
     def _check_upstream(self, path: Path, url: str) -> None:
         problem = upstream_problem(url)

@@ -42,6 +42,19 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("restarts", "registry_cache_mirror_restarts",
      "Times the mirror's registry restarted since its unit started."),
 )
+# Size cap, gc and disk (gc.py, disk.py): (metric name, help, value of a MirrorStatus; None: no sample).
+GAUGES: tuple[tuple[str, str, Callable[[Any], Optional[float]]], ...] = (
+    ("registry_cache_mirror_max_bytes", "The mirror's size cap (its own max_size, else the whole cache's).",
+     lambda s: s.max_size or s.cache_max_size),
+    ("registry_cache_mirror_last_gc_timestamp_seconds", "When the last gc of the mirror began (epoch s).",
+     lambda s: s.gc_last_run),
+    ("registry_cache_mirror_last_gc_freed_bytes", "Bytes the last gc of the mirror freed.",
+     lambda s: s.gc_bytes_freed),
+    ("registry_cache_mirror_last_gc_evicted_images", "Images the last gc of the mirror evicted.",
+     lambda s: s.gc_images_evicted),
+    ("registry_cache_mirror_disk_full", "1 while the disk under the mirror's cache is full, else 0.",
+     lambda s: 1 if s.disk_problem else 0),
+)
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,7 @@ def families(statuses: Iterable[Any]) -> list[Any]:
     cache = GaugeMetricFamily("registry_cache_mirror_cache_bytes", "Bytes the mirror's cache holds on disk.",
                               labels=["mirror"])
     counters = [(field, CounterMetricFamily(name, text, labels=["mirror"])) for field, name, text in COUNTERS]
+    gauges = [(value, GaugeMetricFamily(name, text, labels=["mirror"])) for name, text, value in GAUGES]
     for s in statuses:
         info.add_metric([s.name, s.upstream, str(s.port)], 1)
         up.add_metric([s.name], 1 if s.healthy else 0)
@@ -105,7 +119,11 @@ def families(statuses: Iterable[Any]) -> list[Any]:
         cache.add_metric([s.name], s.storage_bytes)
         for field, family in counters:
             family.add_metric([s.name], getattr(s, field))
-    return [info, up, mode, cache, *(family for _, family in counters)]
+        for value, gauge in gauges:
+            number = value(s)
+            if number is not None:
+                gauge.add_metric([s.name], number)
+    return [info, up, mode, cache, *(family for _, family in counters), *(gauge for _, gauge in gauges)]
 
 
 class MirrorCollector:

@@ -13,6 +13,11 @@ the upstream is away would pull anonymously ever after. (Behind the front it wou
 not panic.) A front that cannot start also leaves the cache read-only. The runner restarts a
 registry that dies, counts true hits and misses from the registry's log, and keeps that state
 beside the cache for `status`.
+
+The runner holds the mirror's ports itself and relays connections to the registry on duty
+(handover.py), so switching modes never refuses a pull. `registry-cache gc` asks for read-only
+mode with a request file beside the cache (gc.ReadOnly); the runner records each pull's time
+for gc's LRU (usage.py) and says when the disk under the cache is full (disk.py).
 """
 
 from __future__ import annotations
@@ -20,15 +25,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
-from registry_cache import counters, net, paths, proc, upstream
+import yaml
+
+from registry_cache import counters, disk, net, paths, proc, upstream
 from registry_cache.fsutil import write_file
+from registry_cache.handover import Relay, free_port
 from registry_cache.record import Credentials, MirrorRecord
+from registry_cache.usage import Usage
 
 if TYPE_CHECKING:
     from registry_cache.front import FrontHandle
@@ -46,6 +57,9 @@ READ_ONLY = "read-only"
 WAITING = "waiting-for-storage"
 STARTING = "starting"
 STOPPED = "stopped"
+GC_HOLD = "gc"  # `hold` while the mirror serves read-only for `registry-cache gc`
+DRAIN_TIMEOUT = 30.0  # how long a retired registry may finish the pulls it serves
+USAGE_WRITE_INTERVAL = 5.0
 
 # The front's counters kept in the state file, as (front counter, state key); totals since
 # the cache was created, like the hit/miss counts.
@@ -69,6 +83,8 @@ class MirrorState:
     upstream_problem: Optional[str] = None
     restarts: int = 0
     pid: Optional[int] = None
+    hold: Optional[str] = None
+    disk_problem: Optional[str] = None
     counts: counters.Counts = field(default_factory=counters.Counts)
     front_before: dict[str, int] = field(default_factory=dict)  # totals of earlier runs, by state key
     front_now: dict[str, Any] = field(default_factory=dict)  # the running front's counters
@@ -91,6 +107,8 @@ class MirrorState:
             "upstream_problem": self.upstream_problem,
             "restarts": self.restarts,
             "pid": self.pid,
+            "hold": self.hold,
+            "disk_problem": self.disk_problem,
             **self.counts.as_dict(),
             **self.front_totals(),
         }
@@ -104,6 +122,20 @@ def read_state(storage: str) -> Optional[dict[str, Any]]:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+@dataclass
+class _Registry:
+    """One registry process on duty (or starting), on its private loopback ports."""
+
+    mode: str
+    child: Any
+    port: int
+    debug_port: Optional[int]
+    counter: counters.HitCounter
+    reader: threading.Thread
+    workdir: str
+    debug_listen: str = "127.0.0.1"  # where the mirror's debug endpoint is reached
 
 
 class MirrorRunner:
@@ -130,39 +162,71 @@ class MirrorRunner:
         self._last_write = 0.0
         self._dirty = False
         self._waiting_logged = False
+        self.usage = Usage.read(self.storage)
+        self._usage_dirty = False
+        self._usage_written = 0.0
+        self._enospc = False
+        self.relays: list[Relay] = []
 
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Serve until stopped: wait for storage, pick the mode, run the registry, restart it."""
+        """Serve until stopped: wait for storage, pick the mode, run the registry, switch or restart it."""
         try:
             self._run()
         finally:
-            self._stop_front()
-        self._set(mode=STOPPED, pid=None)
+            for relay in self.relays:
+                relay.close()
+            self._stop_front()  # after the registry: it may still be storing what the front fetched
+        self._save_usage(force=True)
+        self._set(mode=STOPPED, pid=None, hold=None)
         self._write_state(force=True)
 
     def _run(self) -> None:
         backoff = 1.0
+        current: Optional[_Registry] = None
         while not self.stop_event.is_set():
             if not self._storage_ready():
                 self.stop_event.wait(2.0)
                 continue
             mode = self._choose_mode()
             started = time.monotonic()
-            exit_code, switching = self._serve_once(mode)
-            if self.stop_event.is_set():
-                break
-            if switching:
-                backoff = 1.0
-                continue
+            successor = self._start_registry(mode)
+            if self._wait_ready(successor):
+                self._go_live(successor)
+                if current is not None:
+                    self._retire(current)
+                current = successor
+                if self._hold_requested() and mode == READ_ONLY:
+                    self._save_usage(force=True)  # gc plans on the latest pull times
+                    self._set(hold=GC_HOLD)
+                elif self.state.hold is not None:
+                    self._set(hold=None)
+                exit_code, switching = self._watch(current)
+                if self.stop_event.is_set():
+                    break
+                if switching:
+                    backoff = 1.0
+                    continue  # `current` serves on until its successor does
+                self._retire(current)
+                current = None
+            else:
+                exit_code = self._retire(successor)
+                if self.stop_event.is_set():
+                    break
             ran_for = time.monotonic() - started
             backoff = 1.0 if ran_for > 60 else min(backoff * 2, MAX_BACKOFF)
             with self._lock:
                 self.state.restarts += 1
+                self.state.pid = None
+                self.state.mode = STARTING
             log.warning("mirror %s: registry exited with code %s; restarting in %.0f s",
                         self.name, exit_code, backoff)
             self.stop_event.wait(backoff)
+        for relay in self.relays:
+            relay.close()  # no new pulls; those open finish before the registry stops
+        if current is not None:
+            self._retire(current)
 
     def _storage_ready(self) -> bool:
         if self.record.storage_ready:
@@ -180,6 +244,8 @@ class MirrorRunner:
         return False
 
     def _choose_mode(self) -> str:
+        if self._hold_requested():
+            return READ_ONLY  # for gc: the upstream's state is probed again once it is done
         credentials = self.record.credentials()
         result = upstream.check(self.record.upstream, credentials=credentials)
         problem = None
@@ -236,23 +302,118 @@ class MirrorRunner:
                 self.state.front_now = now
                 self._dirty = True
 
-    def _serve_once(self, mode: str) -> tuple[Optional[int], bool]:
-        """Run the registry in `mode` until it exits, we stop, or read-only mode can end."""
-        config = os.path.join(self.mirror_dir, paths.PROXY_CONFIG if mode == PROXY else paths.READONLY_CONFIG)
+    def _hold_requested(self) -> bool:
+        """True while `registry-cache gc` asks for read-only mode (its request has not expired)."""
+        try:
+            with open(paths.readonly_request(self.storage), encoding="utf-8") as handle:
+                request = json.load(handle)
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError):
+            return True  # being written: obey it
+        until = request.get("until") if isinstance(request, dict) else None
+        return not isinstance(until, (int, float)) or until > time.time()
+
+    def _start_front(self, credentials: Optional[Credentials]) -> bool:
+        """Start the mirror's front unless it runs; False when it cannot start."""
+        if self._front is not None:
+            return True
+        from registry_cache import front  # aiohttp is loaded only where a mirror runs, not by `status`
+
+        login = front.Credentials(*credentials.pair()) if credentials is not None else None
+        try:
+            self._front = front.start_front(self.record.upstream, login, paths.front_spool(self.storage))
+        except OSError as exc:
+            log.error("mirror %s: its front cannot start: %s", self.name, exc)
+            return False
+        return True
+
+    def _stop_front(self) -> None:
+        """Stop the front and keep its final counters in the totals."""
+        if self._front is None:
+            return
+        self._front.stop()
+        final = self._front.counters()
+        self._front = None
+        with self._lock:
+            for name, key in FRONT_TOTALS:
+                self.state.front_before[key] = self.state.front_before.get(key, 0) + int(final.get(name, 0))
+            self.state.front_now = {}
+            self._dirty = True
+
+    def _read_front(self) -> None:
+        """Take the running front's counters into the state (written at most once a second)."""
+        if self._front is None:
+            return
+        now = {k: v for k, v in self._front.counters().items() if k != "updated"}
+        with self._lock:
+            if now != self.state.front_now:
+                self.state.front_now = now
+                self._dirty = True
+
+    def _start_registry(self, mode: str) -> _Registry:
+        """Start a registry in `mode` on private loopback ports (the relays hold the public ones)."""
+        name = paths.PROXY_CONFIG if mode == PROXY else paths.READONLY_CONFIG
+        rendered = os.path.join(self.mirror_dir, name)
+        with open(rendered, encoding="utf-8") as handle:
+            config = yaml.safe_load(handle)
+        port = free_port()
+        http = config.setdefault("http", {})
+        http["addr"] = f"127.0.0.1:{port}"
+        debug_port = None
+        debug_listen = "127.0.0.1"
+        if isinstance(http.get("debug"), dict) and http["debug"].get("addr"):
+            debug_listen = str(http["debug"]["addr"]).rpartition(":")[0].strip("[]") or "0.0.0.0"
+            debug_port = free_port()
+            http["debug"]["addr"] = f"127.0.0.1:{debug_port}"
+        # the proxy config may hold the upstream password: a private folder, a 0600 file
+        workdir = tempfile.mkdtemp(prefix=f"registry-cache-{self.name}-")
+        path = os.path.join(workdir, "config.yml")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(config, handle, sort_keys=False)
         counter = counters.HitCounter(counters.cached_blobs(self.storage), self.state.counts)
         # the front's address is known only now (an ephemeral port): Distribution reads it from
-        # the environment, over the proxy config's remoteurl. Never in read-only mode: the
-        # variable alone would make that registry a proxy.
+        # the environment, over the proxy config's remoteurl. Never in read-only mode (gc's
+        # included): the variable alone would make that registry a proxy.
         env = {"REGISTRY_PROXY_REMOTEURL": self._front.url} if mode == PROXY and self._front else {}
-        child = proc.spawn([REGISTRY_BIN, "serve", config], env)
+        child = proc.spawn([REGISTRY_BIN, "serve", path], env)
         reader = threading.Thread(target=self._read_log, args=(child, counter), daemon=True)
         reader.start()
-        self._set(pid=child.pid, mode=STARTING)
-        if self._wait_ready(child):
-            log.info("mirror %s: serving on port %s in %s mode (upstream %s)",
-                     self.name, self.record.port, mode, self.record.upstream)
-            self._set(mode=mode, since=time.time())
-        switching = False
+        return _Registry(mode, child, port, debug_port, counter, reader, workdir, debug_listen)
+
+    def _go_live(self, registry: _Registry) -> None:
+        """Point the mirror's ports at `registry` (listening on them the first time)."""
+        if not self.relays:
+            self.relays = [Relay(self.record.listen, self.record.port)]
+            if registry.debug_port is not None and self.record.debug_port:
+                self.relays.append(Relay(registry.debug_listen, self.record.debug_port))
+        self.relays[0].point_to(registry.port)
+        if registry.debug_port is not None and len(self.relays) > 1:
+            self.relays[1].point_to(registry.debug_port)
+        log.info("mirror %s: serving on port %s in %s mode (upstream %s)",
+                 self.name, self.record.port, registry.mode, self.record.upstream)
+        self._set(mode=registry.mode, since=time.time(), pid=registry.child.pid)
+
+    def _retire(self, registry: _Registry) -> Optional[int]:
+        """Stop a registry once its stores and the pulls it serves have finished."""
+        if registry.child.poll() is None:
+            self._wait_for_cache_writes(registry.counter)
+            if self.relays and not self.relays[0].wait_idle(registry.port, DRAIN_TIMEOUT):
+                log.warning("mirror %s: stopping the %s registry with pulls still open",
+                            self.name, registry.mode)
+        exit_code = proc.stop(registry.child)
+        registry.reader.join(timeout=5)
+        shutil.rmtree(registry.workdir, ignore_errors=True)
+        self._read_front()
+        self._write_state(force=True)
+        return exit_code
+
+    def _watch(self, registry: _Registry) -> tuple[Optional[int], bool]:
+        """Serve until the registry exits, we stop, or another mode is due (then True)."""
+        mode = registry.mode
+        child = registry.child
+        counter = registry.counter
         next_probe = time.monotonic() + self.record.reconnect_interval
         next_prune = time.monotonic() + 10
         while not self.stop_event.is_set() and child.poll() is None:
@@ -260,23 +421,50 @@ class MirrorRunner:
                 next_prune = time.monotonic() + 10
                 with self._lock:
                     counter.fetched = [b for b in counter.fetched if not counters.is_stored(self.storage, *b)]
-            if mode == READ_ONLY and time.monotonic() >= next_probe:
+                self._check_disk()
+            on_hold = self.state.hold == GC_HOLD
+            if mode == PROXY and self._hold_requested():
+                log.info("mirror %s: serving read-only while `registry-cache gc` runs", self.name)
+                return None, True
+            if on_hold and not self._hold_requested():
+                log.info("mirror %s: gc is done; leaving read-only mode", self.name)
+                return None, True
+            if mode == READ_ONLY and not on_hold and time.monotonic() >= next_probe:
                 next_probe = time.monotonic() + self.record.reconnect_interval
                 answers = upstream.check(self.record.upstream).reachable
                 if answers and self._start_front(self.record.credentials()):
                     log.info("mirror %s: upstream answers again; switching to proxy mode", self.name)
-                    switching = True
-                    break
+                    return None, True
             self._read_front()
             self._write_state()
+            self._save_usage()
             self.stop_event.wait(0.5)
-        self._wait_for_cache_writes(counter)
-        exit_code = proc.stop(child)
-        reader.join(timeout=5)
-        self._read_front()
-        self._set(pid=None)
-        self._write_state(force=True)
-        return exit_code, switching
+        return child.poll(), False
+
+    def _check_disk(self) -> None:
+        problem = disk.full_problem(self.storage, seen_enospc=self._enospc)
+        if problem and not self.state.disk_problem:
+            log.error("mirror %s: %s", self.name, problem)
+        elif not problem and self.state.disk_problem:
+            log.info("mirror %s: disk space is back; new images are stored again", self.name)
+            self._enospc = False
+        if problem != self.state.disk_problem:
+            self._set(disk_problem=problem)
+
+    def _save_usage(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if not self._usage_dirty or (not force and now - self._usage_written < USAGE_WRITE_INTERVAL):
+                return
+            text_usage = Usage(dict(self.usage.manifests), dict(self.usage.blobs))
+            self._usage_dirty = False
+            self._usage_written = now
+        if not self.record.storage_ready:
+            return
+        try:
+            text_usage.save(self.storage)
+        except OSError as exc:
+            log.warning("mirror %s: cannot keep the pull times for gc: %s", self.name, exc)
 
     def _wait_for_cache_writes(self, counter: counters.HitCounter) -> None:
         """Let the registry finish copying fetched blobs into the cache before it is stopped.
@@ -295,9 +483,10 @@ class MirrorRunner:
             log.warning("mirror %s: stopping with %d blob(s) not yet stored in the cache",
                         self.name, len(pending))
 
-    def _wait_ready(self, child: Any) -> bool:
+    def _wait_ready(self, registry: _Registry) -> bool:
+        child = registry.child
         pending = net.wait_until_serving(
-            {self.name: self.record.endpoint}, READY_TIMEOUT, interval=0.2,
+            {self.name: self.record.loopback_endpoint(registry.port)}, READY_TIMEOUT, interval=0.1,
             give_up=lambda: child.poll() is not None or self.stop_event.is_set(),
             sleep=self.stop_event.wait,
         )
@@ -307,12 +496,20 @@ class MirrorRunner:
         for line in child.stdout:
             self.out.write(f"[{self.name}] {line}")
             self.out.flush()
+            if "no space left on device" in line.lower() and not self._enospc:
+                self._enospc = True
+                problem = disk.full_problem(self.storage, seen_enospc=True) or (
+                    "disk full: the registry could not store a blob (no space left on device)")
+                log.error("mirror %s: %s", self.name, problem)
+                self._set(disk_problem=problem)
             entry = counters.parse_log_line(line)
             if entry is None:
                 continue
             with self._lock:
                 if counter.observe(entry):
                     self._dirty = True
+                if self.usage.observe(entry):
+                    self._usage_dirty = True
 
     # -- state ------------------------------------------------------------------------------
 

@@ -47,13 +47,25 @@ class Endpoint:
 
     def get(self, path: str, *, timeout: float = PROBE_TIMEOUT, **kwargs: Any) -> Any:
         """GET `path` (e.g. /v2/) from the mirror; requests' exceptions pass through."""
+        with self.session() as session:
+            return session.get(self.url.rstrip("/") + path, timeout=timeout, **kwargs)
+
+    def session(self) -> Any:
+        """A requests session that trusts the mirror as `get` does, for many requests (warm)."""
         import requests  # not imported by `apply` with nothing changed
 
-        with requests.Session() as session:
-            if self.server_name is not None:
-                session.mount(self.url.rstrip("/") + "/", _server_name_adapter(self.server_name))
-            verify: Union[str, bool] = self.ca_file if self.ca_file is not None else True
-            return session.get(self.url.rstrip("/") + path, timeout=timeout, verify=verify, **kwargs)
+        verify: Union[str, bool] = self.ca_file if self.ca_file is not None else True
+
+        class _Session(requests.Session):
+            # given per request: a session's own `verify` loses to $REQUESTS_CA_BUNDLE
+            def request(self, *args: Any, **kwargs: Any) -> Any:
+                kwargs.setdefault("verify", verify)
+                return super().request(*args, **kwargs)
+
+        session = _Session()
+        if self.server_name is not None:
+            session.mount(self.url.rstrip("/") + "/", _server_name_adapter(self.server_name))
+        return session
 
 
 def _server_name_adapter(name: str) -> Any:

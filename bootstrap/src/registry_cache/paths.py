@@ -24,6 +24,8 @@ MIRROR_TLS_CERT = "tls.crt"
 MIRROR_TLS_KEY = "tls.key"
 MIRROR_CA = "ca.crt"
 HTPASSWD = "htpasswd"
+# With client authentication: the login `registry-cache warm` pulls with (0600; warm.py).
+WARM_LOGIN = "warm-login.json"
 
 # `tls: auto`: the generated CA and server certificate, in this folder beside config.yml (in
 # the box /vagrant/tls), so they survive `vagrant destroy` like the cache; keys 0600.
@@ -44,6 +46,7 @@ FRONT_SPOOL = ".registry-cache-spool"
 # systemd: one template unit instance per mirror, and the drop-in `apply` writes for it.
 UNIT_DIR = "/etc/systemd/system"
 MIRROR_UNIT = "registry-cache-mirror@{name}.service"
+WARM_UNIT = "registry-cache-warm.service"
 METRICS_UNIT = "registry-cache-metrics.service"
 DROPIN = "10-registry-cache.conf"
 
@@ -81,3 +84,29 @@ def state_file(storage: str) -> str:
 def front_spool(storage: str) -> str:
     """Where a mirror's front spools the blobs it is fetching from the upstream."""
     return os.path.join(storage, FRONT_SPOOL)
+# Kept beside each mirror's cache for gc and warm (see usage.py, gc.py, warm.py).
+USAGE_FILE = ".registry-cache-usage.json"
+GC_FILE = ".registry-cache-gc.json"
+WARM_FILE = ".registry-cache-warm.json"
+# Written by `registry-cache gc` while it needs the mirror read-only; the runner obeys it.
+READONLY_REQUEST = ".registry-cache-readonly-request"
+
+
+def usage_file(storage: str) -> str:
+    """When each manifest and blob of a mirror was last pulled."""
+    return os.path.join(storage, USAGE_FILE)
+
+
+def gc_file(storage: str) -> str:
+    """The result of the last `registry-cache gc` of a mirror."""
+    return os.path.join(storage, GC_FILE)
+
+
+def warm_file(storage: str) -> str:
+    """The result of the last `registry-cache warm` of a mirror."""
+    return os.path.join(storage, WARM_FILE)
+
+
+def readonly_request(storage: str) -> str:
+    """The file that asks a mirror's runner to serve its cache read-only (for gc)."""
+    return os.path.join(storage, READONLY_REQUEST)

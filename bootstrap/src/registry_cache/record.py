@@ -52,13 +52,14 @@ class Credentials:
                           mode=CREDENTIALS_MODE, owner=owner)
 
 
-def read_credentials(directory: str) -> Optional[Credentials]:
+def read_credentials(directory: str, filename: str = paths.CREDENTIALS) -> Optional[Credentials]:
     """The upstream credentials of the mirror rendered in `directory`; None when it has none.
 
     None too when the file cannot be read (e.g. `status` run by an unprivileged user): the
-    caller then talks to the upstream anonymously.
+    caller then talks to the upstream anonymously. `filename`: another login of that form
+    (paths.WARM_LOGIN).
     """
-    path = os.path.join(directory, paths.CREDENTIALS)
+    path = os.path.join(directory, filename)
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
@@ -101,6 +102,11 @@ class MirrorRecord:
     tls_renew_after: Optional[int] = None
     tls_hosts: tuple[str, ...] = ()
     client_auth: bool = False  # clients must log in (htpasswd)
+    # Size caps in bytes (gc.py): this mirror's own and the whole cache's; None: no cap.
+    max_size: Optional[int] = None
+    cache_max_size: Optional[int] = None
+    # Images `registry-cache warm` pulls through the mirror (warm.py): {"image", "platforms"}.
+    warm: tuple[dict[str, Any], ...] = ()
     # The mirror's rendered folder, when the record was read from disk (not part of the file).
     directory: Optional[str] = field(default=None, compare=False)
 
@@ -121,6 +127,20 @@ class MirrorRecord:
         name = self.tls_server_name if self.tls_server_name != dialled else None
         return net.Endpoint(self.url, os.path.join(self.directory, paths.MIRROR_CA), name)
 
+    def loopback_endpoint(self, port: int) -> net.Endpoint:
+        """The registry on duty behind the mirror's relay (handover.py), on 127.0.0.1:`port`.
+
+        Same scheme and CA as the mirror; with TLS its certificate is checked against the name
+        the probe uses, which a generated certificate gives 127.0.0.1 itself.
+        """
+        if not self.tls:
+            return net.Endpoint(net.local_url("127.0.0.1", port))
+        if self.directory is None:
+            raise RecordError(f"mirror {self.name}: its record was not read from disk")
+        name = self.tls_server_name if self.tls_server_name != "127.0.0.1" else None
+        return net.Endpoint(net.local_url("127.0.0.1", port, tls=True),
+                            os.path.join(self.directory, paths.MIRROR_CA), name)
+
     @property
     def state_file(self) -> str:
         """Where the running mirror keeps its state beside its cache."""
@@ -137,10 +157,17 @@ class MirrorRecord:
             raise RecordError(f"mirror {self.name}: its record was not read from disk")
         return read_credentials(self.directory)
 
+    def warm_login(self) -> Optional[Credentials]:
+        """The login `registry-cache warm` pulls through the mirror with (client auth on); else None."""
+        if self.directory is None or not self.client_auth:
+            return None
+        return read_credentials(self.directory, paths.WARM_LOGIN)
+
     def text(self) -> str:
         """The content of mirror.json."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "directory"}
-        # a mirror without TLS or client login reads as before they existed: an upgrade restarts nothing
+        # a mirror without TLS, client login, gc or warm settings reads as before they existed:
+        # an upgrade restarts nothing
         data = {k: v for k, v in data.items() if k not in _NEW_KEYS or v != _NEW_KEYS[k]}
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
@@ -180,6 +207,9 @@ class MirrorRecord:
                 tls_renew_after=_optional(values.get("tls_renew_after"), int),
                 tls_hosts=tuple(str(h) for h in values.get("tls_hosts") or ()),
                 client_auth=bool(values.get("client_auth", False)),
+                max_size=_optional(values.get("max_size"), int),
+                cache_max_size=_optional(values.get("cache_max_size"), int),
+                warm=tuple(w for w in values.get("warm") or () if isinstance(w, dict)),
                 directory=directory,
             )
         except (TypeError, ValueError) as exc:
@@ -195,9 +225,11 @@ class MirrorRecord:
         return cls.parse(text, where=path, directory=directory)
 
 
-# Keys added after the first release, written only when they differ from their default.
+# Keys added after the first release, written only when they differ from their default:
+# a mirror without TLS, client login, size caps or warm images reads as before they existed.
 _NEW_KEYS: dict[str, Any] = {"tls": False, "tls_server_name": None, "tls_renew_after": None,
-                             "tls_hosts": (), "client_auth": False}
+                             "tls_hosts": (), "client_auth": False,
+                             "max_size": None, "cache_max_size": None, "warm": ()}
 
 
 def _optional(value: Any, kind: type) -> Any:

@@ -92,6 +92,9 @@ def render_mirror(config: CacheConfig, mirror: Mirror, security: Optional[Securi
         authenticated=mirror.username is not None,
         reconnect_interval=config.reconnect_interval,
         source=config.source,
+        max_size=mirror.max_size,
+        cache_max_size=config.max_size,
+        warm=mirror.warm,
         **extra.record,
         # where apply writes it: the probe finds the mirror's CA there
         directory=paths.mirror_dir(security.root, mirror.name) if security is not None else None,
@@ -133,6 +136,8 @@ def _security_files(mirror: Mirror, security: Optional[Security]) -> _SecurityFi
         result.template["auth"] = {"realm": REALM, "path": os.path.join(directory, paths.HTPASSWD)}
         result.secret[paths.HTPASSWD] = security.htpasswd
         result.record["client_auth"] = True
+        if security.warm_login is not None:
+            result.secret[paths.WARM_LOGIN] = security.warm_login.text()
     return result
 
 

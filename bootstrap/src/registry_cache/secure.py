@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,12 +21,15 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from registry_cache import clientauth, paths, tlsca
 from registry_cache.clientauth import ClientUser
+from registry_cache.record import Credentials
 
 if TYPE_CHECKING:
     from registry_cache.config import CacheConfig
 
 AUTO = "auto"
 USER_CERT = "cert_file"
+# With client auth, the agent's own login into the mirrors: `registry-cache warm` pulls with it.
+WARM_USER = "registry-cache-warm"
 
 KeyPath = tuple[str, ...]
 
@@ -55,6 +60,8 @@ class Security:
     root: str  # where the mirrors are rendered: their Distribution configs name files there
     tls: Optional[tlsca.ServerTls] = None
     htpasswd: Optional[str] = field(default=None, repr=False)
+    # with client auth: the agent's own login for `registry-cache warm` (in the htpasswd too)
+    warm_login: Optional[Credentials] = field(default=None, repr=False)
 
 
 def check_tls(
@@ -164,6 +171,10 @@ def check_auth(
         if ":" in str(name) or not str(name).isprintable() or " " in str(name):
             doc.add(base, "a user name must not hold ':' or spaces (htpasswd lines are NAME:HASH)")
             continue
+        if str(name) == WARM_USER:
+            doc.add(base, f"{WARM_USER} is the agent's own login for `registry-cache warm`; "
+                    "choose another name")
+            continue
         hashed, password_file = spec.get("bcrypt"), spec.get("password_file")
         if (hashed is None) == (password_file is None):
             doc.add(base, "give either bcrypt (a hash) or password_file, one of them")
@@ -265,12 +276,28 @@ def prepare(
     elif settings is not None:
         tls = server_tls(settings, tlsca.machine_hosts())
     htpasswd = None
+    warm_login = None
     auth: Optional[AuthSettings] = getattr(cfg, "auth", None)
     if auth is not None:
         found = (files.get(paths.HTPASSWD) for files in (previous or {}).values())
         old = next((text for text in found if text), None)
-        htpasswd = clientauth.htpasswd_text(auth.users, old)
-    return cfg, Security(root=os.path.abspath(root), tls=tls, htpasswd=htpasswd)
+        warm_login = _warm_login(previous)
+        users = (*auth.users, ClientUser(WARM_USER, password=warm_login.password))
+        htpasswd = clientauth.htpasswd_text(users, old)
+    return cfg, Security(root=os.path.abspath(root), tls=tls, htpasswd=htpasswd, warm_login=warm_login)
+
+
+def _warm_login(previous: Optional[dict[str, dict[str, str]]]) -> Credentials:
+    """The warm login of the mirrors as rendered (kept: the htpasswd then stays as it was), else a new one."""
+    for files in (previous or {}).values():
+        try:
+            data = json.loads(files.get(paths.WARM_LOGIN) or "null")
+        except ValueError:
+            continue
+        password = data.get("password") if isinstance(data, dict) else None
+        if isinstance(password, str) and data.get("username") == WARM_USER:
+            return Credentials(WARM_USER, password)
+    return Credentials(WARM_USER, secrets.token_urlsafe(24))
 
 
 

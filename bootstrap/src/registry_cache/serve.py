@@ -12,6 +12,7 @@ from registry_cache import config as configmod
 from registry_cache import layout, paths, secure
 from registry_cache.mirror import MirrorRunner
 from registry_cache.plan import make_plan
+from registry_cache.record import MirrorRecord
 from registry_cache.render import RenderedMirror, render
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,15 @@ class Server:
         for name in start:
             layout.write_rendered(self.root, wanted[name], owner)
             self._start_runner(name)
+        warmed = [wanted[n].record for n in start if wanted[n].record.warm]
+        if warmed:
+            threading.Thread(target=self._warm, args=(warmed,), name="warm", daemon=True).start()
+
+    def _warm(self, records: list[MirrorRecord]) -> None:
+        """Pull the `warm:` images once their mirrors serve (warm.py); a failure is only logged."""
+        from registry_cache import warm
+
+        warm.warm(records, lambda line: log.info("warm: %s", line))
 
     def _start_runner(self, name: str) -> None:
         if name in self.runners:

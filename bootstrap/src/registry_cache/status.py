@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import requests
 
-from registry_cache import net, paths, record
+from registry_cache import disk, gc, net, paths, record, warm
 from registry_cache.config import CacheConfig
 from registry_cache.fsutil import tree_size
 from registry_cache.mirror import WAITING, read_state
@@ -40,6 +40,16 @@ class MirrorStatus:
     restarts: int
     problem: Optional[str]
     rate_limit_remaining: Optional[str] = None
+    max_size: Optional[int] = None  # this mirror's cap; cache_max_size: the whole cache's
+    cache_max_size: Optional[int] = None
+    gc_last_run: Optional[float] = None
+    gc_bytes_freed: int = 0
+    gc_images_evicted: int = 0
+    gc_problem: Optional[str] = None
+    warm_last_run: Optional[float] = None
+    warm_images: int = 0
+    warm_failures: tuple[str, ...] = ()
+    disk_problem: Optional[str] = None
     url: Optional[str] = None  # as reached from the box: https:// when the mirror serves TLS
     # the mirror's front (see front.py): what crossed the upstream link and how it was shared
     upstream_requests: int = 0
@@ -79,6 +89,9 @@ def mirror_status(mirror: MirrorRecord, *, rate_limit: bool = True) -> MirrorSta
         mode = WAITING
         problem = (f"its storage {storage} is missing (synced folder not mounted yet?); "
                    "run `registry-cache apply` once it is there")
+    last_gc = (gc.last_result(storage) or {}) if marker else {}
+    last_warm = (warm.last_outcome(storage) or {}) if marker else {}
+    full = (disk.full_problem(storage) or state.get("disk_problem")) if marker else None
     remaining = None
     if rate_limit and mirror.docker_hub:
         remaining = docker_hub_rate_limit(mirror.credentials())
@@ -97,6 +110,16 @@ def mirror_status(mirror: MirrorRecord, *, rate_limit: bool = True) -> MirrorSta
         restarts=int(state.get("restarts", 0)),
         problem=problem,
         rate_limit_remaining=remaining,
+        max_size=mirror.max_size,
+        cache_max_size=mirror.cache_max_size,
+        gc_last_run=last_gc.get("started"),
+        gc_bytes_freed=int(last_gc.get("bytes_freed", 0)),
+        gc_images_evicted=int(last_gc.get("images_evicted", 0)),
+        gc_problem=last_gc.get("error"),
+        warm_last_run=last_warm.get("started"),
+        warm_images=int(last_warm.get("images", 0)),
+        warm_failures=tuple(last_warm.get("failures") or ()),
+        disk_problem=full,
         url=mirror.url,
         **{key: int(state.get(key, 0)) for key in FRONT_KEYS},
     )
@@ -107,12 +130,12 @@ def format_table(statuses: list[MirrorStatus]) -> str:
     if not statuses:
         return "no mirror is configured: run `registry-cache apply`"
     header = f"{'MIRROR':12} {'PORT':>5} {'HEALTHY':7} {'MODE':20} {'HITS':>6} {'MISSES':>6} " \
-             f"{'SERVED':>9} {'CACHE':>9}  UPSTREAM"
+             f"{'SERVED':>9} {'CACHE / CAP':>21}  UPSTREAM"
     lines = [header]
     for s in statuses:
         lines.append(
             f"{s.name:12} {s.port:>5} {('yes' if s.healthy else 'NO'):7} {s.mode:20} {s.hits:>6} "
-            f"{s.misses:>6} {_size(s.bytes_served):>9} {_size(s.storage_bytes):>9}  {s.upstream}"
+            f"{s.misses:>6} {_size(s.bytes_served):>9} {_cache(s):>21}  {s.upstream}"
         )
     for s in statuses:
         if s.rate_limit_remaining is not None:
@@ -123,7 +146,37 @@ def format_table(statuses: list[MirrorStatus]) -> str:
                          f"transfer in flight; {s.blob_failures} failed; {s.blobs_in_flight} in flight now")
         if s.problem:
             lines.append(f"{s.name}: {s.problem}")
+        lines += _gc_warm_disk_lines(s)
     return "\n".join(lines)
+
+
+def _cache(s: MirrorStatus) -> str:
+    cap = s.max_size or s.cache_max_size
+    return f"{_size(s.storage_bytes)} / {_size(cap) if cap else 'no cap'}"
+
+
+def _gc_warm_disk_lines(s: MirrorStatus) -> list[str]:
+    """The lines about gc, warming and a full disk (gc.py, warm.py, disk.py)."""
+    import time
+
+    lines = []
+    if s.cache_max_size and s.max_size:
+        lines.append(f"{s.name}: the whole cache is capped at {_size(s.cache_max_size)}")
+    if s.gc_last_run:
+        ago = (time.time() - s.gc_last_run) / 3600
+        lines.append(f"{s.name}: last gc {ago:.1f} h ago: freed {_size(s.gc_bytes_freed)}, "
+                     f"{s.gc_images_evicted} image(s) evicted")
+    if s.gc_problem:
+        lines.append(f"{s.name}: last gc failed: {s.gc_problem}")
+    if s.warm_last_run:
+        ago = (time.time() - s.warm_last_run) / 3600
+        lines.append(f"{s.name}: last warm {ago:.1f} h ago: {s.warm_images} image(s) warm, "
+                     f"{len(s.warm_failures)} failed")
+    for failure in s.warm_failures:
+        lines.append(f"{s.name}: warm failed: {failure}")
+    if s.disk_problem:
+        lines.append(f"{s.name}: {s.disk_problem}")
+    return lines
 
 
 def docker_hub_rate_limit(credentials: Optional[Credentials]) -> Optional[str]:

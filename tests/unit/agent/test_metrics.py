@@ -52,6 +52,20 @@ def test_every_mirror_gets_up_mode_counters_cache_size_and_restarts():
     assert samples[("registry_cache_mirror_mode", (("mirror", "ghcr"), ("mode", "down")))] == 1
 
 
+def test_the_size_cap_last_gc_and_a_full_disk_show_and_no_cap_means_no_sample():
+    samples = exposition([a_status(max_size=10**9, gc_last_run=1700000000.0, gc_bytes_freed=5000,
+                                   gc_images_evicted=2, disk_problem="disk full"),
+                          a_status(name="ghcr")])
+    hub, ghcr = (("mirror", "hub"),), (("mirror", "ghcr"),)
+    assert samples[("registry_cache_mirror_max_bytes", hub)] == 10**9
+    assert ("registry_cache_mirror_max_bytes", ghcr) not in samples
+    assert samples[("registry_cache_mirror_last_gc_timestamp_seconds", hub)] == 1700000000.0
+    assert samples[("registry_cache_mirror_last_gc_freed_bytes", hub)] == 5000
+    assert samples[("registry_cache_mirror_last_gc_evicted_images", hub)] == 2
+    assert samples[("registry_cache_mirror_disk_full", hub)] == 1
+    assert samples[("registry_cache_mirror_disk_full", ghcr)] == 0
+
+
 def test_a_mode_the_endpoint_does_not_know_still_shows():
     samples = exposition([a_status(mode="evicting")])
     assert samples[("registry_cache_mirror_mode", (("mirror", "hub"), ("mode", "evicting")))] == 1

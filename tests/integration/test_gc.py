@@ -1,0 +1,190 @@
+"""`registry-cache gc` on a real mirror (`registry-cache serve`) and a real upstream, pulled by skopeo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from box.run import CommandError
+from lab import images
+from lab.images import KiB, MiB
+from tests.integration.test_serve import AGENT, Cache
+
+pytestmark = pytest.mark.integration
+
+CAP = 4_000_000  # five ~1.1 MB images overflow it; two fit under its low mark (80 %)
+
+
+@pytest.fixture
+def cache(tmp_path):
+    c = Cache(tmp_path / "cache-host")
+    c.workdir.mkdir()
+    yield c
+    c.stop()
+
+
+def _push_five(upstream, workdir: Path) -> list[images.TestImage]:
+    return [images.push_oci_image(workdir, upstream.host, repo=f"test/img{i}", tag="v1",
+                                  layer_sizes=(1 * MiB, 64 * KiB)) for i in range(5)]
+
+
+def _pull(cache, image, dest: Path) -> str:
+    return images.pull(image.ref(cache.host("hub")), dest / f"{image.repo}-{time.monotonic_ns()}").digest
+
+
+def _fill_past_the_cap(cache, upstream, tmp_path) -> list[images.TestImage]:
+    """Five images pulled in order, then img0 and img1 pulled again: img2..img4 are least recent."""
+    imgs = _push_five(upstream, tmp_path / "layouts")
+    cache.write_config({"hub": {"upstream": upstream.url, "max_size": CAP}})
+    cache.start()
+    for image in imgs:
+        _pull(cache, image, tmp_path / "pulls")
+    time.sleep(1.0)
+    for image in imgs[:2]:
+        _pull(cache, image, tmp_path / "pulls")
+    return imgs
+
+
+def _gc(cache, *extra: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([*AGENT, "--root", str(cache.root), "gc", "--keep-recent", "0", *extra],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr + cache.log()[-3000:]
+    return result
+
+
+def _stored(cache, digest: str) -> bool:
+    hexdigest = digest.split(":", 1)[1]
+    return (cache.workdir / "cache" / "hub" / "docker/registry/v2/blobs/sha256" / hexdigest[:2]
+            / hexdigest / "data").exists()
+
+
+def _blob_bytes(cache) -> int:
+    base = cache.workdir / "cache" / "hub" / "docker/registry/v2/blobs"
+    return sum(p.stat().st_size for p in base.rglob("data"))
+
+
+def test_gc_evicts_the_least_recently_pulled_and_the_recent_ones_still_pull(cache, upstream, tmp_path):
+    imgs = _fill_past_the_cap(cache, upstream, tmp_path)
+    assert _blob_bytes(cache) > CAP * 0.9
+
+    dry = _gc(cache, "--dry-run")
+    assert all(_stored(cache, b.digest) for img in imgs for b in img.layers)  # a dry run deletes nothing
+    assert "evict test/img2:v1" in dry.stdout and "evict test/img0:v1" not in dry.stdout
+
+    result = _gc(cache)
+
+    print(result.stdout)
+    assert "freed" in result.stdout and "gc done in" in result.stdout
+    for old in imgs[2:]:
+        assert not any(_stored(cache, b.digest) for b in old.layers), old.repo
+    assert _blob_bytes(cache) <= CAP * 0.8
+    for recent in imgs[:2]:
+        assert _pull(cache, recent, tmp_path / "after") == recent.digest
+    status = cache.status()["hub"]
+    assert status["max_size"] == CAP
+    assert status["gc_images_evicted"] == 3 and status["gc_bytes_freed"] > 3 * MiB
+    cache.wait_state("hub", mode="proxy", hold=None)
+
+
+def test_pulls_running_during_gc_never_fail(cache, upstream, tmp_path):
+    imgs = _fill_past_the_cap(cache, upstream, tmp_path)
+    failures: list[str] = []
+    served: list[float] = []
+    done = threading.Event()
+
+    def pull_loop() -> None:
+        while not done.is_set():
+            image = imgs[len(served) % 2]
+            try:
+                assert _pull(cache, image, tmp_path / "loop") == image.digest
+                served.append(time.monotonic())
+            except (CommandError, AssertionError) as exc:
+                failures.append(str(exc))
+
+    loop = threading.Thread(target=pull_loop)
+    loop.start()
+    time.sleep(1.0)
+    began = time.monotonic()
+    _gc(cache)
+    ended = time.monotonic()
+    time.sleep(1.0)
+    done.set()
+    loop.join(timeout=120)
+
+    during = [t for t in served if began <= t <= ended]
+    print(f"gc took {ended - began:.1f} s; {len(during)} pulls served during it, "
+          f"{len(served)} in all, {len(failures)} failed")
+    assert failures == []
+    assert len(during) >= 3
+    assert "serving read-only while `registry-cache gc` runs" in cache.log()
+    assert "gc is done; leaving read-only mode" in cache.log()
+
+
+def test_gc_below_the_cap_evicts_nothing_and_says_so(cache, upstream, tmp_path):
+    imgs = _push_five(upstream, tmp_path / "layouts")[:1]
+    cache.write_config({"hub": {"upstream": upstream.url, "max_size": "1GB"}})
+    cache.start()
+    _pull(cache, imgs[0], tmp_path / "pulls")
+
+    result = _gc(cache)
+
+    assert "nothing to evict" in result.stdout
+    assert all(_stored(cache, b.digest) for b in imgs[0].layers)
+    gc_file = json.loads((cache.workdir / "cache" / "hub" / ".registry-cache-gc.json").read_text())
+    assert gc_file["images_evicted"] == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MiB file system of the test's own (tmpfs), unmounted afterwards."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with filler.open("wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * MiB)
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_keeps_serving_the_cache_says_so_and_recovers_by_itself(
+    cache, upstream, tmp_path, small_disk
+):
+    cached, fresh = _push_five(upstream, tmp_path / "layouts")[:2]
+    (small_disk / "cache").mkdir()
+    (cache.workdir / "cache").symlink_to(small_disk / "cache")  # the cache lives on the small disk
+    cache.write_config({"hub": {"upstream": upstream.url}})
+    cache.start()
+    assert _pull(cache, cached, tmp_path / "pulls") == cached.digest
+    time.sleep(1.0)
+    filler = _fill(small_disk)
+
+    with pytest.raises(CommandError):
+        _pull(cache, fresh, tmp_path / "pulls")  # nowhere to store its manifest
+    assert _pull(cache, cached, tmp_path / "pulls") == cached.digest
+    status = cache.status()["hub"]
+    assert status["healthy"] and "disk full" in (status["disk_problem"] or "")
+    assert "disk full" in cache.log()
+
+    filler.unlink()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "disk space is back" not in cache.log():
+        time.sleep(1)
+    assert "disk space is back" in cache.log()
+    assert cache.status()["hub"]["disk_problem"] is None
+    assert _pull(cache, fresh, tmp_path / "pulls") == fresh.digest
+    assert all(_stored(cache, b.digest) for b in fresh.layers)
