@@ -49,9 +49,10 @@ def _warm_the_cache(machine: Machine, lab, dest: Path) -> None:
 def test_the_readme_first_hour_up_from_the_build_catalog_then_a_pull_then_status(
     libvirt_vm: LibvirtVM, build_meta, lab, tmp_path: Path
 ):
-    # the folder holds what a team drops in, nothing of this repository
+    # the folder holds what a team drops in, nothing of this repository, and what the box made
+    # there: the cache (data/) and, for `tls: auto`, the CA and certificate (tls/)
     assert sorted(p.name for p in libvirt_vm.project.iterdir() if p.name != ".vagrant") == \
-        ["Vagrantfile", "config.yml", "data", "secrets"]
+        ["Vagrantfile", "config.yml", "data", "secrets", "tls"]
     up = libvirt_vm.machine.outputs[0]  # vagrant up's output: it added the box itself
     catalog = libvirt_vm.vagrant.settings["REGISTRY_CACHE_BOX_URL"]
     assert catalog.endswith(f"/dist/catalog/{build_meta.name}.json"), catalog
