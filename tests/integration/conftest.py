@@ -17,6 +17,7 @@ import pytest
 
 from box.run import stop_all
 from lab import images
+from lab.agent import Cache
 from lab.images import TestImages, push_test_images
 from lab.registry import REGISTRY_BIN, Registry, htpasswd_auth, start_registry
 from lab.tokenauth import TokenServer
@@ -51,6 +52,15 @@ class Credentials:
     def pair(self) -> tuple[str, str]:
         """(username, password), as `images.pull(creds=...)` takes it."""
         return self.username, self.password
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Iterator[Cache]:
+    """A `registry-cache serve` under tmp_path, not yet configured or started; stopped after the test."""
+    c = Cache(tmp_path / "cache-host")
+    c.workdir.mkdir()
+    yield c
+    c.stop()
 
 
 @pytest.fixture

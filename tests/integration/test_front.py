@@ -11,10 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
-import sys
-import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +21,8 @@ from registry_cache.front import Credentials, FrontHandle, start_front
 
 from box.run import CommandError
 from lab import images, procs
-from lab.fake_upstream import Faults, FaultyRelay, HugeBlobUpstream, StorageCdn, pattern_bytes
+from lab.agent import front_memory
+from lab.fake_upstream import Faults, FaultyRelay, StorageCdn
 from lab.registry import REGISTRY_BIN, registry_config, write_config
 
 pytestmark = pytest.mark.integration
@@ -298,51 +296,10 @@ def test_mirror_behind_the_front_starts_and_serves_its_cache_while_the_upstream_
     _assert_pulled_intact(image, _pull(image, mirror.host, tmp_path / "restarted"))
 
 
-def _peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM in /proc status")
-
-
 def test_front_memory_stays_small_while_two_clients_read_a_large_blob(tmp_path):
     size = int(os.environ.get("REGISTRY_CACHE_TEST_FRONT_BLOB_MIB", "256")) * MiB
-    digest, _ = pattern_bytes(size)
-    with HugeBlobUpstream(size) as upstream:
-        port = procs.free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "registry_cache.front",
-            "--upstream",
-            upstream.url,
-            "--port",
-            str(port),
-            "--spool",
-            str(tmp_path / "spool"),
-        ]
-        process = procs.start("front", argv, tmp_path / "front.log")
-        try:
-            procs.wait_for_http(f"http://127.0.0.1:{port}/v2/", process=process)
-            url = f"http://127.0.0.1:{port}/v2/test/huge/blobs/{digest}"
-            results: list[str] = []
-
-            def read() -> None:
-                hasher = hashlib.sha256()
-                with urllib.request.urlopen(url, timeout=120) as resp:
-                    while chunk := resp.read(1024 * 1024):
-                        hasher.update(chunk)
-                results.append("sha256:" + hasher.hexdigest())
-
-            readers = [threading.Thread(target=read) for _ in range(2)]
-            for reader in readers:
-                reader.start()
-            for reader in readers:
-                reader.join()
-            peak_kib = _peak_rss_kib(process.pid)
-        finally:
-            process.stop()
-    print(f"\nfront peak RSS serving a {size // MiB} MiB blob to 2 readers: {peak_kib / 1024:.1f} MiB")
-    assert results == [digest, digest]
-    assert len(upstream.gets(digest)) == 1
-    assert peak_kib < 64 * 1024
+    seen = front_memory(size, tmp_path, readers=2, timeout=120)
+    print(f"\nfront peak RSS serving a {size // MiB} MiB blob to 2 readers: {seen.peak_kib / 1024:.1f} MiB")
+    assert seen.received == [seen.digest, seen.digest]
+    assert seen.upstream_gets == 1
+    assert seen.peak_kib < 64 * 1024

@@ -16,20 +16,12 @@ import pytest
 
 from box.run import CommandError
 from lab import images
+from lab.agent import Cache
 from lab.fake_upstream import Faults, FaultyRelay, StorageCdn
-from tests.integration.test_serve import Cache
 
 pytestmark = pytest.mark.integration
 
 MiB = images.MiB
-
-
-@pytest.fixture
-def cache(tmp_path):
-    c = Cache(tmp_path / "cache-host")
-    c.workdir.mkdir()
-    yield c
-    c.stop()
 
 
 def _pull(image, host, dest):
@@ -139,12 +131,10 @@ def test_basic_auth_upstream_pulls_with_password_file_credentials(
 ):
     pushed = images.push_test_images(tmp_path / "layouts", htpasswd_upstream.host,
                                      creds=upstream_credentials.pair())
-    (cache.workdir / "secrets").mkdir()
-    (cache.workdir / "secrets" / "registry.password").write_text(upstream_credentials.password + "\n")
     cache.write_config({"private": {
         "upstream": htpasswd_upstream.url,
         "username": upstream_credentials.username,
-        "password_file": "secrets/registry.password",
+        "password_file": cache.password_file("registry.password", upstream_credentials.password),
     }})
     cache.start()
 
