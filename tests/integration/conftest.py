@@ -9,11 +9,11 @@ from __future__ import annotations
 import secrets
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from registry_cache.record import Credentials
 
 from box.run import stop_all
 from lab import images
@@ -40,18 +40,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     leftovers = stop_all()
     if leftovers:
         print(f"\nintegration lab: stopped processes a test left running: {leftovers}")
-
-
-@dataclass
-class Credentials:
-    """A username and password a test upstream accepts."""
-
-    username: str
-    password: str
-
-    def pair(self) -> tuple[str, str]:
-        """(username, password), as `images.pull(creds=...)` takes it."""
-        return self.username, self.password
 
 
 @pytest.fixture

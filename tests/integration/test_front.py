@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from registry_cache.counters import is_stored
-from registry_cache.front import Credentials, FrontHandle, start_front
+from registry_cache.front import FrontHandle, start_front
+from registry_cache.record import Credentials
 
 from box.run import CommandError
 from lab import images, procs
@@ -209,7 +210,7 @@ def test_front_logs_in_to_a_basic_auth_upstream_that_distribution_cannot(
     image = images.push_oci_image(
         tmp_path / "layouts", htpasswd_upstream.host, creds=upstream_credentials.pair()
     )
-    front = front_factory(htpasswd_upstream.url, Credentials(*upstream_credentials.pair()))
+    front = front_factory(htpasswd_upstream.url, upstream_credentials)
     mirror = registry_factory("mirror", proxy={"remoteurl": front.url})
 
     _assert_pulled_intact(image, _pull(image, mirror.host, tmp_path / "p"))
@@ -218,7 +219,7 @@ def test_front_logs_in_to_a_basic_auth_upstream_that_distribution_cannot(
 def test_token_auth_passes_through_the_front_unchanged(
     registry_factory, token_upstream, token_test_images, upstream_credentials, front_factory, tmp_path
 ):
-    front = front_factory(token_upstream.url, Credentials(*upstream_credentials.pair()))
+    front = front_factory(token_upstream.url, upstream_credentials)
     mirror = registry_factory(
         "mirror",
         proxy={
@@ -243,7 +244,7 @@ def test_front_follows_a_blob_redirect_to_another_server_without_the_upstream_cr
         StorageCdn(htpasswd_upstream.storage) as cdn,
         FaultyRelay(htpasswd_upstream.url, Faults(redirect_to=cdn.url)) as relay,
     ):
-        front = front_factory(relay.url, Credentials(*upstream_credentials.pair()))
+        front = front_factory(relay.url, upstream_credentials)
         mirror = registry_factory("mirror", proxy={"remoteurl": front.url})
 
         _assert_pulled_intact(image, _pull(image, mirror.host, tmp_path / "p"))

@@ -271,9 +271,9 @@ class MirrorRunner:
             return True
         from registry_cache import front  # aiohttp is loaded only where a mirror runs, not by `status`
 
-        login = front.Credentials(*credentials.pair()) if credentials is not None else None
         try:
-            self._front = front.start_front(self.record.upstream, login, paths.front_spool(self.storage))
+            spool = paths.front_spool(self.storage)
+            self._front = front.start_front(self.record.upstream, credentials, spool)
         except OSError as exc:
             log.error("mirror %s: its front cannot start: %s", self.name, exc)
             return False
