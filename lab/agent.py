@@ -180,7 +180,7 @@ class TlsCache(Cache):
 def pull_all(host: str, imgs: Iterable[images.TestImage], dest: Path) -> None:
     """Pull every image from `host` (an index with all its platforms) into fresh folders under `dest`."""
     for img in imgs:
-        images.pull(img.ref(host), dest / f"{img.kind}-{time.monotonic_ns()}", all_images=img.kind == "index")
+        images.pull_image(img, host, dest / f"{img.kind}-{time.monotonic_ns()}")
 
 
 def blob_requests(imgs: Iterable[images.TestImage]) -> tuple[int, int]:
