@@ -16,34 +16,21 @@ own access log. Last, the front's peak memory while two readers stream one huge 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
 from box.run import CommandError, run
-from lab import images, netem, procs
-from lab.fake_upstream import HugeBlobUpstream, pattern_bytes
+from lab import images, netem
+from lab.agent import AGENT, Cache, front_memory, rss_kib
 from lab.registry import Registry, start_registry
 
-AGENT = [sys.executable, "-m", "registry_cache"]
 MiB = 1024 * 1024
-
-
-def rss_kib(pid: int) -> int:
-    """Resident memory of one process, in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def timed(label: str, func) -> float:
@@ -140,72 +127,32 @@ def before_front(image: images.TestImage, upstream: Registry, workdir: Path) -> 
 
 def after_front(image: images.TestImage, upstream: Registry, workdir: Path) -> dict[str, float]:
     """Two mirrors under `registry-cache serve`, each with its front."""
-    ports = {"single": procs.free_port(), "herd": procs.free_port()}
-    config = workdir / "config.yml"
-    config.write_text("listen: 127.0.0.1\nstorage: cache\nmirrors:\n" + "".join(
-        f"  {name}: {{upstream: '{upstream.url}', port: {port}, debug_port: {procs.free_port()}}}\n"
-        for name, port in ports.items()
-    ))
-    env = {**os.environ, "REGISTRY_CACHE_ROOT": str(workdir / "root")}
-    serve = procs.start("serve", [*AGENT, "serve", "--config", str(config)], workdir / "serve.log", env=env)
+    cache = Cache(workdir)
+    cache.write_config({name: {"upstream": upstream.url} for name in ("single", "herd")})
+    cache.start()
     try:
-        for port in ports.values():
-            procs.wait_for_http(f"http://127.0.0.1:{port}/v2/", timeout=60, process=serve)
-        hosts = (f"127.0.0.1:{ports['single']}", f"127.0.0.1:{ports['herd']}")
+        hosts = (cache.host("single"), cache.host("herd"))
         figures = measure_mirror("after", image, upstream, hosts, workdir)
         time.sleep(2)
-        state = json.loads((workdir / "cache" / "single" / ".registry-cache-state.json").read_text())
+        state = cache.state("single")
         figures["status_bytes"] = state["bytes_from_upstream"]
         print(f"after: status of the single mirror: hits {state['hits']}, misses {state['misses']}, "
               f"bytes_from_upstream {state['bytes_from_upstream'] / MiB:.2f} MiB", flush=True)
         time.sleep(3)
-        for label, pid in (("docker-registry", state["pid"]), ("serve, 2 mirrors", serve.pid)):
+        serve_pid = cache.process.pid if cache.process else 0
+        for label, pid in (("docker-registry", state["pid"]), ("serve, 2 mirrors", serve_pid)):
             print(f"{'idle memory: ' + label + ' (RSS)':<44} {rss_kib(pid) / 1024:8.1f} MiB")
         return figures
     finally:
-        serve.stop(timeout=40)
+        cache.stop()
 
 
 def front_peak_rss(size_mb: int, workdir: Path) -> float:
     """Peak RSS (MiB) of a front while two clients read one `size_mb` blob from it."""
-    size = size_mb * MiB
-    digest, _ = pattern_bytes(size)
-    with HugeBlobUpstream(size) as upstream:
-        port = procs.free_port()
-        argv = [sys.executable, "-m", "registry_cache.front", "--upstream", upstream.url,
-                "--port", str(port), "--spool", str(workdir / "huge-spool")]
-        process = procs.start("front", argv, workdir / "front.log")
-        try:
-            procs.wait_for_http(f"http://127.0.0.1:{port}/v2/", process=process)
-            url = f"http://127.0.0.1:{port}/v2/bench/huge/blobs/{digest}"
-            results: list[str] = []
-
-            def read() -> None:
-                hasher = hashlib.sha256()
-                with urllib.request.urlopen(url, timeout=600) as resp:
-                    while chunk := resp.read(MiB):
-                        hasher.update(chunk)
-                results.append("sha256:" + hasher.hexdigest())
-
-            readers = [threading.Thread(target=read) for _ in range(2)]
-            for reader in readers:
-                reader.start()
-            for reader in readers:
-                reader.join()
-            peak_kib = peak_rss_kib(process.pid)
-        finally:
-            process.stop()
-    if results != [digest, digest]:
+    seen = front_memory(size_mb * MiB, workdir, readers=2)
+    if seen.received != [seen.digest, seen.digest]:
         print("WARNING: the huge blob did not arrive intact at both readers")
-    return peak_kib / 1024
-
-
-def peak_rss_kib(pid: int) -> int:
-    """Peak resident memory of one process so far, in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
+    return seen.peak_kib / 1024
 
 
 def print_table(image_bytes: int, direct: float, before: dict[str, float], after: dict[str, float],

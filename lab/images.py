@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from box.run import output, run
 
@@ -346,11 +347,7 @@ def push_oci_image(
     creds: tuple[str, str] | None = None,
 ) -> TestImage:
     """Make a 4-layer OCI image, push it as OCI; return it as the registry serves it."""
-    layout = write_image_layout(
-        workdir / f"layout-{repo.replace('/', '-')}-{tag}", repo, tag, layer_sizes
-    )
-    push_layout(layout, tag, host, repo, creds=creds)
-    return describe(host, repo, tag, "oci", creds=creds)
+    return _push_single(workdir, host, repo, tag, layer_sizes, "oci", creds)
 
 
 def push_docker_image(
@@ -363,11 +360,16 @@ def push_docker_image(
     creds: tuple[str, str] | None = None,
 ) -> TestImage:
     """Make a 3-layer image and push it converted to Docker schema 2 (`--format v2s2`)."""
+    return _push_single(workdir, host, repo, tag, layer_sizes, "v2s2", creds)
+
+
+def _push_single(workdir: Path, host: str, repo: str, tag: str, layer_sizes: Sequence[int], kind: str,
+                 creds: tuple[str, str] | None) -> TestImage:
     layout = write_image_layout(
         workdir / f"layout-{repo.replace('/', '-')}-{tag}", repo, tag, layer_sizes
     )
-    push_layout(layout, tag, host, repo, fmt="v2s2", creds=creds)
-    return describe(host, repo, tag, "v2s2", creds=creds)
+    push_layout(layout, tag, host, repo, fmt=None if kind == "oci" else kind, creds=creds)
+    return describe(host, repo, tag, kind, creds=creds)
 
 
 def push_index_image(
@@ -422,3 +424,10 @@ def pull(
     with authfile(host, creds) as auth:
         run([*argv, *auth, f"docker://{ref}", f"dir:{dest}"], capture=True, timeout=timeout)
     return PullResult(digest=_sha256((dest / "manifest.json").read_bytes()), dest=dest)
+
+
+def pull_image(
+    image: TestImage, host: str, dest: Path, *, by_digest: bool = False, **kwargs: Any
+) -> PullResult:
+    """Pull a test image from `host` as a client would (an index with all its platforms); see `pull`."""
+    return pull(image.ref(host, by_digest=by_digest), dest, all_images=image.kind == "index", **kwargs)

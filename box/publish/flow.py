@@ -6,6 +6,7 @@ subclasses whose messages are safe to show (the cloud token is scrubbed from the
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -43,51 +44,34 @@ def publish_catalog(
 
     `link`: hard-link the boxes into the catalog instead of copying them, where possible.
     """
-    if dry_run:
-        return _publish_catalog(meta, dist, catalog_dir, base_url=base_url, force=force,
-                                dry_run=True, link=link, out=out)
-    with folder_lock(catalog_dir):
-        return _publish_catalog(meta, dist, catalog_dir, base_url=base_url, force=force,
-                                dry_run=False, link=link, out=out)
-
-
-def _publish_catalog(
-    meta: BuildMetadata,
-    dist: Path,
-    catalog_dir: Path,
-    *,
-    base_url: Optional[str],
-    force: bool,
-    dry_run: bool,
-    link: bool,
-    out: Out,
-) -> catalog_mod.CatalogPlan:
-    json_path = catalog_dir / catalog_mod.json_relpath(meta.name)
-    existing = catalog_mod.read_catalog(json_path)
-    plan = catalog_mod.plan_catalog(
-        meta,
-        existing,
-        dist_dir=str(dist),
-        catalog_dir=str(catalog_dir),
-        base_url=base_url,
-        force=force,
-        present=catalog_mod.present_boxes(catalog_dir, meta),
-        source=str(json_path),
-    )
-    out(f"catalog {catalog_dir}{' (dry run: nothing written)' if dry_run else ''}:")
-    for line in catalog_mod.describe_plan(plan, str(catalog_dir)):
-        out(f"  {line}")
-    if dry_run:
+    # a dry run writes nothing, not even the folder the lock would create
+    with contextlib.nullcontext() if dry_run else folder_lock(catalog_dir):
+        json_path = catalog_dir / catalog_mod.json_relpath(meta.name)
+        existing = catalog_mod.read_catalog(json_path)
+        plan = catalog_mod.plan_catalog(
+            meta,
+            existing,
+            dist_dir=str(dist),
+            catalog_dir=str(catalog_dir),
+            base_url=base_url,
+            force=force,
+            present=catalog_mod.present_boxes(catalog_dir, meta),
+            source=str(json_path),
+        )
+        out(f"catalog {catalog_dir}{' (dry run: nothing written)' if dry_run else ''}:")
+        for line in catalog_mod.describe_plan(plan, str(catalog_dir)):
+            out(f"  {line}")
+        if dry_run:
+            return plan
+        with step(f"publish {meta.name} {meta.version} to catalog {catalog_dir}"):
+            catalog_mod.apply_catalog_plan(plan, catalog_dir, link=link)
+        url = (
+            catalog_mod.box_url(plan.json_path, base_url, str(catalog_dir))
+            if base_url
+            else json_path.resolve().as_uri()
+        )
+        out(f"colleagues add it with: vagrant box add {url}")
         return plan
-    with step(f"publish {meta.name} {meta.version} to catalog {catalog_dir}"):
-        catalog_mod.apply_catalog_plan(plan, catalog_dir, link=link)
-    url = (
-        catalog_mod.box_url(plan.json_path, base_url, str(catalog_dir))
-        if base_url
-        else json_path.resolve().as_uri()
-    )
-    out(f"colleagues add it with: vagrant box add {url}")
-    return plan
 
 
 def publish_cloud(

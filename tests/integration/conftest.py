@@ -9,14 +9,15 @@ from __future__ import annotations
 import secrets
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from registry_cache.record import Credentials
 
 from box.run import stop_all
 from lab import images
+from lab.agent import Cache
 from lab.images import TestImages, push_test_images
 from lab.registry import REGISTRY_BIN, Registry, htpasswd_auth, start_registry
 from lab.tokenauth import TokenServer
@@ -41,16 +42,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         print(f"\nintegration lab: stopped processes a test left running: {leftovers}")
 
 
-@dataclass
-class Credentials:
-    """A username and password a test upstream accepts."""
-
-    username: str
-    password: str
-
-    def pair(self) -> tuple[str, str]:
-        """(username, password), as `images.pull(creds=...)` takes it."""
-        return self.username, self.password
+@pytest.fixture
+def cache(tmp_path: Path) -> Iterator[Cache]:
+    """A `registry-cache serve` under tmp_path, not yet configured or started; stopped after the test."""
+    c = Cache(tmp_path / "cache-host")
+    c.workdir.mkdir()
+    yield c
+    c.stop()
 
 
 @pytest.fixture

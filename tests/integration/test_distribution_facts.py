@@ -15,6 +15,7 @@ from registry_cache.counters import is_stored
 
 from box.run import CommandError
 from lab import images
+from lab.images import pull_image
 
 pytestmark = pytest.mark.integration
 
@@ -24,16 +25,12 @@ def _debug_vars(registry) -> dict:
         return json.loads(resp.read())["registry"]
 
 
-def _pull(image, host, dest, **kwargs):
-    return images.pull(image.ref(host, **kwargs), dest, all_images=image.kind == "index")
-
-
 @pytest.fixture
 def warm_proxy(registry_factory, upstream, test_images, tmp_path):
     """A proxy of `upstream` that has pulled all three test images once."""
     proxy = registry_factory("proxy", proxy={"remoteurl": upstream.url})
     for image in test_images.all():
-        _pull(image, proxy.host, tmp_path / f"cold-{image.kind}")
+        pull_image(image, proxy.host, tmp_path / f"cold-{image.kind}")
     # the proxy stores what it streamed in the background: let it finish before a test stops it
     _wait_until_stored(proxy, test_images.all())
     return proxy
@@ -54,8 +51,8 @@ def test_proxy_serves_cached_images_by_tag_and_digest_while_upstream_is_down(
     upstream.stop()
 
     for image in test_images.all():
-        assert _pull(image, warm_proxy.host, tmp_path / f"t-{image.kind}").digest == image.digest
-        by_digest = _pull(image, warm_proxy.host, tmp_path / f"d-{image.kind}", by_digest=True)
+        assert pull_image(image, warm_proxy.host, tmp_path / f"t-{image.kind}").digest == image.digest
+        by_digest = pull_image(image, warm_proxy.host, tmp_path / f"d-{image.kind}", by_digest=True)
         assert by_digest.digest == image.digest
 
 
@@ -79,8 +76,8 @@ def test_readonly_registry_serves_what_the_proxy_cached(
     readonly = registry_factory("readonly", storage=warm_proxy.storage, readonly=True)
 
     for image in test_images.all():
-        assert _pull(image, readonly.host, tmp_path / f"t-{image.kind}").digest == image.digest
-        by_digest = _pull(image, readonly.host, tmp_path / f"d-{image.kind}", by_digest=True)
+        assert pull_image(image, readonly.host, tmp_path / f"t-{image.kind}").digest == image.digest
+        by_digest = pull_image(image, readonly.host, tmp_path / f"d-{image.kind}", by_digest=True)
         assert by_digest.digest == image.digest
 
 
@@ -90,7 +87,7 @@ def test_proxy_debug_counters_call_a_cold_pull_all_hits(
     proxy = registry_factory("proxy", proxy={"remoteurl": upstream.url})
     image = test_images.oci
 
-    _pull(image, proxy.host, tmp_path / "cold")
+    pull_image(image, proxy.host, tmp_path / "cold")
 
     blobs = _debug_vars(proxy)["proxy"]["blobs"]
     assert blobs["Misses"] == 0
@@ -112,11 +109,11 @@ def test_proxy_logs_one_scheduler_entry_per_blob_and_manifest_it_fetches(
             if e.get("msg", "").startswith(prefix)
         }
 
-    _pull(image, proxy.host, tmp_path / "cold")
+    pull_image(image, proxy.host, tmp_path / "cold")
     _wait_until_stored(proxy, [image])
     time.sleep(0.5)  # the scheduler entry is logged just after the blob is committed
     after_cold = scheduled()
-    _pull(image, proxy.host, tmp_path / "warm")
+    pull_image(image, proxy.host, tmp_path / "warm")
 
     expected = {f"{image.repo}@{d.digest}" for d in (*image.blobs, *image.manifests)}
     assert after_cold == expected
@@ -130,7 +127,7 @@ def test_proxy_fetches_each_blob_twice_from_upstream_on_a_cold_pull(
     image = test_images.oci
     layer = image.layers[0].digest
 
-    _pull(image, proxy.host, tmp_path / "cold")
+    pull_image(image, proxy.host, tmp_path / "cold")
 
     upstream_gets = [
         e
@@ -171,7 +168,7 @@ def test_proxy_with_credentials_pulls_from_a_token_auth_upstream(
     )
 
     for image in token_test_images.all():
-        assert _pull(image, proxy.host, tmp_path / image.kind).digest == image.digest
+        assert pull_image(image, proxy.host, tmp_path / image.kind).digest == image.digest
 
 
 def test_proxy_of_a_basic_auth_upstream_answers_manifest_unknown(
@@ -190,7 +187,7 @@ def test_proxy_of_a_basic_auth_upstream_answers_manifest_unknown(
     )
 
     with pytest.raises(CommandError) as failed:
-        _pull(image, proxy.host, tmp_path / "p")
+        pull_image(image, proxy.host, tmp_path / "p")
 
     assert "manifest unknown" in failed.value.stderr
 
@@ -202,7 +199,7 @@ def test_accesslog_disabled_drops_the_apache_style_lines_only(
     extra = {"log": {"accesslog": {"disabled": True}}} if disabled else None
     proxy = registry_factory("proxy", proxy={"remoteurl": upstream.url}, extra=extra)
 
-    _pull(test_images.oci, proxy.host, tmp_path / "p")
+    pull_image(test_images.oci, proxy.host, tmp_path / "p")
 
     access_lines = [
         line for line in proxy.log_text().splitlines() if line.startswith("127.0.0.1 - -")

@@ -11,20 +11,20 @@ import contextlib
 import hashlib
 import json
 import os
-import sys
-import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from registry_cache.counters import is_stored
-from registry_cache.front import Credentials, FrontHandle, start_front
+from registry_cache.front import FrontHandle, start_front
+from registry_cache.record import Credentials
 
 from box.run import CommandError
 from lab import images, procs
-from lab.fake_upstream import Faults, FaultyRelay, HugeBlobUpstream, StorageCdn, pattern_bytes
+from lab.agent import front_memory
+from lab.fake_upstream import Faults, FaultyRelay, StorageCdn
+from lab.images import pull_image
 from lab.registry import REGISTRY_BIN, registry_config, write_config
 
 pytestmark = pytest.mark.integration
@@ -52,10 +52,6 @@ def front_factory(tmp_path):
     yield factory
     for handle in started:
         handle.stop()
-
-
-def _pull(image, host, dest):
-    return images.pull(image.ref(host), dest, all_images=image.kind == "index")
 
 
 def _assert_pulled_intact(image, result) -> None:
@@ -113,7 +109,8 @@ def test_eight_concurrent_cold_pulls_fetch_each_blob_once_from_the_upstream(
     log_before = len(upstream.json_log())
 
     with ThreadPoolExecutor(8) as pool:
-        pulls = list(pool.map(lambda i: _pull(herd_image, mirror.host, tmp_path / f"pull-{i}"), range(8)))
+        pulls = list(pool.map(lambda i: pull_image(herd_image, mirror.host, tmp_path / f"pull-{i}"),
+                              range(8)))
 
     for result in pulls:
         _assert_pulled_intact(herd_image, result)
@@ -134,7 +131,7 @@ def test_front_counts_the_bytes_the_upstream_access_log_shows(
     mirror = registry_factory("mirror", proxy={"remoteurl": front.url})
 
     for image in test_images.all():
-        _pull(image, mirror.host, tmp_path / image.kind)
+        pull_image(image, mirror.host, tmp_path / image.kind)
 
     # a HEAD's `written` counts what Go's server discarded: no byte of it crossed the wire
     sent = sum(
@@ -149,7 +146,7 @@ def test_front_counts_the_bytes_the_upstream_access_log_shows(
 def test_stats_file_carries_the_counters(registry_factory, upstream, test_images, front_factory, tmp_path):
     front = front_factory(upstream.url)
     mirror = registry_factory("mirror", proxy={"remoteurl": front.url})
-    _pull(test_images.oci, mirror.host, tmp_path / "p")
+    pull_image(test_images.oci, mirror.host, tmp_path / "p")
     stats_path = Path(front.front.stats_path)
 
     deadline = time.monotonic() + 5
@@ -176,12 +173,12 @@ def test_a_blob_cut_mid_body_is_not_cached_and_the_next_pull_succeeds(
 
         # failing is right too: what matters is that nothing broken is kept
         with contextlib.suppress(CommandError):
-            _assert_pulled_intact(image, _pull(image, mirror.host, tmp_path / "first"))
+            _assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "first"))
         assert relay.faults.cut == [layer]
         assert front.counters()["blob_failures"] == 1
         assert _stored_blobs_are_intact(mirror.storage) == []
 
-        _assert_pulled_intact(image, _pull(image, mirror.host, tmp_path / "second"))
+        _assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "second"))
         _wait_until_stored(mirror, image)
     assert _stored_blobs_are_intact(mirror.storage) == []
     assert len(relay.gets(layer)) == 2  # the cut transfer and one clean retry
@@ -197,7 +194,7 @@ def test_a_blob_with_wrong_bytes_is_refused_and_never_cached(
         mirror = registry_factory("mirror", proxy={"remoteurl": front.url})
 
         with pytest.raises(CommandError):
-            _pull(image, mirror.host, tmp_path / "p")
+            pull_image(image, mirror.host, tmp_path / "p")
 
         time.sleep(1)  # Distribution's background store of the same blob ends with the same cut
         assert not is_stored(str(mirror.storage), image.repo, layer)
@@ -211,16 +208,16 @@ def test_front_logs_in_to_a_basic_auth_upstream_that_distribution_cannot(
     image = images.push_oci_image(
         tmp_path / "layouts", htpasswd_upstream.host, creds=upstream_credentials.pair()
     )
-    front = front_factory(htpasswd_upstream.url, Credentials(*upstream_credentials.pair()))
+    front = front_factory(htpasswd_upstream.url, upstream_credentials)
     mirror = registry_factory("mirror", proxy={"remoteurl": front.url})
 
-    _assert_pulled_intact(image, _pull(image, mirror.host, tmp_path / "p"))
+    _assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "p"))
 
 
 def test_token_auth_passes_through_the_front_unchanged(
     registry_factory, token_upstream, token_test_images, upstream_credentials, front_factory, tmp_path
 ):
-    front = front_factory(token_upstream.url, Credentials(*upstream_credentials.pair()))
+    front = front_factory(token_upstream.url, upstream_credentials)
     mirror = registry_factory(
         "mirror",
         proxy={
@@ -231,7 +228,7 @@ def test_token_auth_passes_through_the_front_unchanged(
     )
 
     for image in token_test_images.all():
-        assert _pull(image, mirror.host, tmp_path / image.kind).digest == image.digest
+        assert pull_image(image, mirror.host, tmp_path / image.kind).digest == image.digest
     assert front.counters()["blob_transfers"] == sum(len(i.blobs) for i in token_test_images.all())
 
 
@@ -245,10 +242,10 @@ def test_front_follows_a_blob_redirect_to_another_server_without_the_upstream_cr
         StorageCdn(htpasswd_upstream.storage) as cdn,
         FaultyRelay(htpasswd_upstream.url, Faults(redirect_to=cdn.url)) as relay,
     ):
-        front = front_factory(relay.url, Credentials(*upstream_credentials.pair()))
+        front = front_factory(relay.url, upstream_credentials)
         mirror = registry_factory("mirror", proxy={"remoteurl": front.url})
 
-        _assert_pulled_intact(image, _pull(image, mirror.host, tmp_path / "p"))
+        _assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "p"))
 
     for blob in image.blobs:
         assert len(cdn.gets(blob.digest)) == 1
@@ -276,7 +273,8 @@ def test_distribution_takes_the_front_from_REGISTRY_PROXY_REMOTEURL(
     )
     try:
         procs.wait_for_http(f"http://127.0.0.1:{port}/v2/", process=process)
-        _assert_pulled_intact(test_images.oci, _pull(test_images.oci, f"127.0.0.1:{port}", tmp_path / "p"))
+        pulled = pull_image(test_images.oci, f"127.0.0.1:{port}", tmp_path / "p")
+        _assert_pulled_intact(test_images.oci, pulled)
     finally:
         process.stop()
     assert front.counters()["blob_transfers"] == len(test_images.oci.blobs)
@@ -288,61 +286,20 @@ def test_mirror_behind_the_front_starts_and_serves_its_cache_while_the_upstream_
     front = front_factory(upstream.url)
     mirror = registry_factory("mirror", proxy={"remoteurl": front.url})
     image = test_images.docker
-    _pull(image, mirror.host, tmp_path / "warm")
+    pull_image(image, mirror.host, tmp_path / "warm")
     _wait_until_stored(mirror, image)
     upstream.stop()
 
-    _assert_pulled_intact(image, _pull(image, mirror.host, tmp_path / "mid-run"))
+    _assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "mid-run"))
     mirror.stop()
     mirror.start()  # Distribution alone panics here: its start-up probe of the upstream fails
-    _assert_pulled_intact(image, _pull(image, mirror.host, tmp_path / "restarted"))
-
-
-def _peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM in /proc status")
+    _assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "restarted"))
 
 
 def test_front_memory_stays_small_while_two_clients_read_a_large_blob(tmp_path):
     size = int(os.environ.get("REGISTRY_CACHE_TEST_FRONT_BLOB_MIB", "256")) * MiB
-    digest, _ = pattern_bytes(size)
-    with HugeBlobUpstream(size) as upstream:
-        port = procs.free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "registry_cache.front",
-            "--upstream",
-            upstream.url,
-            "--port",
-            str(port),
-            "--spool",
-            str(tmp_path / "spool"),
-        ]
-        process = procs.start("front", argv, tmp_path / "front.log")
-        try:
-            procs.wait_for_http(f"http://127.0.0.1:{port}/v2/", process=process)
-            url = f"http://127.0.0.1:{port}/v2/test/huge/blobs/{digest}"
-            results: list[str] = []
-
-            def read() -> None:
-                hasher = hashlib.sha256()
-                with urllib.request.urlopen(url, timeout=120) as resp:
-                    while chunk := resp.read(1024 * 1024):
-                        hasher.update(chunk)
-                results.append("sha256:" + hasher.hexdigest())
-
-            readers = [threading.Thread(target=read) for _ in range(2)]
-            for reader in readers:
-                reader.start()
-            for reader in readers:
-                reader.join()
-            peak_kib = _peak_rss_kib(process.pid)
-        finally:
-            process.stop()
-    print(f"\nfront peak RSS serving a {size // MiB} MiB blob to 2 readers: {peak_kib / 1024:.1f} MiB")
-    assert results == [digest, digest]
-    assert len(upstream.gets(digest)) == 1
-    assert peak_kib < 64 * 1024
+    seen = front_memory(size, tmp_path, readers=2, timeout=120)
+    print(f"\nfront peak RSS serving a {size // MiB} MiB blob to 2 readers: {seen.peak_kib / 1024:.1f} MiB")
+    assert seen.received == [seen.digest, seen.digest]
+    assert seen.upstream_gets == 1
+    assert seen.peak_kib < 64 * 1024

@@ -16,24 +16,13 @@ import pytest
 
 from box.run import CommandError
 from lab import images
+from lab.agent import Cache
 from lab.fake_upstream import Faults, FaultyRelay, StorageCdn
-from tests.integration.test_serve import Cache
+from lab.images import pull_image
 
 pytestmark = pytest.mark.integration
 
 MiB = images.MiB
-
-
-@pytest.fixture
-def cache(tmp_path):
-    c = Cache(tmp_path / "cache-host")
-    c.workdir.mkdir()
-    yield c
-    c.stop()
-
-
-def _pull(image, host, dest):
-    return images.pull(image.ref(host), dest, all_images=image.kind == "index")
 
 
 def _pull_as_docker_does(image, host, dest):
@@ -44,11 +33,11 @@ def _pull_as_docker_does(image, host, dest):
     truncates, then writes): a race inside the registry, rare, with or without the front.
     """
     try:
-        return _pull(image, host, dest)
+        return pull_image(image, host, dest)
     except CommandError as exc:
         if "500" not in str(exc):
             raise
-        return _pull(image, host, dest.with_name(dest.name + "-retry"))
+        return pull_image(image, host, dest.with_name(dest.name + "-retry"))
 
 
 def _assert_pulled_intact(image, result) -> None:
@@ -119,7 +108,7 @@ def test_status_bytes_from_upstream_equal_the_upstream_access_log_for_a_cold_pul
     log_before = len(upstream.json_log())
 
     for image in test_images.all():
-        _pull(image, cache.host("hub"), tmp_path / image.kind)
+        pull_image(image, cache.host("hub"), tmp_path / image.kind)
 
     blobs = sum(len(image.blobs) for image in test_images.all())
     _wait_settled(cache, "hub", blob_transfers=len({b.digest for i in test_images.all() for b in i.blobs}))
@@ -139,17 +128,15 @@ def test_basic_auth_upstream_pulls_with_password_file_credentials(
 ):
     pushed = images.push_test_images(tmp_path / "layouts", htpasswd_upstream.host,
                                      creds=upstream_credentials.pair())
-    (cache.workdir / "secrets").mkdir()
-    (cache.workdir / "secrets" / "registry.password").write_text(upstream_credentials.password + "\n")
     cache.write_config({"private": {
         "upstream": htpasswd_upstream.url,
         "username": upstream_credentials.username,
-        "password_file": "secrets/registry.password",
+        "password_file": cache.password_file("registry.password", upstream_credentials.password),
     }})
     cache.start()
 
     for image in pushed.all():  # the client itself is anonymous: the mirror logs in
-        _assert_pulled_intact(image, _pull(image, cache.host("private"), tmp_path / image.kind))
+        _assert_pulled_intact(image, pull_image(image, cache.host("private"), tmp_path / image.kind))
     state = cache.wait_state("private", mode="proxy")
     assert state["upstream_problem"] is None
     assert upstream_credentials.password not in cache.log() + json.dumps(cache.status())
@@ -163,7 +150,7 @@ def test_upstream_that_redirects_blobs_to_another_server_pulls(cache, upstream, 
         cache.write_config({"hub": {"upstream": relay.url}})
         cache.start()
         for image in test_images.all():
-            _assert_pulled_intact(image, _pull(image, cache.host("hub"), tmp_path / image.kind))
+            _assert_pulled_intact(image, pull_image(image, cache.host("hub"), tmp_path / image.kind))
     for digest in {b.digest for image in test_images.all() for b in image.blobs}:
         assert len(cdn.gets(digest)) == 1, digest
 

@@ -13,19 +13,10 @@ import pytest
 from box.run import CommandError
 from lab import images
 from lab.images import KiB, MiB
-from tests.integration.test_serve import AGENT, Cache
 
 pytestmark = pytest.mark.integration
 
 CAP = 4_000_000  # five ~1.1 MB images overflow it; two fit under its low mark (80 %)
-
-
-@pytest.fixture
-def cache(tmp_path):
-    c = Cache(tmp_path / "cache-host")
-    c.workdir.mkdir()
-    yield c
-    c.stop()
 
 
 def _push_five(upstream, workdir: Path) -> list[images.TestImage]:
@@ -51,8 +42,7 @@ def _fill_past_the_cap(cache, upstream, tmp_path) -> list[images.TestImage]:
 
 
 def _gc(cache, *extra: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([*AGENT, "--root", str(cache.root), "gc", "--keep-recent", "0", *extra],
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = cache.agent("gc", "--keep-recent", "0", *extra, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr + cache.log()[-3000:]
     return result
 

@@ -11,17 +11,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab import images, procs
-from tests.integration.test_serve import AGENT, Cache, blob_requests, pull_all
+from lab.agent import AGENT, blob_requests, pull_all
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def cache(tmp_path):
-    c = Cache(tmp_path / "cache-host")
-    c.workdir.mkdir()
-    yield c
-    c.stop()
 
 
 @pytest.fixture

@@ -6,109 +6,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from box.run import CommandError
-from lab import images, procs
+from lab import images
+from lab.agent import AGENT, blob_requests, pull_all
 from lab.images import push_test_images
 
 pytestmark = pytest.mark.integration
-
-AGENT = [sys.executable, "-m", "registry_cache"]
-
-
-class Cache:
-    """A `registry-cache serve` process and the files it works with."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.root = workdir / "root"
-        self.config = workdir / "config.yml"
-        self.process: procs.Process | None = None
-        self.ports: dict[str, int] = {}
-        self.debug_ports: dict[str, int] = {}
-
-    def write_config(self, mirrors: dict[str, dict], **top: object) -> None:
-        lines = ["listen: 127.0.0.1", "storage: cache", "reconnect_interval: 1"]
-        lines += [f"{k}: {v}" for k, v in top.items()]
-        lines.append("mirrors:")
-        for name, spec in mirrors.items():
-            self.ports.setdefault(name, spec.get("port") or procs.free_port())
-            lines.append(f"  {name}:")
-            lines.append(f"    port: {self.ports[name]}")
-            self.debug_ports.setdefault(name, procs.free_port())
-            lines.append(f"    debug_port: {self.debug_ports[name]}")
-            lines += [f"    {k}: {v}" for k, v in spec.items() if k != "port"]
-        self.config.write_text("\n".join(lines) + "\n")
-
-    def start(self, *, wait_for: tuple[str, ...] | None = None) -> None:
-        env = {**os.environ, "REGISTRY_CACHE_ROOT": str(self.root)}
-        self.process = procs.start(
-            "registry-cache serve", [*AGENT, "serve", "--config", str(self.config)],
-            self.workdir / "serve.log", env=env,
-        )
-        for name in wait_for if wait_for is not None else tuple(self.ports):
-            self.wait_serving(name)
-
-    def wait_serving(self, name: str, timeout: float = 60) -> None:
-        procs.wait_for_http(f"http://{self.host(name)}/v2/", timeout=timeout, process=self.process)
-
-    def host(self, name: str) -> str:
-        return f"127.0.0.1:{self.ports[name]}"
-
-    def stop(self) -> int | None:
-        return self.process.stop(timeout=40) if self.process else None
-
-    def status(self) -> dict[str, dict]:
-        result = subprocess.run(
-            [*AGENT, "--root", str(self.root), "status", "--json", "--no-rate-limit"],
-            capture_output=True, text=True, timeout=60, check=False,
-        )
-        return {m["name"]: m for m in json.loads(result.stdout)}
-
-    def state(self, name: str) -> dict:
-        return json.loads((self.workdir / "cache" / name / ".registry-cache-state.json").read_text())
-
-    def wait_state(self, name: str, timeout: float = 30, **wanted: object) -> dict:
-        deadline = time.monotonic() + timeout
-        state: dict = {}
-        while time.monotonic() < deadline:
-            try:
-                state = self.state(name)
-            except (OSError, ValueError):
-                state = {}
-            if all(state.get(k) == v for k, v in wanted.items()):
-                return state
-            time.sleep(0.2)
-        raise AssertionError(f"mirror {name} never reached {wanted}; last state {state}\n"
-                             f"{self.process.log_tail(40) if self.process else ''}")
-
-    def log(self) -> str:
-        return self.process.log_text() if self.process else ""
-
-
-@pytest.fixture
-def cache(tmp_path):
-    c = Cache(tmp_path / "cache-host")
-    c.workdir.mkdir()
-    yield c
-    c.stop()
-
-
-def pull_all(host: str, imgs, dest: Path) -> None:
-    for img in imgs:
-        images.pull(img.ref(host), dest / f"{img.kind}-{time.monotonic_ns()}", all_images=img.kind == "index")
-
-
-def blob_requests(imgs) -> tuple[int, int]:
-    """(blob GETs a full pull of every image makes, distinct blobs among them)."""
-    digests = [b.digest for img in imgs for b in img.blobs]
-    return len(digests), len(set(digests))
-
 
 def test_images_pull_through_two_mirrors_and_the_warm_pull_counts_as_hits(
     cache, upstream, registry_factory, test_images, tmp_path
@@ -182,19 +90,14 @@ def test_mirror_starts_read_only_without_upstream_and_returns_to_proxy_mode(
 def test_token_auth_upstream_is_reached_with_password_file_credentials(
     cache, token_upstream, token_test_images, upstream_credentials, tmp_path
 ):
-    (cache.workdir / "secrets").mkdir()
-    (cache.workdir / "secrets" / "token").write_text(upstream_credentials.password + "\n")
     cache.write_config({"ghcr": {
         "upstream": token_upstream.url,
         "username": upstream_credentials.username,
-        "password_file": "secrets/token",
+        "password_file": cache.password_file("token", upstream_credentials.password),
     }})
     cache.start()
     pull_all(cache.host("ghcr"), token_test_images.all(), tmp_path / "pulls")  # anonymous client
-    status = subprocess.run(
-        [*AGENT, "--root", str(cache.root), "status", "--no-rate-limit"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
+    status = cache.agent("status", "--no-rate-limit")
     assert status.returncode == 0, status.stdout + status.stderr
     secret = upstream_credentials.password
     assert secret not in status.stdout + status.stderr
@@ -203,16 +106,19 @@ def test_token_auth_upstream_is_reached_with_password_file_credentials(
     assert cache.state("ghcr")["blob_transfers"] > 0  # the pulls went through the mirror's front
 
 
+@pytest.mark.parametrize("auth", ["token_upstream", "htpasswd_upstream"])
 def test_wrong_upstream_password_is_reported_instead_of_a_silent_404(
-    cache, token_upstream, token_test_images, upstream_credentials
+    cache, auth, upstream_credentials, request
 ):
-    cache.write_config({"ghcr": {
-        "upstream": token_upstream.url,
+    """Token auth (as Docker Hub, ghcr.io) and basic auth (which the front answers) alike."""
+    upstream = request.getfixturevalue(auth)
+    cache.write_config({"private": {
+        "upstream": upstream.url,
         "username": upstream_credentials.username,
         "password": "wrong-password-123",
     }})
     cache.start()
-    state = cache.wait_state("ghcr", mode="proxy")
+    state = cache.wait_state("private", mode="proxy")
     assert f"refused the credentials of '{upstream_credentials.username}'" in state["upstream_problem"]
     assert "wrong-password-123" not in cache.log() + json.dumps(cache.status())
 
@@ -225,28 +131,13 @@ def test_basic_auth_upstream_without_a_login_is_named_plainly_by_serve_status_an
     state = cache.wait_state("private", mode="proxy")
     assert "wants a login (HTTP basic auth)" in state["upstream_problem"]
     assert "wants a login (HTTP basic auth)" in cache.log()
-    table = subprocess.run(
-        [*AGENT, "--root", str(cache.root), "status", "--no-rate-limit"],
-        capture_output=True, text=True, timeout=60, check=False,
-    ).stdout
+    table = cache.agent("status", "--no-rate-limit").stdout
     assert "private: upstream" in table and "password_file" in table
     applied = subprocess.run(
         [*AGENT, "--root", str(tmp_path / "other-root"), "apply", "--config", str(cache.config)],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert "WARNING: mirror private" in applied.stdout and "basic auth" in applied.stdout
-
-
-def test_wrong_password_for_a_basic_auth_upstream_is_reported(cache, htpasswd_upstream, upstream_credentials):
-    cache.write_config({"private": {
-        "upstream": htpasswd_upstream.url,
-        "username": upstream_credentials.username,
-        "password": "wrong-password-123",
-    }})
-    cache.start()
-    state = cache.wait_state("private", mode="proxy")
-    assert f"refused the credentials of '{upstream_credentials.username}'" in state["upstream_problem"]
-    assert "wrong-password-123" not in cache.log() + json.dumps(cache.status())
 
 
 def test_a_killed_registry_is_restarted(cache, upstream, test_images, tmp_path):

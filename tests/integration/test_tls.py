@@ -10,88 +10,20 @@ import json
 import os
 import stat
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 from registry_cache import tlsca
 
 from box.run import CommandError
-from lab import images, procs
+from lab import images
+from lab.agent import AGENT, TlsCache
 from lab.images import push_test_images
 
 pytestmark = pytest.mark.integration
 
-AGENT = [sys.executable, "-m", "registry_cache"]
 PASSWORD = "s3cret-Pa55word-never-shown"
-
-
-class TlsCache:
-    """A `registry-cache serve` process with `tls: auto`, and the files it works with."""
-
-    def __init__(self, workdir: Path, mirrors: dict[str, str], extra: str = "",
-                 warm: dict[str, list[str]] | None = None) -> None:
-        self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.root = workdir / "root"
-        self.config = workdir / "config.yml"
-        self.ports = {name: procs.free_port() for name in mirrors}
-        lines = ["listen: 127.0.0.1", "storage: cache", "tls: auto", extra, "mirrors:"]
-        for name, upstream in mirrors.items():
-            lines += [f"  {name}:", f"    upstream: {upstream}", f"    port: {self.ports[name]}",
-                      f"    debug_port: {procs.free_port()}"]
-            if warm and name in warm:
-                lines.append(f"    warm: {json.dumps(warm[name])}")
-        self.config.write_text("\n".join(lines) + "\n")
-        self.process: procs.Process | None = None
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "REGISTRY_CACHE_ROOT": str(self.root)}
-
-    def start(self) -> None:
-        self.process = procs.start("registry-cache serve", [*AGENT, "serve", "--config", str(self.config)],
-                                   self.workdir / f"serve-{time.monotonic_ns()}.log", env=self.env)
-        for name in self.ports:
-            self.wait_serving(name)
-
-    def wait_serving(self, name: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"{self.url(name)}/v2/", verify=str(self.workdir / "tls" / "ca.crt"), timeout=2)
-                return
-            except (requests.RequestException, OSError):
-                assert self.process is not None and self.process.alive(), self.log()
-                time.sleep(0.2)
-        raise AssertionError(f"mirror {name} never served TLS\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop(timeout=40)
-            self.process = None
-
-    def host(self, name: str) -> str:
-        return f"127.0.0.1:{self.ports[name]}"
-
-    def url(self, name: str) -> str:
-        return f"https://{self.host(name)}"
-
-    def agent(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*AGENT, "--root", str(self.root), *args], capture_output=True, text=True,
-                              timeout=60, check=False, env=self.env)
-
-    def client_files(self, out: Path) -> Path:
-        """Run client-config --output-dir for podman/skopeo; return the certs.d folder it wrote."""
-        result = self.agent("client-config", "--host", "127.0.0.1", "--format", "podman",
-                            "--output-dir", str(out))
-        assert result.returncode == 0, result.stderr
-        return out / "etc" / "containers" / "certs.d"
-
-    def log(self) -> str:
-        return "".join(p.read_text() for p in sorted(self.workdir.glob("serve-*.log")))
 
 
 @pytest.fixture

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
 
 from lab import images
-from tests.integration.test_serve import AGENT, Cache
-from tests.integration.test_tls import TlsCache
+from lab.agent import TlsCache
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def cache(tmp_path):
-    c = Cache(tmp_path / "cache-host")
-    c.workdir.mkdir()
-    yield c
-    c.stop()
 
 
 def _upstream_blob_gets(upstream) -> int:
@@ -69,10 +59,8 @@ def test_warm_command_shows_progress_and_fails_when_an_image_cannot_be_warmed(ca
                         "other": {"upstream": upstream.url, "warm": '["test/missing:v1"]'}})
     cache.start()
 
-    ok = subprocess.run([*AGENT, "--root", str(cache.root), "warm", "hub"],
-                        capture_output=True, text=True, timeout=120, check=False)
-    bad = subprocess.run([*AGENT, "--root", str(cache.root), "warm"],
-                         capture_output=True, text=True, timeout=120, check=False)
+    ok = cache.agent("warm", "hub", timeout=120)
+    bad = cache.agent("warm", timeout=120)
 
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert f"blob {len(docker.blobs)}/{len(docker.blobs)}" in ok.stdout

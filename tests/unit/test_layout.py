@@ -84,6 +84,13 @@ def test_no_test_module_imports_a_conftest():
             or ".conftest." in line] == []
 
 
+def test_no_test_module_imports_another_test_module():
+    """Shared test machinery lives in the lab, a conftest fixture or a helper module, not in a test."""
+    files = _python_files("tests", "bench", "lab")
+    assert [line for line in _imports_of(files, "tests")
+            if any(part.startswith("test_") for part in line.split(": ", 1)[1].split("."))] == []
+
+
 def test_no_two_project_modules_import_each_other_in_a_circle():
     files = _python_files("box", "lab", "bench", "tasks.py")
     names = {_module_name(p): p for p in files}

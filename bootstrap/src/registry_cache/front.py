@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -39,6 +38,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from registry_cache.fsutil import write_file
+from registry_cache.record import Credentials
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +80,6 @@ _BLOB_PATH = re.compile(
 
 
 # ---------------------------------------------------------------- pure decisions
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """The username and password the front sends to an upstream that challenges Basic."""
-
-    username: str
-    password: str = dataclasses.field(repr=False)
-
-    def authorization(self) -> str:
-        """The `Authorization` header value for HTTP basic auth."""
-        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
-        return f"Basic {token}"
 
 
 @dataclass(frozen=True)

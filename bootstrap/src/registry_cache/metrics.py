@@ -38,9 +38,18 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("misses", "registry_cache_mirror_misses", "Blob downloads the mirror fetched from its upstream."),
     ("bytes_served", "registry_cache_mirror_served_bytes", "Bytes of blobs the mirror served to clients."),
     ("bytes_from_upstream", "registry_cache_mirror_upstream_bytes",
-     "Bytes of the blobs the mirror missed and fetched from its upstream (as its registry log counts them)."),
+     "Bytes the mirror fetched from its upstream (as its front counts them)."),
     ("restarts", "registry_cache_mirror_restarts",
      "Times the mirror's registry restarted since its unit started."),
+    # the mirror's front (front.py): how the upstream link was used and shared
+    ("upstream_requests", "registry_cache_mirror_upstream_requests",
+     "Requests the mirror's front sent to its upstream."),
+    ("blob_transfers", "registry_cache_mirror_blob_transfers",
+     "Blob downloads from the upstream the mirror's front made."),
+    ("blob_joins", "registry_cache_mirror_blob_joins",
+     "Blob requests served by a download already under way, not by a new one from the upstream."),
+    ("blob_failures", "registry_cache_mirror_blob_failures",
+     "Blob downloads from the upstream that failed (cut, short or with the wrong digest)."),
 )
 # Size cap, gc and disk (gc.py, disk.py): (metric name, help, value of a MirrorStatus; None: no sample).
 GAUGES: tuple[tuple[str, str, Callable[[Any], Optional[float]]], ...] = (

@@ -271,9 +271,9 @@ class MirrorRunner:
             return True
         from registry_cache import front  # aiohttp is loaded only where a mirror runs, not by `status`
 
-        login = front.Credentials(*credentials.pair()) if credentials is not None else None
         try:
-            self._front = front.start_front(self.record.upstream, login, paths.front_spool(self.storage))
+            spool = paths.front_spool(self.storage)
+            self._front = front.start_front(self.record.upstream, credentials, spool)
         except OSError as exc:
             log.error("mirror %s: its front cannot start: %s", self.name, exc)
             return False
@@ -313,43 +313,6 @@ class MirrorRunner:
             return True  # being written: obey it
         until = request.get("until") if isinstance(request, dict) else None
         return not isinstance(until, (int, float)) or until > time.time()
-
-    def _start_front(self, credentials: Optional[Credentials]) -> bool:
-        """Start the mirror's front unless it runs; False when it cannot start."""
-        if self._front is not None:
-            return True
-        from registry_cache import front  # aiohttp is loaded only where a mirror runs, not by `status`
-
-        login = front.Credentials(*credentials.pair()) if credentials is not None else None
-        try:
-            self._front = front.start_front(self.record.upstream, login, paths.front_spool(self.storage))
-        except OSError as exc:
-            log.error("mirror %s: its front cannot start: %s", self.name, exc)
-            return False
-        return True
-
-    def _stop_front(self) -> None:
-        """Stop the front and keep its final counters in the totals."""
-        if self._front is None:
-            return
-        self._front.stop()
-        final = self._front.counters()
-        self._front = None
-        with self._lock:
-            for name, key in FRONT_TOTALS:
-                self.state.front_before[key] = self.state.front_before.get(key, 0) + int(final.get(name, 0))
-            self.state.front_now = {}
-            self._dirty = True
-
-    def _read_front(self) -> None:
-        """Take the running front's counters into the state (written at most once a second)."""
-        if self._front is None:
-            return
-        now = {k: v for k, v in self._front.counters().items() if k != "updated"}
-        with self._lock:
-            if now != self.state.front_now:
-                self.state.front_now = now
-                self._dirty = True
 
     def _start_registry(self, mode: str) -> _Registry:
         """Start a registry in `mode` on private loopback ports (the relays hold the public ones)."""

@@ -11,6 +11,7 @@ module, which alone reads and writes them:
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -41,6 +42,11 @@ class Credentials:
     def pair(self) -> tuple[str, str]:
         """(username, password), as HTTP clients take them."""
         return self.username, self.password
+
+    def authorization(self) -> str:
+        """The `Authorization` header value for HTTP basic auth (the front sends it upstream)."""
+        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
+        return f"Basic {token}"
 
     def text(self) -> str:
         """The content of credentials.json."""

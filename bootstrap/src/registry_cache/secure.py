@@ -101,7 +101,8 @@ def check_tls(
     return settings
 
 
-def _read_pem(doc: Any, key: KeyPath, path: str) -> Optional[str]:
+def _read_pem(doc: Any, key: KeyPath, path: str, load: Callable[[str], object]) -> Optional[str]:
+    """The PEM text of the file at `path` once `load` accepts it; else None, and why goes to `doc`."""
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
@@ -113,25 +114,18 @@ def _read_pem(doc: Any, key: KeyPath, path: str) -> Optional[str]:
         doc.add(key, f"cannot read {path}: {getattr(exc, 'strerror', None) or type(exc).__name__}")
         return None
     doc.inputs[path] = hashlib.sha256(raw).hexdigest()
+    try:
+        load(text)
+    except tlsca.TlsError as exc:
+        doc.add(key, f"{path} {exc}")
+        return None
     return text
 
 
 def _check_user_cert(doc: Any, settings: TlsSettings, required: Sequence[str], now: float) -> None:
     assert settings.cert_file is not None and settings.key_file is not None
-    cert = _read_pem(doc, ("tls", "cert_file"), settings.cert_file)
-    key = _read_pem(doc, ("tls", "key_file"), settings.key_file)
-    if cert is not None:
-        try:
-            tlsca.load_certs(cert)
-        except tlsca.TlsError as exc:
-            doc.add(("tls", "cert_file"), f"{settings.cert_file} {exc}")
-            cert = None
-    if key is not None:
-        try:
-            tlsca.load_key(key)
-        except tlsca.TlsError as exc:
-            doc.add(("tls", "key_file"), f"{settings.key_file} {exc}")
-            key = None
+    cert = _read_pem(doc, ("tls", "cert_file"), settings.cert_file, tlsca.load_certs)
+    key = _read_pem(doc, ("tls", "key_file"), settings.key_file, tlsca.load_key)
     if cert is None:
         return
     if key is not None and tlsca.pair_problem(cert, key):
@@ -145,12 +139,7 @@ def _check_user_cert(doc: Any, settings: TlsSettings, required: Sequence[str], n
         doc.add(("tls", "cert_file"), f"{settings.cert_file} does not cover {', '.join(missing)} "
                 "(its subjectAltName); clients reaching the cache there would refuse it")
     if settings.ca_file is not None:
-        ca = _read_pem(doc, ("tls", "ca_file"), settings.ca_file)
-        if ca is not None:
-            try:
-                tlsca.load_certs(ca)
-            except tlsca.TlsError as exc:
-                doc.add(("tls", "ca_file"), f"{settings.ca_file} {exc}")
+        _read_pem(doc, ("tls", "ca_file"), settings.ca_file, tlsca.load_certs)
 
 
 def check_auth(

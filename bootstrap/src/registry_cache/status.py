@@ -14,6 +14,7 @@ from registry_cache.config import CacheConfig
 from registry_cache.fsutil import tree_size
 from registry_cache.mirror import WAITING, read_state
 from registry_cache.record import Credentials, MirrorRecord
+from registry_cache.sizes import format_size
 
 DOCKER_HUB_TOKEN_URL = (
     "https://auth.docker.io/token?service=registry.docker.io&scope=repository:ratelimitpreview/test:pull"
@@ -135,13 +136,13 @@ def format_table(statuses: list[MirrorStatus]) -> str:
     for s in statuses:
         lines.append(
             f"{s.name:12} {s.port:>5} {('yes' if s.healthy else 'NO'):7} {s.mode:20} {s.hits:>6} "
-            f"{s.misses:>6} {_size(s.bytes_served):>9} {_cache(s):>21}  {s.upstream}"
+            f"{s.misses:>6} {format_size(s.bytes_served):>9} {_cache(s):>21}  {s.upstream}"
         )
     for s in statuses:
         if s.rate_limit_remaining is not None:
             lines.append(f"{s.name}: Docker Hub pulls remaining: {s.rate_limit_remaining}")
         if s.bytes_from_upstream or s.blob_transfers or s.blob_failures:
-            lines.append(f"{s.name}: {_size(s.bytes_from_upstream)} from its upstream in "
+            lines.append(f"{s.name}: {format_size(s.bytes_from_upstream)} from its upstream in "
                          f"{s.blob_transfers} blob transfer(s); {s.blob_joins} request(s) joined a "
                          f"transfer in flight; {s.blob_failures} failed; {s.blobs_in_flight} in flight now")
         if s.problem:
@@ -152,7 +153,7 @@ def format_table(statuses: list[MirrorStatus]) -> str:
 
 def _cache(s: MirrorStatus) -> str:
     cap = s.max_size or s.cache_max_size
-    return f"{_size(s.storage_bytes)} / {_size(cap) if cap else 'no cap'}"
+    return f"{format_size(s.storage_bytes)} / {format_size(cap) if cap else 'no cap'}"
 
 
 def _gc_warm_disk_lines(s: MirrorStatus) -> list[str]:
@@ -161,10 +162,10 @@ def _gc_warm_disk_lines(s: MirrorStatus) -> list[str]:
 
     lines = []
     if s.cache_max_size and s.max_size:
-        lines.append(f"{s.name}: the whole cache is capped at {_size(s.cache_max_size)}")
+        lines.append(f"{s.name}: the whole cache is capped at {format_size(s.cache_max_size)}")
     if s.gc_last_run:
         ago = (time.time() - s.gc_last_run) / 3600
-        lines.append(f"{s.name}: last gc {ago:.1f} h ago: freed {_size(s.gc_bytes_freed)}, "
+        lines.append(f"{s.name}: last gc {ago:.1f} h ago: freed {format_size(s.gc_bytes_freed)}, "
                      f"{s.gc_images_evicted} image(s) evicted")
     if s.gc_problem:
         lines.append(f"{s.name}: last gc failed: {s.gc_problem}")
@@ -196,11 +197,4 @@ def docker_hub_rate_limit(credentials: Optional[Credentials]) -> Optional[str]:
     return f"{remaining.split(';')[0]} of {limit.split(';')[0] if limit else '?'}"
 
 
-def _size(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
 

@@ -1,9 +1,9 @@
 """config.yml validation: every problem reported at once, as FILE:LINE: key.path: message."""
 
-import textwrap
-
 import pytest
 from registry_cache import config
+
+from tests.unit.agent.configfiles import problems, write
 
 GOOD = """\
 listen: 0.0.0.0
@@ -16,20 +16,6 @@ mirrors:
     upstream: https://ghcr.io
     port: 5001
 """
-
-
-def write(tmp_path, text, name="config.yml"):
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return str(path)
-
-
-def problems(tmp_path, text):
-    path = write(tmp_path, text)
-    with pytest.raises(config.ConfigError) as caught:
-        config.load(path)
-    prefix = path + ":"
-    return [str(p).replace(prefix, "") for p in caught.value.problems]
 
 
 def test_valid_config_gives_one_mirror_per_upstream_with_storage_below_the_root(tmp_path):

@@ -7,7 +7,6 @@ generated configs.
 import logging
 import os
 import re
-import textwrap
 
 import pytest
 import yaml
@@ -15,18 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from registry_cache import config, render
 
-
-def write(tmp_path, text, name="config.yml"):
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return str(path)
-
-
-def problems(tmp_path, text):
-    path = write(tmp_path, text)
-    with pytest.raises(config.ConfigError) as caught:
-        config.load(path)
-    return [str(p).replace(path + ":", "") for p in caught.value.problems]
+from tests.unit.agent.configfiles import problems, write
 
 
 def test_a_port_written_as_a_float_is_refused_not_dropped(tmp_path):

@@ -18,7 +18,8 @@ from typing import Callable
 import aiohttp
 import pytest
 from aiohttp import web
-from registry_cache.front import HOLDBACK, Credentials, Front, start_front
+from registry_cache.front import HOLDBACK, Front, start_front
+from registry_cache.record import Credentials
 
 BODY = bytes(range(256)) * 4096  # 1 MiB
 DIGEST = "sha256:" + hashlib.sha256(BODY).hexdigest()

@@ -1,5 +1,7 @@
 """The front's counters as the mirror keeps them and `status` shows them."""
 
+import dataclasses
+
 from registry_cache import status
 from registry_cache.mirror import MirrorState
 
@@ -26,10 +28,15 @@ def _mirror(**counters: int) -> status.MirrorStatus:
 
 
 def test_status_names_the_upstream_traffic_and_the_requests_that_joined_a_transfer():
-    mirror = _mirror(bytes_from_upstream=3 * 1024 * 1024, blob_transfers=4, blob_joins=28)
+    mirror = _mirror(bytes_from_upstream=3_000_000, blob_transfers=4, blob_joins=28)
     table = status.format_table([mirror])
     assert "hub: 3.0 MB from its upstream in 4 blob transfer(s); 28 request(s) joined a transfer" in table
 
 
 def test_status_says_nothing_of_upstream_traffic_before_there_is_any():
     assert "from its upstream" not in status.format_table([_mirror()])
+
+
+def test_status_shows_a_cap_in_the_units_config_yml_takes_it_in():
+    mirror = dataclasses.replace(_mirror(), storage_bytes=1_500_000_000, max_size=50 * 1000**3)
+    assert "1.5 GB / 50.0 GB" in status.format_table([mirror])

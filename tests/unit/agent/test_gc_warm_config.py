@@ -1,24 +1,15 @@
 """config.yml's max_size and warm keys: parsed into the model and the mirror record, checked as FILE:LINE."""
 
-import textwrap
-
 import pytest
 from registry_cache import config, sizes
 from registry_cache.render import render
 
+from tests.unit.agent.configfiles import problems, write
+
 
 def load(tmp_path, text):
-    path = tmp_path / "config.yml"
-    path.write_text(textwrap.dedent(text))
-    return config.load(str(path)), str(path)
-
-
-def problems(tmp_path, text):
-    path = tmp_path / "config.yml"
-    path.write_text(textwrap.dedent(text))
-    with pytest.raises(config.ConfigError) as caught:
-        config.load(str(path))
-    return [str(p).replace(str(path) + ":", "") for p in caught.value.problems]
+    path = write(tmp_path, text)
+    return config.load(path), path
 
 
 @pytest.mark.parametrize("text, expected", [

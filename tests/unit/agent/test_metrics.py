@@ -66,6 +66,15 @@ def test_the_size_cap_last_gc_and_a_full_disk_show_and_no_cap_means_no_sample():
     assert samples[("registry_cache_mirror_disk_full", ghcr)] == 0
 
 
+def test_the_fronts_upstream_requests_transfers_joins_and_failures_are_counters():
+    samples = exposition([a_status(upstream_requests=40, blob_transfers=12, blob_joins=30, blob_failures=1)])
+    hub = (("mirror", "hub"),)
+    assert samples[("registry_cache_mirror_upstream_requests_total", hub)] == 40
+    assert samples[("registry_cache_mirror_blob_transfers_total", hub)] == 12
+    assert samples[("registry_cache_mirror_blob_joins_total", hub)] == 30
+    assert samples[("registry_cache_mirror_blob_failures_total", hub)] == 1
+
+
 def test_a_mode_the_endpoint_does_not_know_still_shows():
     samples = exposition([a_status(mode="evicting")])
     assert samples[("registry_cache_mirror_mode", (("mirror", "hub"), ("mode", "evicting")))] == 1

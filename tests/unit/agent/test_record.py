@@ -116,3 +116,10 @@ def test_storage_is_ready_only_once_apply_put_its_marker_there(tmp_path):
     (tmp_path / paths.STORAGE_MARKER).write_text("")
     assert mirror.storage_ready
     assert mirror.state_file == str(tmp_path / paths.STATE_FILE)
+
+
+def test_credentials_make_the_basic_auth_header_the_front_sends_upstream():
+    creds = Credentials("alice", "s3cr3t")
+
+    assert creds.authorization() == "Basic YWxpY2U6czNjcjN0"
+    assert "s3cr3t" not in repr(creds)
