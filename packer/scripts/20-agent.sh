@@ -31,7 +31,7 @@ for unit in "$payload_dir"/systemd/*.service "$payload_dir"/systemd/*.timer; do
     [ -e "$unit" ] || continue
     install -m 0644 "$unit" /etc/systemd/system/
 done
-# no daemon-reload: `enable` reads the unit files, and the VM powers off after provisioning
+# no daemon-reload here: `enable` reads the unit files (apply below reloads once)
 if [ -e /etc/systemd/system/registry-cache-boot.service ]; then
     systemctl enable registry-cache-boot.service
 fi
@@ -39,6 +39,14 @@ for timer in "$payload_dir"/systemd/*.timer; do
     [ -e "$timer" ] || continue
     systemctl enable "$(basename "$timer")"
 done
+
+# The embedded default config applied now, as the first boot would: its mirror's config
+# rendered, its unit enabled. The box's first boot then starts that mirror like any later
+# boot (registry-cache-boot.service is skipped) and needs no daemon-reload. The mirror it
+# starts only waits for /vagrant here: stopped at once.
+registry-cache --root /etc/registry-cache apply --boot
+systemctl stop 'registry-cache-mirror@*.service'
+test -e /etc/registry-cache/applied.json
 
 # Debian's own single registry stays off (the base disk disabled it): the agent runs one
 # instance per upstream. A check, not `systemctl disable`: that runs update-rc.d (slow in TCG).
