@@ -8,22 +8,30 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from registry_cache.config import CacheConfig
 from registry_cache.net import host_port
-from registry_cache.record import MirrorRecord
-from registry_cache.render import templates
+
+if TYPE_CHECKING:  # every `registry-cache` command imports FORMATS: keep this module light
+    from registry_cache.config import CacheConfig
+    from registry_cache.record import MirrorRecord
 
 FORMATS = ("docker", "containerd", "k3s", "podman")
+
 DOCKER_HUB = "docker.io"
 # The cache serves plain HTTP (no TLS yet), so every client must be told the mirrors are insecure.
 SCHEME = "http"
 
 
-
 class ClientConfigError(ValueError):
     """The host or the mirrors cannot make a client setup; the message says how to fix it."""
+
+
+def _templates() -> Any:
+    from registry_cache.render import templates
+
+    return templates()
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,7 @@ def _docker(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> Cli
         "registry_mirrors": [f"{SCHEME}://{m}" for m in hub.mirrors] if hub else [],
         "insecure_registries": [host_port(host, m.port) for m in sorted(mirrors, key=lambda m: m.port)],
     }
-    text = templates().get_template("client-docker.j2").render(**data)
+    text = _templates().get_template("client-docker.j2").render(**data)
     notes = ["merge this into /etc/docker/daemon.json (create it if missing), then restart Docker: "
              "sudo systemctl restart docker"]
     if hub is None:
@@ -158,7 +166,7 @@ def _docker(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> Cli
 
 
 def _containerd(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> ClientSetup:
-    template = templates().get_template("client-containerd.j2")
+    template = _templates().get_template("client-containerd.j2")
     files = []
     for reg in regs:
         # One folder per registry host namespace; host:port names are valid folder names on Linux.
@@ -171,13 +179,13 @@ def _containerd(regs: list[Registry], mirrors: list[ClientMirror], host: str) ->
 
 def _k3s(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> ClientSetup:
     path = "/etc/rancher/k3s/registries.yaml"
-    text = templates().get_template("client-k3s.j2").render(path=path, registries=regs, scheme=SCHEME)
+    text = _templates().get_template("client-k3s.j2").render(path=path, registries=regs, scheme=SCHEME)
     return ClientSetup("k3s", (ClientFile(path, text),), ("restart k3s on each node to apply it",))
 
 
 def _podman(regs: list[Registry], mirrors: list[ClientMirror], host: str) -> ClientSetup:
     path = "/etc/containers/registries.conf.d/50-registry-cache.conf"
-    text = templates().get_template("client-podman.j2").render(path=path, registries=regs)
+    text = _templates().get_template("client-podman.j2").render(path=path, registries=regs)
     return ClientSetup("podman", (ClientFile(path, text),), ())
 
 

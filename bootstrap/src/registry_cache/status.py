@@ -6,8 +6,6 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-import requests
-
 from registry_cache import net, record
 from registry_cache.fsutil import tree_size
 from registry_cache.mirror import WAITING, read_state
@@ -103,6 +101,8 @@ def format_table(statuses: list[MirrorStatus]) -> str:
 
 def docker_hub_rate_limit(credentials: Optional[Credentials]) -> Optional[str]:
     """Ask Docker Hub how many pulls remain (HEAD requests do not count); None when unreachable."""
+    import requests  # only when asked: two seconds of imports under TCG
+
     auth = credentials.pair() if credentials is not None else None
     try:
         token = requests.get(DOCKER_HUB_TOKEN_URL, auth=auth, timeout=5).json()["token"]
