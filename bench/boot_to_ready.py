@@ -123,6 +123,7 @@ def bench_disk(label: str, machine: BoxMachine, work: Path, accel: str, upstream
 def bench_bare_disk(label: str, machine: BoxMachine, work: Path, accel: str, memory: int, *,
                     want_explain: bool = False) -> dict:
     """The bare disk: a first boot, then the timed second one (ready = sshd greets)."""
+    work.mkdir(parents=True, exist_ok=True)
     qemu = boot.QemuBox.prepare(label, work, machine, accel, ssh_port=SSH_PORT, ports={},
                                 config={"mirrors": {}})
     vm, guest = qemu.vm, qemu.guest
@@ -169,6 +170,12 @@ def bench_vagrant(meta: BuildMetadata, dist: Path, work: Path, ns: netns.Network
         added.vagrant("destroy", "--force")
         figures["vagrant_destroy_s"] = time.monotonic() - start
     return figures
+
+
+def _brief(figures: dict) -> str:
+    """One run's figures on one line, printed as soon as they are known."""
+    return ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in figures.items() if k != "explain")
 
 
 def _target(key: str, value: float) -> str:
@@ -247,15 +254,19 @@ def main() -> int:
                         machine = libvirt_machine(unpacked / "box.img")
                     appliance.append(bench_disk(box.provider, machine, work / box.provider, accel,
                                                 upstream.port, args.memory, want_explain=args.explain))
+                    print(f"==> appliance, {box.provider} disk: {_brief(appliance[-1])}", flush=True)
                     shutil.rmtree(unpacked, ignore_errors=True)
                     # the same base disk, presented as that provider presents the box's
                     presented = replace(machine, disk=anchor.disk, disk_format="qcow2")
                     bare.append(bench_bare_disk(box.provider, presented, work / f"bare-{box.provider}",
                                                 accel, args.memory, want_explain=args.explain))
+                    print(f"==> bare box, {box.provider} disk: {_brief(bare[-1])}", flush=True)
                 if not args.no_vagrant:
                     bare_vagrant = bench_vagrant(anchor.meta, anchor.dist, work / "bare-vagrant", ns,
                                                  accel, upstream.port, provision=False)
+                    print(f"==> bare box, vagrant: {_brief(bare_vagrant)}", flush=True)
                     vagrant = bench_vagrant(meta, dist, work / "vagrant", ns, accel, upstream.port)
+                    print(f"==> appliance, vagrant: {_brief(vagrant)}", flush=True)
             finally:
                 upstream.stop()
     finally:
