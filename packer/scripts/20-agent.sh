@@ -22,9 +22,7 @@ pip3 install --no-index --no-deps --break-system-packages --force-reinstall \
     --disable-pip-version-check --root-user-action=ignore \
     "$payload_dir"/wheel/registry_cache-*.whl
 test -x /usr/local/bin/registry-cache
-# the agent runs on Debian's libraries: its embedded default config must validate here
 registry-cache --version
-registry-cache check --config /nonexistent/config.yml
 
 # the units (there may be none yet): boot-time apply and every timer enabled
 for unit in "$payload_dir"/systemd/*.service "$payload_dir"/systemd/*.timer; do
@@ -40,10 +38,11 @@ for timer in "$payload_dir"/systemd/*.timer; do
     systemctl enable "$(basename "$timer")"
 done
 
-# The embedded default config applied now, as the first boot would: its mirror's config
-# rendered, its unit enabled. The box's first boot then starts that mirror like any later
-# boot (registry-cache-boot.service is skipped) and needs no daemon-reload. The mirror it
-# starts only waits for /vagrant here: stopped at once.
+# The embedded default config applied now, as the first boot would, and so validated on the
+# Debian libraries the agent runs on: its mirror's config rendered, its unit enabled. The
+# box's first boot then starts that mirror like any later boot (registry-cache-boot.service
+# is skipped) and needs no daemon-reload. The mirror it starts only waits for /vagrant here:
+# stopped at once.
 registry-cache --root /etc/registry-cache apply --boot
 systemctl stop 'registry-cache-mirror@*.service'
 test -e /etc/registry-cache/applied.json
