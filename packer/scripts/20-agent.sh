@@ -24,16 +24,14 @@ pip3 install --no-index --no-deps --break-system-packages --force-reinstall \
     --disable-pip-version-check --root-user-action=ignore \
     "$payload_dir"/wheel/registry_cache-*.whl
 test -x /usr/local/bin/registry-cache
-# the agent runs on Debian's libraries: its embedded default config must validate here
 registry-cache --version
-registry-cache check --config-if-exists /nonexistent/config.yml
 
 # the units (there may be none yet): boot-time apply and every timer enabled
 for unit in "$payload_dir"/systemd/*.service "$payload_dir"/systemd/*.timer; do
     [ -e "$unit" ] || continue
     install -m 0644 "$unit" /etc/systemd/system/
 done
-# no daemon-reload: `enable` reads the unit files, and the VM powers off after provisioning
+# no daemon-reload here: `enable` reads the unit files (apply below reloads once)
 for service in registry-cache-boot.service registry-cache-metrics.service; do
     if [ -e "/etc/systemd/system/$service" ]; then systemctl enable "$service"; fi
 done
@@ -41,6 +39,15 @@ for timer in "$payload_dir"/systemd/*.timer; do
     [ -e "$timer" ] || continue
     systemctl enable "$(basename "$timer")"
 done
+
+# The embedded default config applied now, as the first boot would, and so validated on the
+# Debian libraries the agent runs on: its mirror's config rendered, its unit enabled. The
+# box's first boot then starts that mirror like any later boot (registry-cache-boot.service
+# is skipped) and needs no daemon-reload. The mirror it starts only waits for /vagrant here:
+# stopped at once.
+registry-cache --root /etc/registry-cache apply --boot
+systemctl stop 'registry-cache-mirror@*.service'
+test -e /etc/registry-cache/applied.json
 
 # Debian's own single registry stays off (the base disk disabled it): the agent runs one
 # instance per upstream. A check, not `systemctl disable`: that runs update-rc.d (slow in TCG).

@@ -31,6 +31,9 @@ rm -f /etc/ssh/ssh_host_*
 truncate -s 0 /etc/machine-id
 rm -f /var/lib/dbus/machine-id
 
+# pip installed the agent's wheel (20-agent.sh); nothing in the box runs it or its helpers
+dpkg --purge python3-pip python3-setuptools python3-wheel
+
 # packages: caches and indexes (apt-get update brings them back)
 apt-get clean
 rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin

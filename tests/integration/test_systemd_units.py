@@ -1,11 +1,13 @@
 """The shipped systemd units pass `systemd-analyze verify` and are hardened as promised."""
 
 import configparser
+import os
 import pathlib
 import shutil
 import subprocess
 
 import pytest
+from registry_cache import paths
 
 pytestmark = pytest.mark.integration
 
@@ -54,3 +56,9 @@ def test_boot_unit_applies_the_last_good_config_at_boot():
     boot = unit("registry-cache-boot.service")
     assert boot["Service"]["ExecStart"].endswith("apply --boot")
     assert boot["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_boot_unit_is_skipped_once_apply_has_recorded_a_config():
+    # the file apply writes, as the agent names it: the enabled mirror units start on their own
+    applied = os.path.join(paths.SYSTEM_ROOT, paths.APPLIED)
+    assert unit("registry-cache-boot.service")["Unit"]["ConditionPathExists"] == f"!{applied}"

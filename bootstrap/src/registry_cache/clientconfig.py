@@ -9,15 +9,17 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import urlsplit
 
-from registry_cache.config import CacheConfig
 from registry_cache.net import host_port
-from registry_cache.record import MirrorRecord
-from registry_cache.render import templates
+
+if TYPE_CHECKING:  # every `registry-cache` command imports FORMATS: keep this module light
+    from registry_cache.config import CacheConfig
+    from registry_cache.record import MirrorRecord
 
 FORMATS = ("docker", "containerd", "k3s", "podman")
+
 DOCKER_HUB = "docker.io"
 # The file name the cache's CA gets on a client (docker and podman want exactly ca.crt in certs.d).
 CA_NAME = "ca.crt"
@@ -26,13 +28,18 @@ CA_FILES = {
     "k3s": "/etc/rancher/k3s/registry-cache-ca.crt",
 }
 
-
 class ClientConfigError(ValueError):
     """The host or the mirrors cannot make a client setup; the message says how to fix it."""
 
 
 class CaNotMadeError(ClientConfigError):
     """The mirrors serve TLS but `apply` has not made their CA yet: not a usage mistake."""
+
+
+def _templates() -> Any:
+    from registry_cache.render import templates
+
+    return templates()
 
 
 @dataclass(frozen=True)
@@ -214,7 +221,7 @@ def _docker(
         "insecure_registries": [host_port(host, m.port) for m in sorted(mirrors, key=lambda m: m.port)
                                 if not m.tls],
     }
-    text = templates().get_template("client-docker.j2").render(**data)
+    text = _templates().get_template("client-docker.j2").render(**data)
     notes = ["merge this into /etc/docker/daemon.json (create it if missing), then restart Docker: "
              "sudo systemctl restart docker"]
     if hub is None:
@@ -234,7 +241,7 @@ def _docker(
 def _containerd(
     regs: list[Registry], mirrors: list[ClientMirror], host: str, ca_pem: Optional[str]
 ) -> ClientSetup:
-    template = templates().get_template("client-containerd.j2")
+    template = _templates().get_template("client-containerd.j2")
     ca_file = CA_FILES["containerd"] if ca_pem is not None else None
     files = []
     for reg in regs:
@@ -252,7 +259,7 @@ def _containerd(
 def _k3s(regs: list[Registry], mirrors: list[ClientMirror], host: str, ca_pem: Optional[str]) -> ClientSetup:
     path = "/etc/rancher/k3s/registries.yaml"
     ca_file = CA_FILES["k3s"] if ca_pem is not None else None
-    text = templates().get_template("client-k3s.j2").render(path=path, registries=regs,
+    text = _templates().get_template("client-k3s.j2").render(path=path, registries=regs,
                                                             scheme=_scheme(mirrors), ca_file=ca_file)
     files = [ClientFile(path, text)]
     if ca_file is not None and ca_pem is not None:
@@ -264,7 +271,7 @@ def _podman(
     regs: list[Registry], mirrors: list[ClientMirror], host: str, ca_pem: Optional[str]
 ) -> ClientSetup:
     path = "/etc/containers/registries.conf.d/50-registry-cache.conf"
-    text = templates().get_template("client-podman.j2").render(path=path, registries=regs,
+    text = _templates().get_template("client-podman.j2").render(path=path, registries=regs,
                                                                tls=ca_pem is not None)
     files = (ClientFile(path, text), *_cert_dirs("/etc/containers/certs.d", mirrors, host, ca_pem))
     notes = ("podman, skopeo, buildah and CRI-O trust the cache's CA from "

@@ -5,16 +5,16 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
-
-import requests
+from typing import TYPE_CHECKING, Any, Optional
 
 from registry_cache import disk, gc, net, paths, record, warm
-from registry_cache.config import CacheConfig
 from registry_cache.fsutil import tree_size
 from registry_cache.mirror import WAITING, read_state
 from registry_cache.record import Credentials, MirrorRecord
 from registry_cache.sizes import format_size
+
+if TYPE_CHECKING:
+    from registry_cache.config import CacheConfig
 
 DOCKER_HUB_TOKEN_URL = (
     "https://auth.docker.io/token?service=registry.docker.io&scope=repository:ratelimitpreview/test:pull"
@@ -182,6 +182,8 @@ def _gc_warm_disk_lines(s: MirrorStatus) -> list[str]:
 
 def docker_hub_rate_limit(credentials: Optional[Credentials]) -> Optional[str]:
     """Ask Docker Hub how many pulls remain (HEAD requests do not count); None when unreachable."""
+    import requests  # only when asked: two seconds of imports under TCG
+
     auth = credentials.pair() if credentials is not None else None
     try:
         token = requests.get(DOCKER_HUB_TOKEN_URL, auth=auth, timeout=5).json()["token"]
