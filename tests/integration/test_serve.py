@@ -190,3 +190,24 @@ def test_sigterm_stops_every_registry_it_started(cache, upstream):
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     assert cache.state("a")["mode"] == "stopped"
 
+
+
+def test_a_registry_does_not_outlive_its_killed_runner(cache, upstream):
+    # without systemd to end a unit's control group, a runner killed hard (OOM, kill -9)
+    # must not leave its registry holding the mirror's storage and a port
+    cache.write_config({"hub": {"upstream": upstream.url}})
+    cache.start()
+    registry = cache.wait_state("hub", mode="proxy")["pid"]
+    cache.process.signal(signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _running(registry):
+        time.sleep(0.2)
+    assert not _running(registry), f"registry {registry} still runs after its runner was killed"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False

@@ -11,6 +11,8 @@ from typing import Optional
 
 log = logging.getLogger(__name__)
 
+SETPRIV = "/usr/bin/setpriv"
+
 STDERR_TAIL_LINES = 20  # the end of stderr says why; a whole log would bury it
 
 
@@ -56,7 +58,7 @@ def spawn(argv: Sequence[str], extra_env: Optional[Mapping[str, str]] = None) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_CACHE_")}
     env.update(extra_env or {})
     return subprocess.Popen(
-        list(argv),
+        [*_dies_with_us(), *argv],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -65,6 +67,16 @@ def spawn(argv: Sequence[str], extra_env: Optional[Mapping[str, str]] = None) ->
         bufsize=1,
         start_new_session=True,
     )
+
+
+def _dies_with_us() -> list[str]:
+    """A prefix that ends the child when the thread that started it dies, SIGKILL included.
+
+    systemd ends a unit's whole control group, but `registry-cache serve` has no systemd
+    behind it: without this a killed runner leaves its registries holding their ports.
+    setpriv (util-linux, in every Debian) sets the flag and execs the program, same pid.
+    """
+    return [SETPRIV, "--pdeathsig", "TERM", "--"] if os.path.exists(SETPRIV) else []
 
 
 def stop(child: subprocess.Popen, *, grace: float = 10.0) -> Optional[int]:
