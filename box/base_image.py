@@ -90,12 +90,18 @@ class BaseImageSpec:
     extlinux_timeout: int = 1
     # file contents that end up in the disk: a changed script means a new disk
     assets: dict[str, str] = field(default_factory=lambda: default_assets())
+    # how the disk is made (partitions, ext4 features, extlinux): this module's own digest
+    builder: str = field(default_factory=lambda: _builder_digest())
 
     def key(self) -> str:
         """Return the short hash of every input: same inputs, same cached disk."""
         data = asdict(self)
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _builder_digest() -> str:
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 def default_assets() -> dict[str, str]:
@@ -227,7 +233,7 @@ def build(spec: BaseImageSpec, build_dir: Path, env: dict[str, str]) -> Path:
     final = image_path(build_dir, spec)
     work = final.parent / f"tmp-{spec.key()}"
     if work.exists():
-        shutil.rmtree(work)
+        remove_work(work)  # left by a build that was killed, perhaps with its mounts
     work.mkdir(parents=True)
     raw = work / "disk.raw"
     root = work / "root"
@@ -289,8 +295,34 @@ def build(spec: BaseImageSpec, build_dir: Path, env: dict[str, str]) -> Path:
     os.replace(raw, final)
     final.with_suffix(".json").write_text(json.dumps(
         {**asdict(spec), "assets": sorted(assets), "root_uuid": root_uuid}, indent=2) + "\n")
-    shutil.rmtree(work)
+    remove_work(work)
     return final
+
+
+def _mounts_under(folder: Path) -> list[str]:
+    real = os.path.realpath(folder)
+    mounts = output(["findmnt", "--list", "--noheadings", "--output", "TARGET"]).splitlines()
+    return [m for m in mounts if m == real or m.startswith(real + "/")]
+
+
+class MountsLeftError(RuntimeError):
+    """A work folder still has mounts under it, so it is not deleted."""
+
+
+def remove_work(work: Path) -> None:
+    """Delete a build's work folder, never through a mount still under it.
+
+    A build killed mid-way leaves the host's /dev bind-mounted in the chroot: deleting the
+    folder then would delete the host's device nodes. Unmount first (deepest first), and
+    refuse when a mount stays.
+    """
+    for target in sorted(_mounts_under(work), key=len, reverse=True):
+        run(["umount", target], check=False, capture=True)
+    left = _mounts_under(work)
+    if left:
+        raise MountsLeftError(f"{work} still has mounts ({', '.join(left)}): unmount them "
+                              "(`umount PATH`) and build again")
+    shutil.rmtree(work)
 
 
 def prune(build_dir: Path, keep: int = 2) -> list[Path]:

@@ -30,6 +30,9 @@ INPUT_PATHS = (
     "box/packer.py",
     "box/package.py",
     "box/ovf.py",
+    "box/templating.py",
+    "box/qemu.py",  # the VirtualBox disk's VMDK conversion
+    "box/tasks/build.py",  # the payload (wheel, units) and the boxes' packaging steps
 )
 # Files in those folders that are by-products, not inputs.
 _NOT_INPUTS = ("__pycache__", ".egg-info", ".pyc")

@@ -95,7 +95,7 @@ def ensure_base_image(c: Context, force: bool = False) -> Path:
     try:
         with step(f"base image {path.name}"):
             built = base_image.build(spec, BUILD, base_image.proxy_env())
-    except CommandError as exc:
+    except (CommandError, base_image.MountsLeftError) as exc:
         raise Exit(f"base image failed: {exc}") from exc
     for old in base_image.prune(BUILD):
         print(f"==> removed an older base image: {old.relative_to(ROOT)}")

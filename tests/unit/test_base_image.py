@@ -50,6 +50,7 @@ def test_cache_key_is_stable_and_changes_with_every_input():
         dataclasses.replace(spec, mirror="http://other/debian"),
         dataclasses.replace(spec, packages=(*spec.packages, "vim")),
         dataclasses.replace(spec, assets={**spec.assets, "base-image-setup.sh": "echo changed"}),
+        dataclasses.replace(spec, builder="another way of making the disk"),
     ]
     assert len({spec.key(), *(c.key() for c in changed)}) == 1 + len(changed)
 

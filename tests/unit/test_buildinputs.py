@@ -124,3 +124,12 @@ def test_the_local_catalog_links_the_boxes_and_points_at_them_with_file_urls(tmp
     urls = [p["url"] for p in catalog["versions"][0]["providers"]]
     assert urls == [linked.as_uri(), linked.with_name("virtualbox.box").as_uri()]
     assert not [p for p in linked.parent.iterdir() if p.name.startswith(".")], "a temporary link stayed"
+
+
+def test_the_host_code_that_makes_and_packages_the_boxes_counts_as_an_input():
+    # a change to how the payload, the VMDK or the OVF are made must not reuse an old box
+    root = Path(__file__).resolve().parents[2]
+    files = buildinputs.file_digests(root)
+    for path in ("box/tasks/build.py", "box/qemu.py", "box/templating.py", "box/ovf.py",
+                 "box/package.py", "bootstrap/pyproject.toml"):
+        assert path in files, path
