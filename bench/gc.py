@@ -128,10 +128,12 @@ def main() -> None:
         puller.start()
         gc_argv = [*AGENT, "--root", str(work / "root"), "gc", "--keep-recent", "300", "big"]
         began = time.monotonic()
-        result = run(gc_argv, capture=True, timeout=3600, env=env)
+        try:
+            result = run(gc_argv, capture=True, timeout=3600, env=env)
+        finally:
+            done.set()  # a failed gc must not leave the pull loop running forever
+            puller.join()
         took = time.monotonic() - began
-        done.set()
-        puller.join()
         during = sum(1 for t in served if began <= t <= began + took)
         print("\n".join(line for line in result.stdout.splitlines() if not line.startswith("  evict")))
         print(f"gc over {args.blobs} blobs / {args.gb:.1f} GB: {took:.1f} s; pulls during it: "

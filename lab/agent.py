@@ -180,7 +180,9 @@ class TlsCache(Cache):
 def pull_all(host: str, imgs: Iterable[images.TestImage], dest: Path) -> None:
     """Pull every image from `host` (an index with all its platforms) into fresh folders under `dest`."""
     for img in imgs:
-        images.pull_image(img, host, dest / f"{img.kind}-{time.monotonic_ns()}")
+        got = images.pull_image(img, host, dest / f"{img.kind}-{time.monotonic_ns()}")
+        if got.digest != img.digest:
+            raise AssertionError(f"{img.kind} image from {host}: digest {got.digest}, pushed {img.digest}")
 
 
 def blob_requests(imgs: Iterable[images.TestImage]) -> tuple[int, int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,13 +168,6 @@ class Registry:
         if self.process is None:
             return None
         return self.process.stop(timeout=timeout)
-
-    def wipe_storage(self) -> None:
-        """Delete everything stored (the registry must be stopped)."""
-        if self.alive():
-            raise HarnessError(f"{self.name}: stop the registry before wiping its storage")
-        shutil.rmtree(self.storage, ignore_errors=True)
-        self.storage.mkdir(parents=True)
 
     def __enter__(self) -> Registry:
         return self

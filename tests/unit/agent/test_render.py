@@ -32,9 +32,9 @@ def rendered():
 
 def check_golden(name, text):
     path = GOLDEN / name
-    if os.environ.get("REGEN_GOLDEN"):
+    if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(text)
-    assert text == path.read_text(), f"{name} differs from its golden file (REGEN_GOLDEN=1 rewrites it)"
+    assert text == path.read_text(), f"{name} differs from its golden file (UPDATE_GOLDEN=1 rewrites it)"
 
 
 @pytest.mark.parametrize("mirror", ["dockerhub", "ghcr"])
