@@ -571,9 +571,12 @@ class Front:
     async def _fill(self, transfer: BlobTransfer, blob: BlobRef, raw_path: str, headers: CIMultiDict) -> None:
         """Fetch the blob once into its spool, checking size and digest while it streams."""
         started = time.monotonic()
-        fd = os.open(transfer.spool_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd: Optional[int] = None
         upstream: Optional[aiohttp.ClientResponse] = None
         try:
+            # inside the try: a spool that cannot be opened (disk, permissions, no file handle
+            # left) fails the transfer, so its requesters get an error instead of waiting forever
+            fd = os.open(transfer.spool_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             upstream = await self.send_upstream("GET", raw_path, headers)
             if upstream.status != 200:
                 body = await upstream.content.read(ERROR_BODY_LIMIT)
@@ -617,7 +620,8 @@ class Front:
             log.warning("front: blob %s: transfer failed, readers cut: %s", blob.digest, _describe(exc))
             transfer.fail(_describe(exc))
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
             if upstream is not None:
                 upstream.release()
             if transfer.done:

@@ -66,6 +66,10 @@ class Relay:
         """Stop accepting connections (those open run on until they end)."""
         self._closed.set()
         if self._listener is not None:
+            # close() alone leaves a socket that a thread is blocked in accept() on listening
+            # (Linux): shutdown wakes that thread and ends the listening for good
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
 
     def _bind(self) -> socket.socket:
@@ -74,7 +78,9 @@ class Relay:
         deadline = time.monotonic() + BIND_RETRY
         while True:
             try:
-                return socket.create_server((host, port), family=family, backlog=256)
+                # "::" takes IPv4 clients too, as Distribution's own listener did
+                return socket.create_server((host, port), family=family, backlog=256,
+                                            dualstack_ipv6=host == "::")
             except OSError:
                 if time.monotonic() > deadline:
                     raise

@@ -337,3 +337,17 @@ def test_a_stats_snapshot_written_late_never_replaces_a_newer_one(tmp_path):
     front._write_stats_file(*newer)
     front._write_stats_file(*older)
     assert json.loads(stats.read_text())["upstream_requests"] == 1
+
+
+def test_a_spool_that_cannot_be_opened_fails_the_blob_instead_of_hanging_it(tmp_path):
+    async def scenario(front_url, upstream, front, client):
+        # the spool folder is gone (a full or broken disk, no file handle left)
+        for path in (tmp_path / "spool").iterdir():
+            path.unlink()
+        (tmp_path / "spool").rmdir()
+        for _ in range(2):  # and the next request does not join a dead transfer
+            async with client.get(front_url + BLOB) as answer:
+                assert answer.status == 502
+        assert front.board.in_flight() == 0
+
+    _run(scenario, tmp_path, _whole_blob)

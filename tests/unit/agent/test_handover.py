@@ -45,3 +45,29 @@ def test_new_connections_go_to_the_new_backend_and_the_old_one_drains_to_zero():
     finally:
         relay.close()
         new.close()
+
+
+def test_a_closed_relay_stops_listening_so_the_port_can_be_bound_again():
+    backend, backend_port = _backend(b"reply")
+    port = free_port()
+    relay = Relay("127.0.0.1", port)
+    relay.point_to(backend_port)
+    assert _ask(port) == b"reply"
+    relay.close()
+    try:
+        # a successor runner (serve's reload) binds the same port at once
+        socket.create_server(("127.0.0.1", port)).close()
+    finally:
+        backend.close()
+
+
+def test_a_relay_on_the_ipv6_any_address_takes_ipv4_clients_too():
+    backend, backend_port = _backend(b"reply")
+    port = free_port()
+    relay = Relay("::", port)
+    try:
+        relay.point_to(backend_port)
+        assert _ask(port) == b"reply"  # over 127.0.0.1
+    finally:
+        relay.close()
+        backend.close()
