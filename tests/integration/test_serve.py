@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -211,3 +212,16 @@ def _running(pid: int) -> bool:
             return handle.read().split(") ", 1)[1][0] != "Z"  # a zombie has ended
     except FileNotFoundError:
         return False
+
+
+def test_an_idle_client_connection_does_not_hold_up_a_stop(cache, upstream):
+    # Docker keeps idle keep-alive connections open for about 90 s; a stop that waited for
+    # them would outlast systemd's TimeoutStopSec and be killed before writing its state
+    cache.write_config({"hub": {"upstream": upstream.url}})
+    cache.start()
+    with socket.create_connection(("127.0.0.1", cache.ports["hub"]), timeout=10) as idle:
+        idle.sendall(b"GET /v2/ HTTP/1.1\r\nHost: cache\r\nConnection: keep-alive\r\n\r\n")
+        assert idle.recv(100).startswith(b"HTTP/1.1 200")
+        code = cache.process.stop(timeout=20)  # well inside the unit's TimeoutStopSec
+    assert code == 0, cache.log()
+    assert cache.state("hub")["mode"] == "stopped"

@@ -59,6 +59,9 @@ STARTING = "starting"
 STOPPED = "stopped"
 GC_HOLD = "gc"  # `hold` while the mirror serves read-only for `registry-cache gc`
 DRAIN_TIMEOUT = 30.0  # how long a retired registry may finish the pulls it serves
+# When the mirror itself stops, clients' idle keep-alive connections (Docker keeps them ~90 s)
+# would hold the drain for its whole timeout and past systemd's TimeoutStopSec: wait briefly.
+STOP_DRAIN_TIMEOUT = 5.0
 USAGE_WRITE_INTERVAL = 5.0
 
 # The front's counters kept in the state file, as (front counter, state key); totals since
@@ -362,7 +365,8 @@ class MirrorRunner:
         """Stop a registry once its stores and the pulls it serves have finished."""
         if registry.child.poll() is None:
             self._wait_for_cache_writes(registry.counter)
-            if self.relays and not self.relays[0].wait_idle(registry.port, DRAIN_TIMEOUT):
+            drain = STOP_DRAIN_TIMEOUT if self.stop_event.is_set() else DRAIN_TIMEOUT
+            if self.relays and not self.relays[0].wait_idle(registry.port, drain):
                 log.warning("mirror %s: stopping the %s registry with pulls still open",
                             self.name, registry.mode)
         exit_code = proc.stop(registry.child)
