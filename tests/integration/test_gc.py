@@ -178,3 +178,32 @@ def test_a_full_disk_keeps_serving_the_cache_says_so_and_recovers_by_itself(
     assert cache.status()["hub"]["disk_problem"] is None
     assert _pull(cache, fresh, tmp_path / "pulls") == fresh.digest
     assert all(_stored(cache, b.digest) for b in fresh.layers)
+
+
+def test_gc_goes_ahead_on_a_mirror_already_read_only_because_its_upstream_is_away(cache, upstream, tmp_path):
+    imgs = _fill_past_the_cap(cache, upstream, tmp_path)
+    upstream.stop()
+    cache.stop()
+    cache.start()  # as after a reboot without internet: it starts read-only
+    cache.wait_state("hub", mode="read-only", timeout=60)
+
+    result = _gc(cache)
+
+    assert "evict" in result.stdout, result.stdout
+    assert _pull(cache, imgs[0], tmp_path / "after") == imgs[0].digest  # recent: kept, served
+
+
+def test_a_read_only_request_left_by_a_killed_gc_is_ignored(cache, upstream, tmp_path):
+    imgs = _push_five(upstream, tmp_path / "layouts")[:1]
+    cache.write_config({"hub": {"upstream": upstream.url}})
+    cache.start()
+    cache.wait_state("hub", mode="proxy")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    request = cache.workdir / "cache" / "hub" / ".registry-cache-readonly-request"
+    request.write_text(json.dumps({"by": "registry-cache gc", "pid": dead.pid, "until": time.time() + 3600}))
+    cache.stop()
+    cache.start()  # as after a reboot that interrupted gc
+
+    assert cache.wait_state("hub", mode="proxy")["hold"] is None
+    assert _pull(cache, imgs[0], tmp_path / "cold") == imgs[0].digest  # a cold pull: proxy mode

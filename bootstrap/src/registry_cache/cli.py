@@ -354,6 +354,8 @@ def _gc(args: argparse.Namespace) -> int:
     if isinstance(records, int):
         return records
     keep = gc.DEFAULT_KEEP_RECENT if args.keep_recent is None else args.keep_recent
+    # a stop (systemctl, vagrant halt) mid-run still withdraws gc's read-only request
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     begun = time.monotonic()
     try:
         gc.collect(records, sys.stdout, dry_run=args.dry_run, keep_recent=keep)

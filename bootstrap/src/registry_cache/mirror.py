@@ -22,6 +22,7 @@ for gc's LRU (usage.py) and says when the disk under the cache is full (disk.py)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -62,6 +63,7 @@ DRAIN_TIMEOUT = 30.0  # how long a retired registry may finish the pulls it serv
 # When the mirror itself stops, clients' idle keep-alive connections (Docker keeps them ~90 s)
 # would hold the drain for its whole timeout and past systemd's TimeoutStopSec: wait briefly.
 STOP_DRAIN_TIMEOUT = 5.0
+REQUEST_WRITE_GRACE = 10.0  # how long an unreadable gc request counts as one being written
 USAGE_WRITE_INTERVAL = 5.0
 
 # The front's counters kept in the state file, as (front counter, state key); totals since
@@ -307,14 +309,22 @@ class MirrorRunner:
 
     def _hold_requested(self) -> bool:
         """True while `registry-cache gc` asks for read-only mode (its request has not expired)."""
+        path = paths.readonly_request(self.storage)
         try:
-            with open(paths.readonly_request(self.storage), encoding="utf-8") as handle:
+            with open(path, encoding="utf-8") as handle:
                 request = json.load(handle)
         except FileNotFoundError:
             return False
         except (OSError, ValueError):
-            return True  # being written: obey it
-        until = request.get("until") if isinstance(request, dict) else None
+            # being written: obey it; a file that stays unreadable is no request
+            with contextlib.suppress(OSError):
+                return time.time() - os.stat(path).st_mtime < REQUEST_WRITE_GRACE
+            return False
+        if not isinstance(request, dict):
+            return False
+        until, pid = request.get("until"), request.get("pid")
+        if isinstance(pid, int) and not _process_exists(pid):
+            return False  # left by a gc that was killed (a stop or halt mid-run): stale
         return not isinstance(until, (int, float)) or until > time.time()
 
     def _start_registry(self, mode: str) -> _Registry:
@@ -390,6 +400,11 @@ class MirrorRunner:
                     counter.fetched = [b for b in counter.fetched if not counters.is_stored(self.storage, *b)]
                 self._check_disk()
             on_hold = self.state.hold == GC_HOLD
+            if mode == READ_ONLY and not on_hold and self._hold_requested():
+                # already read-only (its upstream is away): gc may go ahead at once
+                self._save_usage(force=True)
+                self._set(hold=GC_HOLD)
+                on_hold = True
             if mode == PROXY and self._hold_requested():
                 log.info("mirror %s: serving read-only while `registry-cache gc` runs", self.name)
                 return None, True
@@ -501,3 +516,14 @@ class MirrorRunner:
             write_file(self.record.state_file, json.dumps(data, indent=2) + "\n")
         except OSError as exc:
             log.warning("mirror %s: cannot write its state file: %s", self.name, exc)
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether process `pid` exists (one of another user's counts: signalling it is refused)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
