@@ -153,7 +153,7 @@ def _carry_out(
     after it: their start jobs are only queued (--no-block), because waiting for them would
     be waiting for ourselves. Otherwise it waits until every mirror answers /v2/.
     """
-    for name in plan.add + plan.update:
+    for name in plan.add + plan.update + plan.refresh:
         layout.write_rendered(root, wanted[name], owner)
     if not systemd.running():
         for name in plan.remove:
@@ -169,7 +169,7 @@ def _carry_out(
     for mirror in cfg.mirrors:
         if systemd.write_dropin(mirror.name, owner, mirror.storage):
             reload_needed = True
-            if mirror.name in plan.keep:
+            if mirror.name in plan.keep + plan.refresh:
                 # it must run as the cache's (new) owner, who must own its 0600 files too
                 layout.write_rendered(root, wanted[mirror.name], owner)
                 restart.append(mirror.name)
@@ -180,7 +180,7 @@ def _carry_out(
             systemd.remove_dropin(name)
             layout.remove_rendered(root, name)
         reload_needed = True
-    start = plan.add + [n for n in plan.keep if n not in restart and not systemd.is_active(n)]
+    start = plan.add + [n for n in plan.keep + plan.refresh if n not in restart and not systemd.is_active(n)]
     if start:
         systemd.systemctl("enable", "--no-reload", *(systemd.unit(n) for n in start))
     if reload_needed:

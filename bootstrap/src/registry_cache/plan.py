@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
+from registry_cache import paths
+from registry_cache.record import NOT_READ_BY_THE_RUNNER
 from registry_cache.render import RenderedMirror
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Which mirrors to start, restart, leave alone and stop."""
+    """Which mirrors to start, restart, rewrite without a restart, leave alone and stop."""
 
     add: list[str] = field(default_factory=list)
     update: list[str] = field(default_factory=list)
+    refresh: list[str] = field(default_factory=list)
     keep: list[str] = field(default_factory=list)
     remove: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> bool:
         """True when applying this plan changes anything."""
-        return bool(self.add or self.update or self.remove)
+        return bool(self.add or self.update or self.refresh or self.remove)
 
     def lines(self) -> list[str]:
         """The plan in words, one line a mirror, for `apply --dry-run` and the apply summary."""
         words = [
             (self.add, "add", "render its config and start it"),
             (self.update, "update", "config changed: rewrite it and restart the mirror"),
+            (self.refresh, "refresh", "size cap or warm list changed: rewritten, left running"),
             (self.keep, "keep", "unchanged: left running"),
             (self.remove, "remove", "not in this config (it came from an earlier config or the "
                                     "box's built-in default): stopped; its cached data stays"),
@@ -39,9 +44,29 @@ def make_plan(wanted: dict[str, RenderedMirror], current: dict[str, dict[str, st
     for name in sorted(wanted):
         if name not in current:
             plan.add.append(name)
-        elif current[name] != wanted[name].files:
-            plan.update.append(name)
-        else:
+        elif current[name] == wanted[name].files:
             plan.keep.append(name)
+        elif _only_gc_or_warm_changed(current[name], wanted[name].files):
+            plan.refresh.append(name)
+        else:
+            plan.update.append(name)
     plan.remove.extend(sorted(set(current) - set(wanted)))
     return plan
+
+
+def _only_gc_or_warm_changed(current: dict[str, str], wanted: dict[str, str]) -> bool:
+    """True when the files differ only in record keys the running mirror never reads."""
+    others = set(current) | set(wanted)
+    others.discard(paths.MIRROR_RECORD)
+    if any(current.get(name) != wanted.get(name) for name in others):
+        return False
+    try:
+        old, new = (json.loads(files.get(paths.MIRROR_RECORD, "")) for files in (current, wanted))
+    except ValueError:
+        return False
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return False
+    for key in NOT_READ_BY_THE_RUNNER:
+        old.pop(key, None)
+        new.pop(key, None)
+    return old == new

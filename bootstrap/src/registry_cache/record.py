@@ -231,6 +231,10 @@ class MirrorRecord:
         return cls.parse(text, where=path, directory=directory)
 
 
+# Record keys only gc and warm read (from the file, each run): a change to them needs the
+# record rewritten, not the mirror restarted.
+NOT_READ_BY_THE_RUNNER = ("max_size", "cache_max_size", "warm")
+
 # Keys added after the first release, written only when they differ from their default:
 # a mirror without TLS, client login, size caps or warm images reads as before they existed.
 _NEW_KEYS: dict[str, Any] = {"tls": False, "tls_server_name": None, "tls_renew_after": None,

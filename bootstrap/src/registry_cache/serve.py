@@ -79,7 +79,7 @@ class Server:
         for line in plan.lines():
             log.info("%s", line)
         # a mirror rendered by an earlier run but not running in this process starts too
-        start = plan.add + plan.update + [n for n in plan.keep if n not in self.runners]
+        start = plan.add + plan.update + [n for n in plan.keep + plan.refresh if n not in self.runners]
         for name in plan.remove + plan.update:
             self._stop_runner(name)
         for name in plan.remove:
@@ -88,7 +88,9 @@ class Server:
         for name in start:
             layout.write_rendered(self.root, wanted[name], owner)
             self._start_runner(name)
-        warmed = [wanted[n].record for n in start if wanted[n].record.warm]
+        for name in plan.refresh:  # gc and warm read it; the runner keeps serving
+            layout.write_rendered(self.root, wanted[name], owner)
+        warmed = [wanted[n].record for n in start + plan.refresh if wanted[n].record.warm]
         if warmed:
             threading.Thread(target=self._warm, args=(warmed,), name="warm", daemon=True).start()
 

@@ -33,3 +33,23 @@ def test_a_mirror_gone_from_the_config_is_removed():
     assert plan.lines() == [
         "remove a: not in this config (it came from an earlier config or the box's built-in "
         "default): stopped; its cached data stays"]
+
+
+def _with(rendered, **changes):
+    import dataclasses
+
+    return dataclasses.replace(rendered, record=dataclasses.replace(rendered.record, **changes))
+
+
+def test_a_new_size_cap_or_warm_list_rewrites_the_record_without_a_restart():
+    for changes in ({"max_size": 50_000_000_000}, {"cache_max_size": 10**9},
+                    {"warm": ({"image": "library/alpine:3"},)}):
+        plan = make_plan({"a": _with(mirror("a"), **changes)}, {"a": mirror("a").files})
+        assert (plan.refresh, plan.update, plan.keep) == (["a"], [], []), changes
+        assert plan.changes
+        assert plan.lines() == ["refresh a: size cap or warm list changed: rewritten, left running"]
+
+
+def test_a_new_port_with_a_new_cap_still_restarts_the_mirror():
+    plan = make_plan({"a": _with(mirror("a"), port=5001, max_size=10**9)}, {"a": mirror("a").files})
+    assert (plan.update, plan.refresh) == (["a"], [])
