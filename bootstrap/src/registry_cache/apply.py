@@ -7,7 +7,7 @@ import os
 from typing import Optional, TextIO
 
 from registry_cache import config as configmod
-from registry_cache import layout, metrics, net, paths, record, secure, systemd, upstream
+from registry_cache import layout, net, paths, record, secure, systemd, upstream
 from registry_cache.plan import Plan, make_plan
 from registry_cache.render import RenderedMirror, render
 
@@ -70,6 +70,8 @@ def apply(
             text = handle.read()
     # taken now that the storage exists: its owner is one of the inputs
     layout.save_last_good(root, cfg, text, sorted(wanted), cfg.fingerprint())
+    from registry_cache import metrics  # only when something changed: the no-op path stays light
+
     metrics.apply_settings(root, cfg, out)
     for line in plan.lines():
         print(line, file=out)

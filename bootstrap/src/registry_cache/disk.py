@@ -11,15 +11,6 @@ FULL_FLOOR = 32 * 1024 * 1024  # below this much free space a cold pull cannot b
 FULL_SHARE = 0.05  # ... or below 5 % of a small file system
 
 
-def free_bytes(path: str) -> Optional[int]:
-    """Bytes an unprivileged writer may still use on the file system holding `path`."""
-    try:
-        stats = os.statvfs(path)
-    except OSError:
-        return None
-    return stats.f_bavail * stats.f_frsize
-
-
 def full_problem(path: str, *, seen_enospc: bool = False) -> Optional[str]:
     """Say that the disk under `path` is full (or was, when the registry hit ENOSPC), else None."""
     try:

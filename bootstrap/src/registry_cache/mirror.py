@@ -289,7 +289,11 @@ class MirrorRunner:
         if self._front is None:
             return
         self._front.stop()
-        final = self._front.counters()
+        try:
+            final = self._front.counters()
+        except Exception as exc:  # a front that would not stop: the mirror's stop goes on
+            log.warning("mirror %s: the front's last counters are lost: %s", self.name, exc)
+            final = {}
         self._front = None
         with self._lock:
             for name, key in FRONT_TOTALS:
