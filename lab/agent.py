@@ -21,6 +21,7 @@ from pathlib import Path
 
 import requests
 
+from box.run import run
 from lab import images, procs
 from lab.fake_upstream import HugeBlobUpstream, pattern_bytes
 
@@ -88,8 +89,8 @@ class Cache:
 
     def agent(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run `registry-cache --root ROOT ARGS...` and return what it did (its exit code unchecked)."""
-        return subprocess.run([*AGENT, "--root", str(self.root), *args], capture_output=True, text=True,
-                              timeout=timeout, check=False, env=self.env)
+        return run([*AGENT, "--root", str(self.root), *args], capture=True, check=False, timeout=timeout,
+                   env=self.env)
 
     def status(self) -> dict[str, dict]:
         """`status --json`, by mirror name."""
