@@ -69,10 +69,12 @@ def _base_spec(c: Context) -> base_image.BaseImageSpec:
     conf = _config(c)
     configured = str(conf.get("mirror", base_image.DEFAULT_MIRROR)).rstrip("/")
     suite = str(conf.get("suite", base_image.DEFAULT_SUITE))
-    cached = base_image.BaseImageSpec(mirror=configured, suite=suite)
-    if base_image.image_path(BUILD, cached).exists():
-        return cached  # offline rebuilds work
-    mirror = base_image.choose_mirror(configured, suite, base_image.host_apt_mirrors())
+    host_mirrors = base_image.host_apt_mirrors()
+    for known in (configured, *host_mirrors):
+        cached = base_image.BaseImageSpec(mirror=known.rstrip("/"), suite=suite)
+        if base_image.image_path(BUILD, cached).exists():
+            return cached  # offline rebuilds work, also after a build that fell back to apt's mirror
+    mirror = base_image.choose_mirror(configured, suite, host_mirrors)
     if mirror is None:
         raise Exit(
             f"no Debian mirror serves {suite}: tried {configured} and this machine's apt "
@@ -83,9 +85,10 @@ def _base_spec(c: Context) -> base_image.BaseImageSpec:
     return base_image.BaseImageSpec(mirror=mirror, suite=suite)
 
 
-def ensure_base_image(c: Context, force: bool = False) -> Path:
+def ensure_base_image(c: Context, force: bool = False,
+                      spec: base_image.BaseImageSpec | None = None) -> Path:
     """Return the cached base disk for the current inputs, building it first if needed."""
-    spec = _base_spec(c)
+    spec = spec or _base_spec(c)
     path = base_image.image_path(BUILD, spec)
     if path.exists() and not force:
         print(f"==> base image up to date: {path.relative_to(ROOT)}")
@@ -251,7 +254,7 @@ def build_box(c: Context, version: str = "", name: str = "", memory: int | None 
         print(f"==> box up to date: {verdict.why}, reusing (--force builds it again)")
     else:
         print(f"==> building the box: {'--force' if verdict.reuse else verdict.why}")
-        _bake(c, box, accelerator, keep, digest)
+        _bake(c, box, accelerator, keep, digest, spec)
     meta = _built()
     if meta is None:  # just written by _bake: unreadable means a bug, say where
         raise Exit(f"{DIST / 'build.json'} is missing or unreadable after the build")
@@ -259,10 +262,11 @@ def build_box(c: Context, version: str = "", name: str = "", memory: int | None 
     print(next_steps(meta, ROOT))
 
 
-def _bake(c: Context, box: BoxSettings, accelerator: str, keep: bool, digest: str) -> None:
+def _bake(c: Context, box: BoxSettings, accelerator: str, keep: bool, digest: str,
+          spec: base_image.BaseImageSpec) -> None:
     """Base image, payload, template, packer build, then dist/ (the long part of build-box)."""
     started = datetime.datetime.now(datetime.timezone.utc)
-    base = ensure_base_image(c)
+    base = ensure_base_image(c, spec=spec)  # the spec the inputs digest named: one mirror probe
     build_payload()
     with step("probe the QEMU accelerator"):
         accel = qemu.choose_accelerator(accelerator)
