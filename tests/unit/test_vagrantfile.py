@@ -184,6 +184,22 @@ def test_libvirt_check_grants_qemu_access_inside_the_project_with_setfacl(folder
         "nothing outside the project folder is changed"
 
 
+def test_libvirt_check_grants_qemu_a_cache_kept_from_an_earlier_run_with_all_it_holds(folders):
+    project, tools = folders
+    kept = project / "data" / "dockerhub"  # e.g. from VirtualBox: owned by the user, 0700
+    kept.mkdir(parents=True)
+    (project / "data").chmod(0o777)
+    kept.chmod(0o700)
+    (tools / "setfacl").write_text(FAKE_SETFACL)
+    (tools / "setfacl").chmod(0o755)
+
+    out = _prepare(project, tools)
+
+    assert "READY" in out, out
+    granted = (tools / "setfacl.log").read_text().splitlines()
+    assert granted == [f"-m u:nobody:rwX -m d:u:nobody:rwX -R {kept}"], granted
+
+
 def test_libvirt_check_is_quiet_when_qemu_can_already_use_the_folder(folders):
     project, tools = folders
     (project / "data").mkdir(mode=0o777)
