@@ -26,9 +26,7 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -139,7 +137,6 @@ class _Registry:
     debug_port: Optional[int]
     counter: counters.HitCounter
     reader: threading.Thread
-    workdir: str
     debug_listen: str = "127.0.0.1"  # where the mirror's debug endpoint is reached
 
 
@@ -337,30 +334,27 @@ class MirrorRunner:
         rendered = os.path.join(self.mirror_dir, name)
         with open(rendered, encoding="utf-8") as handle:
             config = yaml.safe_load(handle)
+        # The private ports reach Distribution through its environment, which overrides the
+        # rendered file: no copy of that file (it may hold the upstream password) is written.
         port = free_port()
-        http = config.setdefault("http", {})
-        http["addr"] = f"127.0.0.1:{port}"
+        env = {"REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}"}
         debug_port = None
         debug_listen = "127.0.0.1"
-        if isinstance(http.get("debug"), dict) and http["debug"].get("addr"):
-            debug_listen = str(http["debug"]["addr"]).rpartition(":")[0].strip("[]") or "0.0.0.0"
+        debug = (config.get("http") or {}).get("debug")
+        if isinstance(debug, dict) and debug.get("addr"):
+            debug_listen = str(debug["addr"]).rpartition(":")[0].strip("[]") or "0.0.0.0"
             debug_port = free_port()
-            http["debug"]["addr"] = f"127.0.0.1:{debug_port}"
-        # the proxy config may hold the upstream password: a private folder, a 0600 file
-        workdir = tempfile.mkdtemp(prefix=f"registry-cache-{self.name}-")
-        path = os.path.join(workdir, "config.yml")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(config, handle, sort_keys=False)
+            env["REGISTRY_HTTP_DEBUG_ADDR"] = f"127.0.0.1:{debug_port}"
         counter = counters.HitCounter(counters.cached_blobs(self.storage), self.state.counts)
         # the front's address is known only now (an ephemeral port): Distribution reads it from
         # the environment, over the proxy config's remoteurl. Never in read-only mode (gc's
         # included): the variable alone would make that registry a proxy.
-        env = {"REGISTRY_PROXY_REMOTEURL": self._front.url} if mode == PROXY and self._front else {}
-        child = proc.spawn([REGISTRY_BIN, "serve", path], env)
+        if mode == PROXY and self._front:
+            env["REGISTRY_PROXY_REMOTEURL"] = self._front.url
+        child = proc.spawn([REGISTRY_BIN, "serve", rendered], env)
         reader = threading.Thread(target=self._read_log, args=(child, counter), daemon=True)
         reader.start()
-        return _Registry(mode, child, port, debug_port, counter, reader, workdir, debug_listen)
+        return _Registry(mode, child, port, debug_port, counter, reader, debug_listen)
 
     def _go_live(self, registry: _Registry) -> None:
         """Point the mirror's ports at `registry` (listening on them the first time)."""
@@ -385,7 +379,6 @@ class MirrorRunner:
                             self.name, registry.mode)
         exit_code = proc.stop(registry.child)
         registry.reader.join(timeout=5)
-        shutil.rmtree(registry.workdir, ignore_errors=True)
         self._read_front()
         self._write_state(force=True)
         return exit_code
