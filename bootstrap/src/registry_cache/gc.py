@@ -354,13 +354,7 @@ def runner_alive(storage: str) -> bool:
     pid = state.get("pid")
     if state.get("mode") in (None, STOPPED) or not isinstance(pid, int):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return proc.exists(pid)
 
 
 class ReadOnly:

@@ -324,7 +324,7 @@ class MirrorRunner:
         if not isinstance(request, dict):
             return False
         until, pid = request.get("until"), request.get("pid")
-        if isinstance(pid, int) and not _process_exists(pid):
+        if isinstance(pid, int) and not proc.exists(pid):
             return False  # left by a gc that was killed (a stop or halt mid-run): stale
         return not isinstance(until, (int, float)) or until > time.time()
 
@@ -513,14 +513,3 @@ class MirrorRunner:
             write_file(self.record.state_file, json.dumps(data, indent=2) + "\n")
         except OSError as exc:
             log.warning("mirror %s: cannot write its state file: %s", self.name, exc)
-
-
-def _process_exists(pid: int) -> bool:
-    """Whether process `pid` exists (one of another user's counts: signalling it is refused)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

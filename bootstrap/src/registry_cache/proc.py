@@ -90,3 +90,14 @@ def stop(child: subprocess.Popen, *, grace: float = 10.0) -> Optional[int]:
             child.kill()
             child.wait(timeout=grace)
     return child.returncode
+
+
+def exists(pid: int) -> bool:
+    """Whether process `pid` exists (another user's counts too: signalling it is refused)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
