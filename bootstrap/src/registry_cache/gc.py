@@ -348,7 +348,7 @@ def garbage_collect(config_path: str) -> None:
 
 def runner_alive(storage: str) -> bool:
     """True when a runner serves this mirror now (its state names a live registry process)."""
-    from registry_cache.mirror import STOPPED, read_state
+    from registry_cache.state import STOPPED, read_state
 
     state = read_state(storage) or {}
     pid = state.get("pid")
@@ -366,7 +366,7 @@ class ReadOnly:
         self.requested = False
 
     def __enter__(self) -> ReadOnly:
-        from registry_cache.mirror import GC_HOLD, read_state
+        from registry_cache.state import GC_HOLD, read_state
 
         if not runner_alive(self.record.storage):
             return self  # nothing serves, so nothing writes: collect as it is

@@ -38,6 +38,7 @@ from registry_cache import counters, disk, net, paths, proc, upstream
 from registry_cache.fsutil import write_file
 from registry_cache.handover import Relay, free_port
 from registry_cache.record import Credentials, MirrorRecord
+from registry_cache.state import GC_HOLD, PROXY, READ_ONLY, STARTING, STOPPED, WAITING, read_state
 from registry_cache.usage import Usage
 
 if TYPE_CHECKING:
@@ -51,12 +52,6 @@ MAX_BACKOFF = 30.0
 STATE_WRITE_INTERVAL = 1.0
 STORE_GRACE = 20.0  # how long a stop waits for blobs still being copied into the cache
 
-PROXY = "proxy"
-READ_ONLY = "read-only"
-WAITING = "waiting-for-storage"
-STARTING = "starting"
-STOPPED = "stopped"
-GC_HOLD = "gc"  # `hold` while the mirror serves read-only for `registry-cache gc`
 DRAIN_TIMEOUT = 30.0  # how long a retired registry may finish the pulls it serves
 # When the mirror itself stops, clients' idle keep-alive connections (Docker keeps them ~90 s)
 # would hold the drain for its whole timeout and past systemd's TimeoutStopSec: wait briefly.
@@ -115,16 +110,6 @@ class MirrorState:
             **self.counts.as_dict(),
             **self.front_totals(),
         }
-
-
-def read_state(storage: str) -> Optional[dict[str, Any]]:
-    """Return the state a mirror last wrote beside its cache, or None."""
-    try:
-        with open(paths.state_file(storage), encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 @dataclass

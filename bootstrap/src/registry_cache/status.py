@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from registry_cache import disk, gc, net, paths, record, warm
 from registry_cache.fsutil import tree_size
-from registry_cache.mirror import WAITING, read_state
 from registry_cache.record import Credentials, MirrorRecord
 from registry_cache.sizes import format_size
+from registry_cache.state import WAITING, read_state
 
 if TYPE_CHECKING:
     from registry_cache.config import CacheConfig
