@@ -91,29 +91,45 @@ class HitCounter:
         return "miss"
 
 
+def v2_root(storage: str) -> str:
+    """Where Distribution's filesystem driver keeps everything under a storage root."""
+    return os.path.join(storage, "docker", "registry", "v2")
+
+
+def blob_path(storage: str, digest: str) -> str:
+    """Where Distribution keeps a blob's bytes."""
+    hexdigest = digest.split(":", 1)[1]
+    return os.path.join(v2_root(storage), "blobs", "sha256", hexdigest[:2], hexdigest, "data")
+
+
 def is_stored(storage: str, repo: str, digest: str) -> bool:
     """True once a blob is committed to the storage and linked into its repository."""
     hexdigest = digest.split(":", 1)[1]
-    v2 = os.path.join(storage, "docker", "registry", "v2")
-    data = os.path.join(v2, "blobs", "sha256", hexdigest[:2], hexdigest, "data")
-    link = os.path.join(v2, "repositories", repo, "_layers", "sha256", hexdigest, "link")
-    return os.path.exists(data) and os.path.exists(link)
+    link = os.path.join(v2_root(storage), "repositories", repo, "_layers", "sha256", hexdigest, "link")
+    return os.path.exists(blob_path(storage, digest)) and os.path.exists(link)
 
 
-def cached_blobs(storage: str) -> set[str]:
-    """Return the digests of the blobs stored in a Distribution filesystem storage root."""
-    base = os.path.join(storage, "docker", "registry", "v2", "blobs", "sha256")
-    found = set()
+def blob_sizes(storage: str) -> dict[str, int]:
+    """The size of every blob stored in a Distribution filesystem storage root, by digest."""
+    base = os.path.join(v2_root(storage), "blobs", "sha256")
+    sizes: dict[str, int] = {}
     try:
-        prefixes = os.listdir(base)
+        prefixes = sorted(os.listdir(base))
     except OSError:
-        return found
+        return sizes
     for prefix in prefixes:
         try:
             names = os.listdir(os.path.join(base, prefix))
         except OSError:
             continue
         for name in names:
-            if os.path.exists(os.path.join(base, prefix, name, "data")):
-                found.add("sha256:" + name)
-    return found
+            try:
+                sizes["sha256:" + name] = os.stat(os.path.join(base, prefix, name, "data")).st_size
+            except OSError:
+                continue
+    return sizes
+
+
+def cached_blobs(storage: str) -> set[str]:
+    """Return the digests of the blobs stored in a Distribution filesystem storage root."""
+    return set(blob_sizes(storage))

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, TextIO
 
 from registry_cache import paths, proc
+from registry_cache.counters import blob_path, blob_sizes, v2_root
 from registry_cache.fsutil import write_file
 from registry_cache.record import MirrorRecord
 from registry_cache.sizes import format_size
@@ -134,10 +135,6 @@ class Plan:
 # -- reading a storage -----------------------------------------------------------------------
 
 
-def _v2(storage: str) -> str:
-    return os.path.join(storage, "docker", "registry", "v2")
-
-
 def _read_link(path: str) -> Optional[str]:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -152,12 +149,6 @@ def _mtime(path: str) -> float:
         return os.stat(path).st_mtime
     except OSError:
         return 0.0
-
-
-def blob_path(storage: str, digest: str) -> str:
-    """Where Distribution keeps a blob's bytes."""
-    hexdigest = digest.split(":", 1)[1]
-    return os.path.join(_v2(storage), "blobs", "sha256", hexdigest[:2], hexdigest, "data")
 
 
 def _references(storage: str, digest: str) -> tuple[list[str], list[str]]:
@@ -177,25 +168,13 @@ def _references(storage: str, digest: str) -> tuple[list[str], list[str]]:
 
 
 def _repositories(storage: str) -> list[str]:
-    base = os.path.join(_v2(storage), "repositories")
+    base = os.path.join(v2_root(storage), "repositories")
     repos = []
     for top, dirs, _files in os.walk(base):
         if "_manifests" in dirs:
             repos.append(os.path.relpath(top, base))
         dirs[:] = [d for d in dirs if not d.startswith("_")]
     return sorted(repos)
-
-
-def _blob_sizes(storage: str) -> dict[str, int]:
-    base = os.path.join(_v2(storage), "blobs", "sha256")
-    sizes = {}
-    for prefix in sorted(os.listdir(base)) if os.path.isdir(base) else []:
-        for name in os.listdir(os.path.join(base, prefix)):
-            try:
-                sizes["sha256:" + name] = os.stat(os.path.join(base, prefix, name, "data")).st_size
-            except OSError:
-                continue
-    return sizes
 
 
 def scan(mirror: str, storage: str, usage: Optional[Usage] = None) -> Inventory:
@@ -206,9 +185,9 @@ def scan(mirror: str, storage: str, usage: Optional[Usage] = None) -> Inventory:
     (Distribution rewrites a tag's link at every proxied pull of it).
     """
     usage = usage or Usage()
-    inventory = Inventory(mirror=mirror, storage=storage, blob_sizes=_blob_sizes(storage))
+    inventory = Inventory(mirror=mirror, storage=storage, blob_sizes=blob_sizes(storage))
     for repo in _repositories(storage):
-        manifests_dir = os.path.join(_v2(storage), "repositories", repo, "_manifests")
+        manifests_dir = os.path.join(v2_root(storage), "repositories", repo, "_manifests")
         revisions_dir = os.path.join(manifests_dir, "revisions", "sha256")
         stored = {}
         for hexdigest in sorted(os.listdir(revisions_dir)) if os.path.isdir(revisions_dir) else []:
@@ -327,7 +306,7 @@ def unlink(inventory: Inventory, evict: list[Image]) -> None:
             kept_by_repo.setdefault(image.repo, set()).update(image.blobs)
     for image in evict:
         kept = kept_by_repo.get(image.repo, set())
-        repo_dir = os.path.join(_v2(inventory.storage), "repositories", image.repo)
+        repo_dir = os.path.join(v2_root(inventory.storage), "repositories", image.repo)
         for tag in image.tags:
             shutil.rmtree(os.path.join(repo_dir, "_manifests", "tags", tag), ignore_errors=True)
         for digest in image.manifests - kept:
