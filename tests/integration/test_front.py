@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,13 +38,7 @@ def front_factory(tmp_path):
 
     def factory(upstream_url: str, credentials: Credentials | None = None, **kwargs) -> FrontHandle:
         n = len(started)
-        handle = start_front(
-            upstream_url,
-            credentials,
-            str(tmp_path / f"front-{n}" / "spool"),
-            str(tmp_path / f"front-{n}" / "stats.json"),
-            **kwargs,
-        )
+        handle = start_front(upstream_url, credentials, str(tmp_path / f"front-{n}" / "spool"), **kwargs)
         started.append(handle)
         return handle
 
@@ -141,23 +134,6 @@ def test_front_counts_the_bytes_the_upstream_access_log_shows(
     )
     assert front.counters()["upstream_bytes"] == sent
     assert sent >= sum(image.blob_bytes for image in test_images.all())
-
-
-def test_stats_file_carries_the_counters(registry_factory, upstream, test_images, front_factory, tmp_path):
-    front = front_factory(upstream.url)
-    mirror = registry_factory("mirror", proxy={"remoteurl": front.url})
-    pull_image(test_images.oci, mirror.host, tmp_path / "p")
-    stats_path = Path(front.front.stats_path)
-
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
-        if stats.get("blob_transfers") == len(test_images.oci.blobs):
-            break
-        time.sleep(0.2)
-    assert stats["blob_transfers"] == len(test_images.oci.blobs)
-    assert stats["upstream_bytes"] >= test_images.oci.blob_bytes
-    assert oct(stats_path.stat().st_mode & 0o777) == "0o644"
 
 
 def test_a_blob_cut_mid_body_is_not_cached_and_the_next_pull_succeeds(

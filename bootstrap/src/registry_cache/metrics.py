@@ -41,7 +41,7 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
      "Bytes the mirror fetched from its upstream (as its front counts them)."),
     ("restarts", "registry_cache_mirror_restarts",
      "Times the mirror's registry restarted since its unit started."),
-    # the mirror's front (front.py): how the upstream link was used and shared
+    # the mirror's front (the front package): how the upstream link was used and shared
     ("upstream_requests", "registry_cache_mirror_upstream_requests",
      "Requests the mirror's front sent to its upstream."),
     ("blob_transfers", "registry_cache_mirror_blob_transfers",

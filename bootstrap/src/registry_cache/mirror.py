@@ -1,6 +1,6 @@
 """Keeps one mirror serving: proxy through its front while the upstream answers, else its cache read-only.
 
-In proxy mode the registry's `remoteurl` is the mirror's front (front.py, on an ephemeral
+In proxy mode the registry's `remoteurl` is the mirror's front (the `front` package, on an ephemeral
 loopback port, `REGISTRY_PROXY_REMOTEURL`), which fetches each blob from the real upstream
 once however many requests want it, and logs in to basic-auth upstreams. The front lives as
 long as the runner; its counters are the mirror's upstream traffic in `status`.

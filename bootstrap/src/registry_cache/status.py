@@ -52,7 +52,7 @@ class MirrorStatus:
     warm_failures: tuple[str, ...] = ()
     disk_problem: Optional[str] = None
     url: Optional[str] = None  # as reached from the box: https:// when the mirror serves TLS
-    # the mirror's front (see front.py): what crossed the upstream link and how it was shared
+    # the mirror's front (see the front package): what crossed the upstream link and how it was shared
     upstream_requests: int = 0
     blob_transfers: int = 0
     blob_joins: int = 0  # blob requests served by a transfer already under way, not the upstream

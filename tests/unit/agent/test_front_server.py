@@ -18,7 +18,8 @@ from typing import Callable
 import aiohttp
 import pytest
 from aiohttp import web
-from registry_cache.front import HOLDBACK, Front, start_front
+from registry_cache.front import Front, start_front
+from registry_cache.front.transfer import HOLDBACK
 from registry_cache.record import Credentials
 
 BODY = bytes(range(256)) * 4096  # 1 MiB
@@ -277,7 +278,7 @@ def test_a_redirect_to_another_server_is_followed_without_authorization(tmp_path
 
 def test_an_unreachable_upstream_is_a_bad_gateway(tmp_path):
     async def scenario(url, upstream, front, client):
-        front.upstream = front.upstream.with_port(1)
+        front.client.upstream = front.client.upstream.with_port(1)
         async with client.get(url + "/v2/") as response:
             assert response.status == 502
         async with client.get(url + BLOB) as response:
@@ -299,13 +300,12 @@ def _redirect_to(location: str) -> Handler:
     return redirect
 
 
-def test_start_front_serves_on_a_free_port_and_stop_writes_the_last_stats(tmp_path):
+def test_start_front_serves_on_a_free_port_and_its_counters_stay_readable_once_stopped(tmp_path):
     spool = tmp_path / "spool"
     spool.mkdir()
     (spool / "sha256-ab.1.spool").write_bytes(b"left by a crash")
-    stats = tmp_path / "stats.json"
 
-    handle = start_front("http://127.0.0.1:1", None, str(spool), str(stats))
+    handle = start_front("http://127.0.0.1:1", None, str(spool))
     try:
         assert handle.url == f"http://127.0.0.1:{handle.port}"
         assert list(spool.iterdir()) == []
@@ -315,7 +315,6 @@ def test_start_front_serves_on_a_free_port_and_stop_writes_the_last_stats(tmp_pa
         assert handle.counters()["upstream_requests"] == 1
     finally:
         handle.stop()
-    assert json.loads(stats.read_text())["upstream_requests"] == 1
     assert handle.counters()["upstream_requests"] == 1  # still readable once stopped
 
 
@@ -325,18 +324,6 @@ def test_start_front_raises_its_start_error_in_the_callers_thread(tmp_path):
         taken.listen()
         with pytest.raises(OSError):
             start_front("http://127.0.0.1:1", None, str(tmp_path / "spool"), port=taken.getsockname()[1])
-
-
-def test_a_stats_snapshot_written_late_never_replaces_a_newer_one(tmp_path):
-    # the periodic write runs in an executor thread: on stop it can finish after the final write
-    stats = tmp_path / "stats.json"
-    front = Front("http://127.0.0.1:1", str(tmp_path / "spool"), stats_path=str(stats))
-    older = front._stats_snapshot()
-    front.counters.upstream_requests += 1
-    newer = front._stats_snapshot()
-    front._write_stats_file(*newer)
-    front._write_stats_file(*older)
-    assert json.loads(stats.read_text())["upstream_requests"] == 1
 
 
 def test_a_spool_that_cannot_be_opened_fails_the_blob_instead_of_hanging_it(tmp_path):
