@@ -79,7 +79,7 @@ def test_file_digests_read_sources_and_skip_bytecode(tmp_path: Path):
 def test_the_project_inputs_cover_template_scripts_and_agent():
     found = buildinputs.file_digests(build.ROOT)
     assert "packer/registry-cache.pkr.hcl.j2" in found
-    assert "bootstrap/src/registry_cache/config.py" in found
+    assert "bootstrap/src/registry_cache/config/model.py" in found
     assert any(name.startswith("packer/scripts/") for name in found)
     assert not any("__pycache__" in name for name in found)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -17,24 +18,43 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Every module a Python file imports, relative imports made absolute."""
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """Each import of a Python file as (module, names taken from it), relative imports made absolute."""
     tree = ast.parse(path.read_text(), filename=str(path))
     package = _module_name(path)
     if path.name != "__init__.py":
         package = package.rpartition(".")[0]
-    found = set()
+    found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
+            found += [(alias.name, []) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base]) if base else ".".join(anchor)
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
+            found.append((base, [alias.name for alias in node.names]))
     return found
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a Python file imports, relative imports made absolute."""
+    found = set()
+    for base, names in _imports(path):
+        found.add(base)
+        found.update(f"{base}.{name}" for name in names)
+    return found
+
+
+def _dependencies(path: Path, modules: Collection[str]) -> set[str]:
+    """The `modules` a file depends on: `from pkg import sub` names the submodule, not the package."""
+    found = set()
+    for base, names in _imports(path):
+        subs = {f"{base}.{name}" for name in names} & set(modules)
+        found |= subs
+        if len(subs) < len(names) or not names:
+            found.add(base)
+    return found & set(modules)
 
 
 def _python_files(*folders: str) -> list[Path]:
@@ -92,12 +112,10 @@ def test_no_test_module_imports_another_test_module():
 
 
 def test_no_two_project_modules_import_each_other_in_a_circle():
-    files = _python_files("box", "lab", "bench", "tasks.py")
+    """Imports inside functions and under TYPE_CHECKING count: a circle is a circle in the design."""
+    files = _python_files("box", "lab", "bench", "tasks.py", "bootstrap/src")
     names = {_module_name(p): p for p in files}
-    graph = {
-        name: {m for m in imported_modules(path) if m in names and m != name}
-        for name, path in names.items()
-    }
+    graph = {name: _dependencies(path, names) - {name} for name, path in names.items()}
     circles = []
     state: dict[str, str] = {}
 
@@ -116,6 +134,29 @@ def test_no_two_project_modules_import_each_other_in_a_circle():
     assert circles == []
 
 
+# A module over this many lines does several jobs: split it along them (issue 18).
+MAX_AGENT_MODULE_LINES = 400
+# Being split now (issue 18), each at most its size when the rule came: remove a line once it is done.
+STILL_TOO_LONG = {
+    "registry_cache/mirror.py": 500,
+    "registry_cache/gc.py": 478,
+    "registry_cache/cli.py": 448,
+    "registry_cache/tlsca.py": 407,
+}
+
+
+def test_no_agent_module_is_over_400_lines():
+    files = _python_files("bootstrap/src")
+    assert len(files) > 20
+    too_long = {
+        name: lines
+        for path in files
+        if (lines := len(path.read_text().splitlines())) > STILL_TOO_LONG.get(
+            name := str(path.relative_to(AGENT)), MAX_AGENT_MODULE_LINES)
+    }
+    assert too_long == {}
+
+
 @pytest.mark.parametrize(("source", "expected"), [
     ("from lab.procs import free_port\n", {"lab.procs", "lab.procs.free_port"}),
     ("import tests.box.conftest\n", {"tests.box.conftest"}),
@@ -126,3 +167,16 @@ def test_the_import_reader_sees_absolute_and_relative_imports(tmp_path, monkeypa
     monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: source)
 
     assert imported_modules(path) == expected
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("from registry_cache.front import spool\n", {"registry_cache.front.spool"}),
+    ("from registry_cache.front import Front\n", {"registry_cache.front"}),
+    ("from registry_cache.front import Front, spool\n",
+     {"registry_cache.front", "registry_cache.front.spool"}),
+])
+def test_a_circle_counts_a_submodule_taken_from_its_package_as_that_submodule(monkeypatch, source, expected):
+    path = AGENT / "registry_cache" / "example.py"
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: source)
+
+    assert _dependencies(path, ["registry_cache.front", "registry_cache.front.spool"]) == expected

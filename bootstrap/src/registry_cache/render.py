@@ -157,7 +157,7 @@ def _distribution_config(config: CacheConfig, mirror: Mirror, *, readonly: bool,
         storage=mirror.storage,
         readonly=readonly,
         addr=host_port(config.listen, mirror.port),
-        # no debug endpoint when its default port was taken (config.py leaves it None)
+        # no debug endpoint when its default port was taken (config/rules.py leaves it None)
         debug_addr=host_port("127.0.0.1", mirror.debug_port) if mirror.debug_port else None,
         proxy=proxy,
         **(extra or _SecurityFiles()).template,

@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from registry_cache import paths
 from registry_cache.fsutil import write_file
+from registry_cache.imageref import REFERENCE, reference_problem
 from registry_cache.record import MirrorRecord
 
 log = logging.getLogger(__name__)
@@ -31,15 +31,6 @@ ACCEPT = ", ".join((
 CHUNK = 1024 * 1024
 SERVING_WAIT = 120.0  # after `apply`, the mirrors may still be starting
 TIMEOUT = (10, 300)  # connect, read: a cold blob may take minutes to start through a slow upstream
-
-_REPO = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-_REFERENCE = re.compile(
-    rf"^(?P<repo>{_REPO})(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}))?"
-    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
-)
-
-_PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?$")
-
 
 class WarmError(RuntimeError):
     """One image could not be warmed; the message says which and why."""
@@ -59,26 +50,9 @@ class Reference:
         return f"{self.repo}@{self.ref}" if self.ref.startswith("sha256:") else f"{self.repo}:{self.ref}"
 
 
-def reference_problem(text: str) -> Optional[str]:
-    """Say what is wrong with an image reference from `warm:`, or None when it is one."""
-    if "://" in text:
-        return f"'{text}' is a URL; give the image as the mirror serves it, e.g. library/alpine:3.19"
-    if not _REFERENCE.match(text):
-        return (f"'{text}' is not an image reference; write repo:tag or repo@sha256:<64 hex>, "
-                "lower-case repository, e.g. library/alpine:3.19 (no registry host: the mirror is it)")
-    return None
-
-
-def platform_problem(text: str) -> Optional[str]:
-    """Say what is wrong with a platform from `warm:`, or None when it is os/arch[/variant]."""
-    if not _PLATFORM.match(text):
-        return f"'{text}' is not a platform; write os/arch[/variant], e.g. linux/amd64 or linux/arm64/v8"
-    return None
-
-
 def parse_reference(item: dict[str, Any]) -> Reference:
     """The reference of one `warm:` item ({"image": ..., "platforms": [...] or None})."""
-    match = _REFERENCE.match(str(item.get("image", "")))
+    match = REFERENCE.match(str(item.get("image", "")))
     if not match:
         raise WarmError(reference_problem(str(item.get("image"))) or "bad reference")
     ref = match.group("digest") or match.group("tag") or "latest"

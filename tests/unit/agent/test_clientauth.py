@@ -30,7 +30,7 @@ def test_a_given_bcrypt_hash_is_written_as_is():
 
 def test_passwords_never_show_in_a_repr():
     assert "pa55" not in repr(ClientUser("alice", password="pa55"))
-    assert HASH not in repr(secure.AuthSettings((ClientUser("ci", bcrypt_hash=HASH),)))
+    assert HASH not in repr(configmod.AuthSettings((ClientUser("ci", bcrypt_hash=HASH),)))
 
 
 def test_auth_users_come_from_password_files_and_hashes(tmp_path):

@@ -124,7 +124,7 @@ def test_a_good_certificate_of_the_user_loads_and_is_served(tmp_path, ca):
     tls = _user_tls(tmp_path, cert, key,
                     f"\n  ca_file: {_write(tmp_path / 'ca.pem', ca[0])}\n  names: [cache.example]")
     cfg = configmod.load(_config(tmp_path, tls, listen="192.168.56.50"))
-    assert cfg.tls.mode == secure.USER_CERT
+    assert cfg.tls.mode == configmod.USER_CERT
     assert str(tmp_path / "c.pem") in dict(cfg.inputs)  # a changed certificate is applied again
     assert secure.client_ca(cfg.tls) == ca[0]
     served = secure.server_tls(cfg.tls, [])
