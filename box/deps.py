@@ -12,7 +12,11 @@ from box.run import output, run, step
 # What each kind of work needs from Debian. Keep each list to what that work runs.
 APT_PACKAGES: dict[str, tuple[str, ...]] = {
     # unit + integration tests: real registries on loopback, images moved with skopeo
-    "test": ("docker-registry", "skopeo", "iproute2", "curl", "systemd"),
+    "test": (
+        "docker-registry", "skopeo", "iproute2", "curl", "systemd",
+        # a single-node Ceph (monitor, memstore OSD, S3 gateway): the shared-bucket tests (lab/ceph.py)
+        "ceph-mon", "ceph-osd", "radosgw", "ceph-common",
+    ),
     # baking the box
     "build": (
         "debootstrap",

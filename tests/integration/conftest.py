@@ -14,10 +14,12 @@ from typing import Any, Callable
 
 import pytest
 from registry_cache.record import Credentials
+from registry_cache.s3 import Bucket
 
 from box.run import stop_all
 from lab import images
 from lab.agent import Cache
+from lab.ceph import CephCluster, S3Account, start_cluster
 from lab.images import TestImages, push_test_images
 from lab.registry import REGISTRY_BIN, Registry, htpasswd_auth, start_registry
 from lab.tokenauth import TokenServer
@@ -49,6 +51,30 @@ def cache(tmp_path: Path) -> Iterator[Cache]:
     c.workdir.mkdir()
     yield c
     c.stop()
+
+
+@pytest.fixture(scope="session")
+def ceph() -> Iterator[CephCluster]:
+    """A single-node Ceph cluster with its S3 gateway on 127.0.0.1, shared by the session's tests."""
+    cluster = start_cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_account(ceph: CephCluster) -> S3Account:
+    """An account (access key and secret) on the session's Ceph S3 gateway."""
+    return ceph.create_account("registry-cache-tests")
+
+
+@pytest.fixture
+def s3_bucket(s3_account: S3Account, request: pytest.FixtureRequest) -> Bucket:
+    """A new, empty bucket of the test's own on the session's Ceph S3 gateway."""
+    name = f"t-{secrets.token_hex(4)}-{request.node.name[:40]}".lower().replace("_", "-").strip("-")
+    bucket = Bucket(s3_account.endpoint, s3_account.region, name,
+                    s3_account.access_key, s3_account.secret_key)
+    bucket.create()
+    return bucket
 
 
 @pytest.fixture
