@@ -424,8 +424,8 @@ def _ca(args: argparse.Namespace) -> int:
 
 
 def _run_mirror(args: argparse.Namespace) -> int:
-    from registry_cache.mirror import MirrorRunner
     from registry_cache.record import RecordError
+    from registry_cache.runner import MirrorRunner
 
     directory = paths.mirror_dir(_root(args), args.name)
     stop = threading.Event()

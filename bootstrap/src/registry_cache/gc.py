@@ -15,7 +15,6 @@ what to evict from a high watermark down to a low one, and `collect` carries it 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Optional, TextIO
 
-from registry_cache import paths, proc
+from registry_cache import hold, paths, proc
 from registry_cache.counters import blob_path, blob_sizes, v2_root
 from registry_cache.fsutil import write_file
 from registry_cache.record import MirrorRecord
@@ -34,7 +33,6 @@ from registry_cache.usage import Usage
 
 log = logging.getLogger(__name__)
 
-REGISTRY_BIN = os.environ.get("REGISTRY_CACHE_REGISTRY_BIN", "/usr/bin/docker-registry")
 # Eviction starts above 90 % of a cap and stops at 80 %: room for a day of new pulls between
 # two runs of the hourly timer without evicting again at every run.
 HIGH_WATERMARK = 0.90
@@ -322,7 +320,7 @@ def garbage_collect(config_path: str) -> None:
 
     Without --delete-untagged: an image pulled by digest has no tag and must stay.
     """
-    proc.run([REGISTRY_BIN, "garbage-collect", config_path], timeout=GC_TIMEOUT)
+    proc.run([paths.REGISTRY_BIN, "garbage-collect", config_path], timeout=GC_TIMEOUT)
 
 
 def runner_alive(storage: str) -> bool:
@@ -349,8 +347,8 @@ class ReadOnly:
 
         if not runner_alive(self.record.storage):
             return self  # nothing serves, so nothing writes: collect as it is
-        request = {"by": "registry-cache gc", "pid": os.getpid(), "until": time.time() + GC_TIMEOUT}
-        write_file(paths.readonly_request(self.record.storage), json.dumps(request) + "\n")
+        hold.ask(self.record.storage,
+                 hold.HoldRequest(by="registry-cache gc", pid=os.getpid(), until=time.time() + GC_TIMEOUT))
         self.requested = True
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
@@ -364,8 +362,7 @@ class ReadOnly:
 
     def __exit__(self, *exc: object) -> None:
         if self.requested:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(paths.readonly_request(self.record.storage))
+            hold.withdraw(self.record.storage)
             self.requested = False
 
 

@@ -1,8 +1,11 @@
-"""Every file and folder name the agent reads or writes, in one place."""
+"""Every file and folder name the agent reads or writes, and the registry program it runs, in one place."""
 
 from __future__ import annotations
 
 import os
+
+# The Distribution registry program (Debian's docker-registry), which mirrors and gc run.
+REGISTRY_BIN = os.environ.get("REGISTRY_CACHE_REGISTRY_BIN", "/usr/bin/docker-registry")
 
 # Where `apply` keeps the rendered mirrors and the last good config.
 SYSTEM_ROOT = "/etc/registry-cache"

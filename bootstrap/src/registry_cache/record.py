@@ -96,6 +96,8 @@ class MirrorRecord:
     port: int
     storage: str
     debug_port: Optional[int] = None
+    # where the debug endpoint listens: loopback, but for a seed-format config that says otherwise
+    debug_listen: str = "127.0.0.1"
     docker_hub: bool = False
     authenticated: bool = False
     reconnect_interval: int = DEFAULT_RECONNECT_INTERVAL
@@ -172,7 +174,8 @@ class MirrorRecord:
     def text(self) -> str:
         """The content of mirror.json."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "directory"}
-        # a mirror without TLS, client login, gc or warm settings reads as before they existed:
+        # a mirror without TLS, client login, gc or warm settings (or a debug endpoint off
+        # loopback) reads as before they existed:
         # an upgrade restarts nothing
         data = {k: v for k, v in data.items() if k not in _NEW_KEYS or v != _NEW_KEYS[k]}
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
@@ -204,6 +207,7 @@ class MirrorRecord:
                 port=int(values["port"]),
                 storage=str(values["storage"]),
                 debug_port=None if values.get("debug_port") is None else int(values["debug_port"]),
+                debug_listen=str(values.get("debug_listen", "127.0.0.1")),
                 docker_hub=bool(values.get("docker_hub", False)),
                 authenticated=bool(values.get("authenticated", False)),
                 reconnect_interval=int(values.get("reconnect_interval", DEFAULT_RECONNECT_INTERVAL)),
@@ -237,7 +241,8 @@ NOT_READ_BY_THE_RUNNER = ("max_size", "cache_max_size", "warm")
 
 # Keys added after the first release, written only when they differ from their default:
 # a mirror without TLS, client login, size caps or warm images reads as before they existed.
-_NEW_KEYS: dict[str, Any] = {"tls": False, "tls_server_name": None, "tls_renew_after": None,
+_NEW_KEYS: dict[str, Any] = {"debug_listen": "127.0.0.1",
+                             "tls": False, "tls_server_name": None, "tls_renew_after": None,
                              "tls_hosts": (), "client_auth": False,
                              "max_size": None, "cache_max_size": None, "warm": ()}
 

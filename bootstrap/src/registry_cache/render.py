@@ -21,6 +21,7 @@ from registry_cache.config import CacheConfig, Mirror
 from registry_cache.net import host_port
 from registry_cache.record import Credentials, MirrorRecord
 from registry_cache.secure import Security
+from registry_cache.state import PROXY, READ_ONLY
 
 
 @functools.cache
@@ -87,6 +88,7 @@ def render_mirror(config: CacheConfig, mirror: Mirror, security: Optional[Securi
         listen=config.listen,
         port=mirror.port,
         debug_port=mirror.debug_port,
+        debug_listen=_debug_listen(mirror),
         storage=mirror.storage,
         docker_hub=mirror.is_docker_hub,
         authenticated=mirror.username is not None,
@@ -152,7 +154,7 @@ def _distribution_config(config: CacheConfig, mirror: Mirror, *, readonly: bool,
         proxy = {"remoteurl": mirror.upstream, "credentials": credentials}
     return templates().get_template("registry.yml.j2").render(
         name=mirror.name,
-        mode="read-only" if readonly else "proxy",
+        mode=READ_ONLY if readonly else PROXY,
         log_level=config.log_level,
         storage=mirror.storage,
         readonly=readonly,
@@ -162,6 +164,14 @@ def _distribution_config(config: CacheConfig, mirror: Mirror, *, readonly: bool,
         proxy=proxy,
         **(extra or _SecurityFiles()).template,
     )
+
+
+def _debug_listen(mirror: Mirror) -> str:
+    """Where the mirror's debug endpoint listens: loopback, or the host a seed config gives it."""
+    debug = ((mirror.raw or {}).get("http") or {}).get("debug")
+    if not isinstance(debug, dict) or not debug.get("addr"):
+        return "127.0.0.1"
+    return str(debug["addr"]).rpartition(":")[0].strip("[]") or "0.0.0.0"
 
 
 def _seed_configs(raw: dict[str, Any], storage: str) -> tuple[str, str]:

@@ -10,10 +10,10 @@ from typing import Optional, TextIO
 
 from registry_cache import config as configmod
 from registry_cache import layout, paths, secure
-from registry_cache.mirror import MirrorRunner
 from registry_cache.plan import make_plan
 from registry_cache.record import MirrorRecord
 from registry_cache.render import RenderedMirror, render
+from registry_cache.runner import MirrorRunner
 
 log = logging.getLogger(__name__)
 

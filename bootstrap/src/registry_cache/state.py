@@ -1,22 +1,100 @@
-"""What a mirror's runner says of itself beside its cache: its mode, read by `status` and `gc`.
+"""A mirror's state beside its cache (paths.STATE_FILE): its mode and true counters, for `status` and `gc`.
 
-Kept apart from mirror.py so that reading a mirror's state imports nothing of the runner
-(PyYAML, the relay, the front): `registry-cache status` and every metrics scrape start fast.
+The runner (runner/) writes it; `status`, `metrics` and `gc` read it. Kept apart from the
+runner so that reading a mirror's state imports nothing of it (PyYAML, the relay, the front):
+`registry-cache status` and every metrics scrape start fast.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from registry_cache import paths
+from registry_cache.counters import Counts
+from registry_cache.fsutil import write_file
 
+# The modes a mirror's state names.
 PROXY = "proxy"
 READ_ONLY = "read-only"
 WAITING = "waiting-for-storage"
 STARTING = "starting"
 STOPPED = "stopped"
 GC_HOLD = "gc"  # `hold` while the mirror serves read-only for `registry-cache gc`
+# ... and what `status` says of a mirror beyond its state: it does not answer, or has no state yet.
+DOWN = "down"
+UNKNOWN = "unknown"
+MODES = (PROXY, READ_ONLY, WAITING, STARTING, STOPPED, DOWN, UNKNOWN)
+
+# The front's counters kept in the state file, as (front counter, state key); totals since
+# the cache was created, like the hit/miss counts.
+FRONT_TOTALS = (
+    ("upstream_bytes", "bytes_from_upstream"),
+    ("upstream_requests", "upstream_requests"),
+    ("blob_transfers", "blob_transfers"),
+    ("blob_joins", "blob_joins"),
+    ("blob_failures", "blob_failures"),
+)
+
+
+@dataclass
+class MirrorState:
+    """What `status` reads: the mode a mirror runs in, why, and its true counters."""
+
+    name: str
+    mode: str = STARTING
+    since: float = field(default_factory=time.time)
+    upstream_reachable: Optional[bool] = None
+    upstream_problem: Optional[str] = None
+    restarts: int = 0
+    pid: Optional[int] = None
+    hold: Optional[str] = None
+    disk_problem: Optional[str] = None
+    counts: Counts = field(default_factory=Counts)
+    front_before: dict[str, int] = field(default_factory=dict)  # totals of earlier runs, by state key
+    front_now: dict[str, Any] = field(default_factory=dict)  # the running front's counters
+
+    @classmethod
+    def resumed(cls, name: str, previous: Optional[dict[str, Any]]) -> MirrorState:
+        """A fresh state that carries on the totals of the state a previous run left."""
+        previous = previous or {}
+        return cls(
+            name=name,
+            counts=Counts(**{k: int(previous.get(k, 0)) for k in Counts.__dataclass_fields__}),
+            front_before={key: int(previous.get(key, 0)) for _, key in FRONT_TOTALS},
+        )
+
+    def front_totals(self) -> dict[str, int]:
+        """The front's totals by state key: earlier runs plus the running front."""
+        totals = {key: self.front_before.get(key, 0) + int(self.front_now.get(name, 0))
+                  for name, key in FRONT_TOTALS}
+        totals["blobs_in_flight"] = int(self.front_now.get("blobs_in_flight", 0))
+        return totals
+
+    def front_stopped(self, final: dict[str, Any]) -> None:
+        """Keep a stopped front's final counters in the totals of earlier runs."""
+        for name, key in FRONT_TOTALS:
+            self.front_before[key] = self.front_before.get(key, 0) + int(final.get(name, 0))
+        self.front_now = {}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The state as plain data."""
+        return {
+            "name": self.name,
+            "mode": self.mode,
+            "since": self.since,
+            "updated": time.time(),
+            "upstream_reachable": self.upstream_reachable,
+            "upstream_problem": self.upstream_problem,
+            "restarts": self.restarts,
+            "pid": self.pid,
+            "hold": self.hold,
+            "disk_problem": self.disk_problem,
+            **self.counts.as_dict(),
+            **self.front_totals(),
+        }
 
 
 def read_state(storage: str) -> Optional[dict[str, Any]]:
@@ -27,3 +105,8 @@ def read_state(storage: str) -> Optional[dict[str, Any]]:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def write_state(storage: str, data: dict[str, Any]) -> None:
+    """Write a mirror's state (MirrorState.as_dict) beside its cache, atomically."""
+    write_file(paths.state_file(storage), json.dumps(data, indent=2) + "\n")

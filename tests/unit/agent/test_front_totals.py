@@ -3,7 +3,7 @@
 import dataclasses
 
 from registry_cache import status
-from registry_cache.mirror import MirrorState
+from registry_cache.state import MirrorState
 
 
 def test_front_totals_add_the_running_front_to_earlier_runs():

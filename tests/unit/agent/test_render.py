@@ -131,3 +131,15 @@ def test_seed_config_with_a_relative_storage_path_is_rendered_absolute():
     for filename in (paths.PROXY_CONFIG, paths.READONLY_CONFIG):
         doc = yaml.safe_load(render.render(cfg)["default"].files[filename])
         assert doc["storage"]["filesystem"]["rootdirectory"] == "/vagrant/data/hub"
+
+
+def test_the_record_says_where_the_debug_endpoint_listens_so_the_runner_reads_no_yaml(rendered):
+    seed = ("version: 0.1\nstorage: {filesystem: {rootdirectory: /srv/hub}}\n"
+            "http: {addr: ':5000', debug: {addr: ':5001'}}\nproxy: {remoteurl: 'https://quay.io'}\n")
+    cfg = config.parse(seed, "seed.yml", base_dir="/", check_storage=False)
+    record = render.render(cfg)["default"].record
+    assert (record.debug_listen, record.debug_port) == ("0.0.0.0", 5001)
+    # the registry-cache format keeps its debug endpoint on loopback: the record reads as before
+    for mirror in rendered.values():
+        assert mirror.record.debug_listen == "127.0.0.1"
+        assert "debug_listen" not in mirror.record.text()

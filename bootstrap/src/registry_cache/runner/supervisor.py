@@ -1,0 +1,202 @@
+"""The runner's loop: wait for storage, serve in the mode due, switch modes with no pull refused, restart."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from typing import Optional, TextIO
+
+from registry_cache import counters, hold, paths
+from registry_cache.handover import Relay
+from registry_cache.record import MirrorRecord
+from registry_cache.runner import modes, registry
+from registry_cache.runner.diskwatch import DiskWatch
+from registry_cache.runner.frontkeeper import FrontKeeper
+from registry_cache.runner.keepers import StateKeeper, UsageKeeper
+from registry_cache.runner.logreader import LogReader
+from registry_cache.runner.registry import Registry
+from registry_cache.state import GC_HOLD, PROXY, READ_ONLY, STARTING, STOPPED, WAITING, MirrorState
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 30.0
+DRAIN_TIMEOUT = 30.0  # how long a retired registry may finish the pulls it serves
+# When the mirror itself stops, clients' idle keep-alive connections (Docker keeps them ~90 s)
+# would hold the drain for its whole timeout and past systemd's TimeoutStopSec: wait briefly.
+STOP_DRAIN_TIMEOUT = 5.0
+PRUNE_INTERVAL = 10.0  # how often stored blobs leave the list of stores in flight, and the disk is checked
+
+
+class MirrorRunner:
+    """Runs and supervises the registry process of one rendered mirror until told to stop."""
+
+    def __init__(self, mirror_dir: str, stop: threading.Event, *, out: TextIO = sys.stderr) -> None:
+        """Read the mirror rendered in `mirror_dir` (FileNotFoundError or RecordError when none)."""
+        self.mirror_dir = mirror_dir
+        self.stop_event = stop
+        self.record = MirrorRecord.read(mirror_dir)
+        self.name = self.record.name
+        self.storage = self.record.storage
+        self.keeper = StateKeeper(self.record)
+        self.usage = UsageKeeper(self.record)
+        self.disk = DiskWatch(self.keeper)
+        self.front = FrontKeeper(self.keeper)
+        self.log_reader = LogReader(self.keeper, self.usage, self.disk, out)
+        self.relays: list[Relay] = []
+        self._waiting_logged = False
+
+    @property
+    def state(self) -> MirrorState:
+        """The mirror's state as `status` will read it (state.MirrorState)."""
+        return self.keeper.state
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until stopped: wait for storage, pick the mode, run the registry, switch or restart it."""
+        try:
+            self._run()
+        finally:
+            for relay in self.relays:
+                relay.close()
+            self.front.stop()  # after the registry: it may still be storing what the front fetched
+        self.usage.save(force=True)
+        self.keeper.set(mode=STOPPED, pid=None, hold=None)
+
+    def _run(self) -> None:
+        backoff = 1.0
+        current: Optional[Registry] = None
+        while not self.stop_event.is_set():
+            if not self._storage_ready():
+                self.stop_event.wait(2.0)
+                continue
+            mode = self._choose_mode()
+            started = time.monotonic()
+            successor = registry.start(self.record, mode, self._new_counter(), self.log_reader.read,
+                                       self.front.url if mode == PROXY else None)
+            if registry.wait_ready(self.record, successor, self.stop_event):
+                self._go_live(successor)
+                if current is not None:
+                    self._retire(current)
+                current = successor
+                if hold.requested(self.storage) and mode == READ_ONLY:
+                    self._hold_for_gc()
+                elif self.keeper.state.hold is not None:
+                    self.keeper.set(hold=None)
+                exit_code, switching = self._watch(current)
+                if self.stop_event.is_set():
+                    break
+                if switching:
+                    backoff = 1.0
+                    continue  # `current` serves on until its successor does
+                self._retire(current)
+                current = None
+            else:
+                exit_code = self._retire(successor)
+                if self.stop_event.is_set():
+                    break
+            ran_for = time.monotonic() - started
+            backoff = 1.0 if ran_for > 60 else min(backoff * 2, MAX_BACKOFF)
+            with self.keeper.lock:
+                self.keeper.state.restarts += 1
+                self.keeper.state.pid = None
+                self.keeper.state.mode = STARTING
+            log.warning("mirror %s: registry exited with code %s; restarting in %.0f s",
+                        self.name, exit_code, backoff)
+            self.stop_event.wait(backoff)
+        for relay in self.relays:
+            relay.close()  # no new pulls; those open finish before the registry stops
+        if current is not None:
+            self._retire(current)
+
+    def _storage_ready(self) -> bool:
+        if self.record.storage_ready:
+            self._waiting_logged = False
+            return True
+        if not self._waiting_logged:
+            log.warning(
+                "mirror %s: waiting for its storage %s (no %s there yet: a synced folder not "
+                "mounted yet, or `registry-cache apply` has not run)",
+                self.name, self.storage, paths.STORAGE_MARKER,
+            )
+            self._waiting_logged = True
+        with self.keeper.lock:
+            self.keeper.state.mode = WAITING
+        return False
+
+    def _choose_mode(self) -> str:
+        if hold.requested(self.storage):
+            return READ_ONLY  # for gc: the upstream's state is probed again once it is done
+        choice = modes.choose(self.record, self.front.start)
+        self.keeper.set(upstream_reachable=choice.reachable, upstream_problem=choice.problem)
+        return choice.mode
+
+    def _new_counter(self) -> counters.HitCounter:
+        return counters.HitCounter(counters.cached_blobs(self.storage), self.keeper.state.counts)
+
+    def _hold_for_gc(self) -> None:
+        """Say gc may go ahead: the mirror serves read-only and the latest pull times are on disk."""
+        self.usage.save(force=True)  # gc plans on the latest pull times
+        self.keeper.set(hold=GC_HOLD)
+
+    def _go_live(self, successor: Registry) -> None:
+        """Point the mirror's ports at `successor` (listening on them the first time)."""
+        if not self.relays:
+            self.relays = [Relay(self.record.listen, self.record.port)]
+            if successor.debug_port is not None and self.record.debug_port:
+                self.relays.append(Relay(self.record.debug_listen, self.record.debug_port))
+        self.relays[0].point_to(successor.port)
+        if successor.debug_port is not None and len(self.relays) > 1:
+            self.relays[1].point_to(successor.debug_port)
+        log.info("mirror %s: serving on port %s in %s mode (upstream %s)",
+                 self.name, self.record.port, successor.mode, self.record.upstream)
+        self.keeper.set(mode=successor.mode, since=time.time(), pid=successor.child.pid)
+
+    def _retire(self, retiring: Registry) -> Optional[int]:
+        """Stop a registry once its stores and the pulls it serves have finished."""
+        if retiring.child.poll() is None:
+            registry.wait_for_stores(self.record, retiring, self.keeper.lock)
+            drain = STOP_DRAIN_TIMEOUT if self.stop_event.is_set() else DRAIN_TIMEOUT
+            if self.relays and not self.relays[0].wait_idle(retiring.port, drain):
+                log.warning("mirror %s: stopping the %s registry with pulls still open",
+                            self.name, retiring.mode)
+        exit_code = registry.stop(retiring)
+        self.front.read()
+        self.keeper.write(force=True)
+        return exit_code
+
+    def _watch(self, on_duty: Registry) -> tuple[Optional[int], bool]:
+        """Serve until the registry exits, we stop, or another mode is due (then True)."""
+        mode = on_duty.mode
+        child = on_duty.child
+        counter = on_duty.counter
+        next_probe = time.monotonic() + self.record.reconnect_interval
+        next_prune = time.monotonic() + PRUNE_INTERVAL
+        while not self.stop_event.is_set() and child.poll() is None:
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_INTERVAL
+                with self.keeper.lock:
+                    counter.fetched = [b for b in counter.fetched if not counters.is_stored(self.storage, *b)]
+                self.disk.check()
+            on_hold = self.keeper.state.hold == GC_HOLD
+            if mode == READ_ONLY and not on_hold and hold.requested(self.storage):
+                self._hold_for_gc()  # already read-only (its upstream is away): gc may go ahead at once
+                on_hold = True
+            if mode == PROXY and hold.requested(self.storage):
+                log.info("mirror %s: serving read-only while `registry-cache gc` runs", self.name)
+                return None, True
+            if on_hold and not hold.requested(self.storage):
+                log.info("mirror %s: gc is done; leaving read-only mode", self.name)
+                return None, True
+            if mode == READ_ONLY and not on_hold and time.monotonic() >= next_probe:
+                next_probe = time.monotonic() + self.record.reconnect_interval
+                if modes.upstream_back(self.record, self.front.start):
+                    log.info("mirror %s: upstream answers again; switching to proxy mode", self.name)
+                    return None, True
+            self.front.read()
+            self.keeper.write()
+            self.usage.save()
+            self.stop_event.wait(0.5)
+        return child.poll(), False
