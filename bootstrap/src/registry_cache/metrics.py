@@ -25,12 +25,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from registry_cache import paths
 from registry_cache.config import DEFAULT_LISTEN, DEFAULT_METRICS_PORT, CacheConfig
 from registry_cache.fsutil import write_file
+from registry_cache.state import MODES
 
 log = logging.getLogger(__name__)
 
-# Every mode a mirror reports (status.py: "down" when it does not answer, "unknown" before its
-# first state write): each gets a 0/1 series, so a dashboard sees mode changes.
-MODES = ("proxy", "read-only", "waiting-for-storage", "starting", "stopped", "down", "unknown")
 # The counters a mirror's state file keeps: (MirrorStatus field, metric name, help). A new
 # counter (e.g. the upstream bytes the front (#11) counts) is one more row, under its own name.
 COUNTERS: tuple[tuple[str, str, str], ...] = (
@@ -123,7 +121,7 @@ def families(statuses: Iterable[Any]) -> list[Any]:
     for s in statuses:
         info.add_metric([s.name, s.upstream, str(s.port)], 1)
         up.add_metric([s.name], 1 if s.healthy else 0)
-        for each in sorted(set(MODES) | {s.mode}):
+        for each in sorted(set(MODES) | {s.mode}):  # a 0/1 series a mode: dashboards see changes
             mode.add_metric([s.name, each], 1 if each == s.mode else 0)
         cache.add_metric([s.name], s.storage_bytes)
         for field, family in counters:

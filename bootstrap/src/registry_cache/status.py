@@ -11,7 +11,7 @@ from registry_cache import disk, gc, net, paths, record, warm
 from registry_cache.fsutil import tree_size
 from registry_cache.record import Credentials, MirrorRecord
 from registry_cache.sizes import format_size
-from registry_cache.state import WAITING, read_state
+from registry_cache.state import DOWN, UNKNOWN, WAITING, read_state
 
 if TYPE_CHECKING:
     from registry_cache.config import CacheConfig
@@ -84,7 +84,7 @@ def mirror_status(mirror: MirrorRecord, *, rate_limit: bool = True) -> MirrorSta
     state = read_state(storage) or {}
     healthy = net.serving(mirror.endpoint)
     marker = mirror.storage_ready
-    mode = state.get("mode", "unknown") if healthy else "down"
+    mode = state.get("mode", UNKNOWN) if healthy else DOWN
     problem = state.get("upstream_problem")
     if not marker:
         mode = WAITING

@@ -7,12 +7,12 @@ from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from registry_cache.clientauth import ClientUser
+from registry_cache.record import DEFAULT_RECONNECT_INTERVAL  # one default for the config and the record
 
 EMBEDDED_DEFAULT = "<embedded default>"
 DEFAULT_LISTEN = "0.0.0.0"
 DEFAULT_STORAGE = "/vagrant/data"
 DEFAULT_LOG_LEVEL = "info"
-DEFAULT_RECONNECT_INTERVAL = 30
 DEBUG_PORT_OFFSET = 10000
 DEFAULT_METRICS_PORT = 9110
 # The single mirror that a plain Distribution config (the seed format) becomes.
