@@ -9,9 +9,11 @@ import shutil
 import tarfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 from box import ovf, qemu
 from box.buildinfo import box_file_stem
+from box.files import atomic_write
 from box.publish.dist import sha256_file
 from box.run import run, step
 
@@ -25,11 +27,12 @@ def box_file_name(name: str, version: str, provider: str) -> str:
 
 def write_box(target: Path, files: Mapping[str, Path], compresslevel: int = 1) -> None:
     """Write a Vagrant box: a gzipped tar of `files` (name in box -> host path) at its root."""
-    partial = target.with_name(target.name + ".partial")
-    with tarfile.open(partial, "w:gz", compresslevel=compresslevel) as tar:
-        for name, path in files.items():
-            tar.add(str(path), arcname=name, recursive=False)
-    partial.replace(target)
+    def fill(out: BinaryIO) -> None:
+        with tarfile.open(fileobj=out, mode="w:gz", compresslevel=compresslevel) as tar:
+            for name, path in files.items():
+                tar.add(str(path), arcname=name, recursive=False)
+
+    atomic_write(target, fill)
 
 
 def make_virtualbox_box(disk: Path, work: Path, target: Path, machine: dict) -> Path:

@@ -6,7 +6,6 @@ Each module is one concern; `flow` strings them together for the publish task:
     dist         dist/ matches build.json (sizes, sha256)
     published    a published provider entry: checksum comparison, refusal to overwrite
     catalog      plan and apply a catalog folder (pure plan, atomic apply)
-    files        atomic file writes
     lock         one publish at a time per catalog folder
     changelog    a version's description from CHANGELOG.md
     cloud_plan   the Vagrant Cloud API steps a publish needs (pure)

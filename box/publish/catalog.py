@@ -26,8 +26,8 @@ from typing import Any, Optional
 
 from box.boxversion import BoxVersion, VersionError, parse_version
 from box.buildinfo import BuildMetadata
+from box.files import atomic_copy, atomic_link_or_copy, atomic_write_text
 from box.publish.errors import PublishError
-from box.publish.files import atomic_copy, atomic_link_or_copy, atomic_write_text
 from box.publish.published import ARCHITECTURE, CHECKSUM_TYPE, overwrite_refusal, same_checksum
 
 DEFAULT_DESCRIPTION = (

@@ -31,6 +31,7 @@ from typing import Any, Optional
 from box.buildinfo import BuildMetadata
 from box.publish.errors import PublishError
 from box.publish.published import ARCHITECTURE, CHECKSUM_TYPE, overwrite_refusal, same_checksum
+from box.sizes import format_size
 
 DEFAULT_SERVER = "https://vagrantcloud.com"
 API_PREFIX = "/api/v2"
@@ -168,7 +169,7 @@ def plan_cloud(
             method="GET",
             path=f"{ppath}/upload/direct" if box.size <= DIRECT_UPLOAD_LIMIT else f"{ppath}/upload",
             body=None,
-            summary=f"upload {box.file} ({box.size / 2**20:.1f} MiB) to {label}",
+            summary=f"upload {box.file} ({format_size(box.size)}) to {label}",
             file=os.path.join(dist_dir, box.file),
             size=box.size,
         )

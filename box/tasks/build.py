@@ -19,6 +19,7 @@ from invoke.exceptions import Exit
 
 from box import base_image, buildinputs, deps, package, qemu
 from box.buildinfo import BuildMetadata, BuildMetadataError, load_build_metadata
+from box.files import atomic_write_text
 from box.packer import (
     LIMITS,
     BoxSettings,
@@ -29,6 +30,7 @@ from box.packer import (
 from box.publish import flow
 from box.publish.errors import PublishError
 from box.run import CommandError, run, step
+from box.sizes import format_size
 from box.tasks import ensure_packages
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -354,12 +356,12 @@ def make_dist(box: BoxSettings, settings: PackerSettings, started: datetime.date
             git_revision=revision, git_dirty=dirty, tools=tools, boxes=boxes, created=started)
         if inputs is not None:
             meta["inputs"] = inputs  # what the next build-box compares to reuse this one
-        (DIST / "SHA256SUMS").write_text(package.sha256sums(boxes))
-        (DIST / "build.json").write_text(json.dumps(meta, indent=2) + "\n")
+        atomic_write_text(DIST / "SHA256SUMS", package.sha256sums(boxes))
+        atomic_write_text(DIST / "build.json", json.dumps(meta, indent=2) + "\n")
     if not keep:
         shutil.rmtree(settings.output_dir, ignore_errors=True)
     for entry in boxes:
-        print(f"==> dist/{entry['file']}: {entry['size'] / 1e6:.1f} MB")
+        print(f"==> dist/{entry['file']}: {format_size(entry['size'])}")
 
 
 TASKS = [base_image_task, render, build_box]

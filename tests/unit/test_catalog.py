@@ -6,6 +6,7 @@ import pytest
 
 from box.boxversion import BoxVersion, VersionError, sort_versions
 from box.buildinfo import BoxFile, BuildMetadata, BuildMetadataError, parse_build_metadata
+from box.files import atomic_write_text
 from box.publish.catalog import (
     CatalogError,
     apply_catalog_plan,
@@ -14,7 +15,6 @@ from box.publish.catalog import (
     read_catalog,
     render_catalog,
 )
-from box.publish.files import atomic_write_text
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
