@@ -38,7 +38,7 @@ from box.buildinfo import BuildMetadata, load_build_metadata
 from box.qemu import choose_accelerator
 from lab import boot, netns
 from lab.machines import Machine
-from lab.procs import http_status
+from lab.procs import v2_status
 from lab.qemuvm import BoxMachine, libvirt_machine, read_box, unpack_box
 from lab.registry import start_registry
 
@@ -57,7 +57,7 @@ EXPLAIN = (
 
 def answers_v2(port: int) -> bool:
     """Whether a mirror answers `GET /v2/` with 200 on its forwarded port."""
-    return http_status(f"http://127.0.0.1:{port}/v2/") == 200
+    return v2_status(f"http://127.0.0.1:{port}") == 200
 
 
 def explain(guest: Machine, unit: str) -> str:

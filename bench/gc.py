@@ -108,7 +108,7 @@ def main() -> None:
                   work / "serve.log", env=env)
     try:
         for port in ports.values():
-            procs.wait_for_http(f"http://127.0.0.1:{port}/v2/", timeout=60, process=serve)
+            procs.wait_for_v2(f"http://127.0.0.1:{port}", timeout=60, process=serve)
         host = f"127.0.0.1:{ports['big']}"
         for image in real:
             images.pull(image.ref(host), work / "pulls" / image.repo)

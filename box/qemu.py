@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 
 from box.run import CommandError, output, run, start
+from box.wait import WaitTimeout, wait_until
 
 # what `-accel` may be set to; "" asks for the probe
 ACCELERATORS = ("kvm", "tcg")
@@ -51,13 +51,14 @@ def probe_accelerator(seconds: float = 2.0) -> str:
             qemu = start("kvm-probe", argv, Path(tmp) / "qemu.log")
         except (CommandError, OSError):
             return "tcg"
+        def posted() -> bool:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            return any(mark in text for mark in _POST_DONE)
+
         try:
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline and qemu.alive():
-                text = log.read_text(errors="replace") if log.exists() else ""
-                if any(mark in text for mark in _POST_DONE):
-                    return "kvm"
-                time.sleep(0.1)
+            wait_until(lambda: posted() or not qemu.alive(), "the BIOS under KVM", timeout=seconds)
+            return "kvm" if posted() else "tcg"
+        except WaitTimeout:
             return "tcg"
         finally:
             qemu.stop(timeout=5)

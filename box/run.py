@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from box.wait import WaitTimeout, wait_until
+
 log = logging.getLogger(__name__)
 
 
@@ -133,15 +135,13 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _wait_ended(pids: Sequence[int], until: float, alive: Callable[[int], bool]) -> list[int]:
-    """Wait until every pid has ended or `until` (monotonic) passed; return those still running."""
-    pause = 0.005  # most processes end within milliseconds of SIGTERM: poll fast, then back off
-    while True:
-        running = [pid for pid in pids if alive(pid)]
-        if not running or time.monotonic() >= until:
-            return running
-        time.sleep(pause)
-        pause = min(pause * 2, 0.2)
+def _wait_ended(pids: Sequence[int], timeout: float, alive: Callable[[int], bool]) -> list[int]:
+    """Wait until every pid has ended or `timeout` s passed; return those still running."""
+    with contextlib.suppress(WaitTimeout):
+        # most processes end within milliseconds of SIGTERM: poll fast, then back off
+        wait_until(lambda: not any(alive(pid) for pid in pids), "processes to end",
+                   timeout=timeout, interval=0.005, max_interval=0.2)
+    return [pid for pid in pids if alive(pid)]
 
 
 def stop_pids(
@@ -159,12 +159,12 @@ def stop_pids(
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    stubborn = _wait_ended(pids, time.monotonic() + timeout, alive)
+    stubborn = _wait_ended(pids, timeout, alive)
     for pid in stubborn:
         log.warning("%s (pid %d) ignored SIGTERM for %g s: killing", name or "process", pid, timeout)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    _wait_ended(stubborn, time.monotonic() + timeout, alive)
+    _wait_ended(stubborn, timeout, alive)
     return stubborn
 
 

@@ -19,9 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
 from box.run import run
+from box.wait import wait_until
 from lab import images, procs
 from lab.fake_upstream import HugeBlobUpstream, pattern_bytes
 
@@ -77,7 +76,7 @@ class Cache:
 
     def wait_serving(self, name: str, timeout: float = 60) -> None:
         """Wait until mirror `name` answers /v2/."""
-        procs.wait_for_http(f"http://{self.host(name)}/v2/", timeout=timeout, process=self.process)
+        procs.wait_for_v2(f"http://{self.host(name)}", timeout=timeout, process=self.process)
 
     def host(self, name: str) -> str:
         """host:port of mirror `name`, as a client names it."""
@@ -103,18 +102,20 @@ class Cache:
 
     def wait_state(self, name: str, timeout: float = 30, **wanted: object) -> dict:
         """Wait until mirror `name`'s state has every `wanted` key=value; return that state."""
-        deadline = time.monotonic() + timeout
         state: dict = {}
-        while time.monotonic() < deadline:
+
+        def reached() -> bool:
+            nonlocal state
             try:
                 state = self.state(name)
             except (OSError, ValueError):
                 state = {}
-            if all(state.get(k) == v for k, v in wanted.items()):
-                return state
-            time.sleep(0.2)
-        raise AssertionError(f"mirror {name} never reached {wanted}; last state {state}\n"
-                             f"{self.process.log_tail(40) if self.process else ''}")
+            return all(state.get(k) == v for k, v in wanted.items())
+
+        wait_until(reached, f"mirror {name} reaching {wanted}", timeout=timeout, interval=0.2,
+                   detail=lambda: f"last state {state}\n{self.process.log_tail(40) if self.process else ''}",
+                   error=AssertionError)
+        return state
 
     def log(self) -> str:
         """What `serve` logged."""
@@ -146,15 +147,8 @@ class TlsCache(Cache):
 
     def wait_serving(self, name: str, timeout: float = 60) -> None:
         """Wait until mirror `name` answers /v2/ over TLS, trusting only the cache's CA."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"{self.url(name)}/v2/", verify=str(self.workdir / "tls" / "ca.crt"), timeout=2)
-                return
-            except (requests.RequestException, OSError):
-                assert self.process is not None and self.process.alive(), self.log()
-                time.sleep(0.2)
-        raise AssertionError(f"mirror {name} never served TLS\n{self.log()}")
+        procs.wait_for_v2(self.url(name), timeout=timeout, process=self.process,
+                          ca=self.workdir / "tls" / "ca.crt")
 
     def stop(self) -> int | None:
         """Stop `serve` (if it runs); its exit code."""
@@ -229,7 +223,7 @@ def front_memory(size: int, workdir: Path, *, readers: int = 2, timeout: float =
                 "--port", str(port), "--spool", str(workdir / "huge-spool")]
         process = procs.start("front", argv, workdir / "front.log")
         try:
-            procs.wait_for_http(f"http://127.0.0.1:{port}/v2/", process=process)
+            procs.wait_for_v2(f"http://127.0.0.1:{port}", process=process)
             url = f"http://127.0.0.1:{port}/v2/lab/huge/blobs/{digest}"
             received: list[str] = []
 

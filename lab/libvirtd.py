@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from box.run import CommandError, output, run, stop_pids
+from box.wait import wait_until
 from lab.netns import NetworkNamespace
 
 log = logging.getLogger(__name__)
@@ -68,25 +68,26 @@ class PrivateLibvirt:
              "sh", str(START_SCRIPT), str(self.workdir)], capture=True, timeout=timeout)
         for name in ("virtlogd", "libvirtd"):
             self.pids[name] = self._read_pid(self.workdir / "run" / f"{name}.pid", timeout)
-        deadline = time.monotonic() + timeout
-        while True:
+        last: list[CommandError] = []
+
+        def answers() -> bool:
             try:
                 self.virsh("version")
-                return
-            except CommandError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+                return True
+            except CommandError as exc:
+                last[:] = [exc]
+                return False
+
+        wait_until(answers, f"libvirtd answering on {self.uri}", timeout=timeout, interval=0.5,
+                   detail=lambda: str(last[0]) if last else "", error=RuntimeError)
 
     @staticmethod
     def _read_pid(path: Path, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def pid() -> int | None:
             text = path.read_text().strip() if path.exists() else ""
-            if text.isdigit():
-                return int(text)
-            time.sleep(0.1)
-        raise RuntimeError(f"{path}: no pid after {timeout:.0f} s")
+            return int(text) if text.isdigit() else None
+
+        return wait_until(pid, f"a pid in {path}", timeout=timeout, error=RuntimeError)
 
     def virsh(self, *args: str, check: bool = True, timeout: float = 120) -> str:
         """Run one virsh command against this daemon; return its output."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import testinfra
 import yaml
 
 from box.run import run
+from box.wait import wait_until
 
 MIRROR_UNIT = "registry-cache-mirror@{}.service"
 RENDERED = "/etc/registry-cache/mirrors/{}"
@@ -80,17 +80,20 @@ class Machine:
 
     def wait_until(self, predicate: Any, what: str, timeout: float = 240) -> list[dict[str, Any]]:
         """Poll `status` until `predicate(status)` holds; fail naming `what` and the last status."""
-        deadline = time.monotonic() + timeout
         last: Any = None
-        while time.monotonic() < deadline:
+
+        def holds() -> bool:
+            nonlocal last
             try:
                 last = self.status()
-                if predicate(last):
-                    return last
+                return bool(predicate(last))
             except (AssertionError, ValueError, RuntimeError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
-            time.sleep(3)
-        raise AssertionError(f"{self.provider}: {what} not within {timeout:.0f} s; last status: {last}")
+                return False
+
+        wait_until(holds, f"{self.provider}: {what}", timeout=timeout, interval=3,
+                   detail=lambda: f"last status: {last}", error=AssertionError)
+        return last
 
     def wait_all_serving(self, timeout: float = 240) -> list[dict[str, Any]]:
         """Wait until every configured mirror is healthy in proxy mode."""
@@ -119,16 +122,15 @@ class Machine:
         A reboot under TCG takes seconds to tear sshd down, so "ssh works" alone may still
         be the old boot; the boot id tells. Also waits for testinfra's shared connection.
         """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def new_boot() -> bool:
             try:
                 result = self.host.run("cat /proc/sys/kernel/random/boot_id")
             except RuntimeError:  # testinfra raises when ssh itself fails (exit 255)
-                result = None
-            if result is not None and result.rc == 0 and result.stdout.strip() not in ("", old_boot_id):
-                return
-            time.sleep(3)
-        raise AssertionError(f"{self.provider}: not back from a reboot after {timeout:.0f} s")
+                return False
+            return result.rc == 0 and result.stdout.strip() not in ("", old_boot_id)
+
+        wait_until(new_boot, f"{self.provider}: back from a reboot", timeout=timeout, interval=3,
+                   error=AssertionError)
 
     def wait_for_ssh(self, timeout: float = 300) -> None:
         """Wait until the guest accepts ssh commands again, also through testinfra's connection.
@@ -136,18 +138,17 @@ class Machine:
         After a reboot testinfra's shared ssh connection (ControlMaster) is dead but still
         there until its keep-alives give up: wait for it to be replaced too.
         """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def answers() -> bool:
             proc = run(["ssh", "-F", str(self.ssh_config), "-o", "ConnectTimeout=5", "default",
                         "true"], capture=True, check=False, timeout=30)
-            if proc.returncode == 0:
-                try:
-                    if self.host.run("true").rc == 0:
-                        return
-                except RuntimeError:  # testinfra's shared connection is still the dead one
-                    pass
-            time.sleep(3)
-        raise AssertionError(f"{self.provider}: no ssh after {timeout:.0f} s")
+            if proc.returncode != 0:
+                return False
+            try:
+                return self.host.run("true").rc == 0
+            except RuntimeError:  # testinfra's shared connection is still the dead one
+                return False
+
+        wait_until(answers, f"{self.provider}: ssh", timeout=timeout, interval=3, error=AssertionError)
 
 
 def config_yaml(config: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""Lab services: free loopback ports, and waits until a service answers (or its port closes).
+"""Lab services: free loopback ports, the one "does /v2/ answer" probe, waits until a service answers.
 
 Starting and stopping the services themselves is the host runner's job (`box.run.start`,
 `Process.stop`, `stop_all`); they are named here too, so a test reads one module for
@@ -8,11 +8,13 @@ Starting and stopping the services themselves is the host runner's job (`box.run
 from __future__ import annotations
 
 import socket
-import time
+import ssl
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from box.run import Process, start, stop_all
+from box.wait import wait_until
 
 __all__ = [
     "LOOPBACK",
@@ -22,7 +24,9 @@ __all__ = [
     "http_status",
     "start",
     "stop_all",
+    "v2_status",
     "wait_for_http",
+    "wait_for_v2",
     "wait_until_closed",
 ]
 
@@ -40,15 +44,38 @@ def free_port(host: str = LOOPBACK) -> int:
         return sock.getsockname()[1]
 
 
-def http_status(url: str, timeout: float = 2.0) -> int | None:
-    """The HTTP status `url` answers with (401 included), or None when nothing answers."""
+def http_status(url: str, timeout: float = 2.0, *, ca: Path | None = None) -> int | None:
+    """The HTTP status `url` answers with (401 included), or None when nothing answers.
+
+    With `ca`, an https:// URL is trusted through that CA file only (a missing file: None).
+    """
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        context = ssl.create_default_context(cafile=str(ca)) if ca is not None else None
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
             return resp.status
     except urllib.error.HTTPError as exc:
         return exc.code
     except (urllib.error.URLError, OSError):
         return None
+
+
+def v2_status(base_url: str, timeout: float = 2.0, *, ca: Path | None = None) -> int | None:
+    """The status a registry or mirror at `base_url` answers `GET /v2/` with; None: not up."""
+    return http_status(f"{base_url}/v2/", timeout, ca=ca)
+
+
+def wait_for_v2(
+    base_url: str,
+    *,
+    timeout: float = 20.0,
+    process: Process | None = None,
+    ca: Path | None = None,
+) -> int:
+    """Wait until the registry or mirror at `base_url` answers `GET /v2/` (any status); return it.
+
+    Fails early with the log's tail if `process` (the one serving it) dies first.
+    """
+    return wait_for_http(f"{base_url}/v2/", timeout=timeout, process=process, ca=ca)
 
 
 def wait_for_http(
@@ -57,32 +84,32 @@ def wait_for_http(
     timeout: float = 20.0,
     process: Process | None = None,
     interval: float = 0.1,
+    ca: Path | None = None,
 ) -> int:
     """Wait until `url` answers any HTTP status (fail early if `process` dies); return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status = http_status(url, timeout=min(2.0, timeout))
-        if status is not None:
-            return status
-        if process is not None and not process.alive():
+
+    def answered() -> int | None:
+        status = http_status(url, timeout=min(2.0, timeout), ca=ca)
+        if status is None and process is not None and not process.alive():
             raise HarnessError(
                 f"{process.name} exited with status {process.returncode()} before {url} answered; "
                 f"log {process.log_path}:\n{process.log_tail()}"
             )
-        if time.monotonic() >= deadline:
-            tail = f"; log {process.log_path}:\n{process.log_tail()}" if process else ""
-            raise HarnessError(f"{url} did not answer within {timeout} s{tail}")
-        time.sleep(interval)
+        return status
+
+    return wait_until(answered, f"{url} answering", timeout=timeout, interval=interval,
+                      detail=(lambda: f"log {process.log_path}:\n{process.log_tail()}") if process else None,
+                      error=HarnessError)
 
 
 def wait_until_closed(host: str, port: int, timeout: float = 10.0) -> None:
     """Wait until nothing accepts TCP connections on host:port any more."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def closed() -> bool:
         try:
             with socket.create_connection((host, port), timeout=0.5):
-                pass
+                return False
         except OSError:
-            return
-        time.sleep(0.1)
-    raise HarnessError(f"{host}:{port} still accepts connections after {timeout} s")
+            return True
+
+    wait_until(closed, f"{host}:{port} closing", timeout=timeout, error=HarnessError)

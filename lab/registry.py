@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from box.run import Process, start
-from lab.procs import LOOPBACK, HarnessError, free_port, wait_for_http
+from lab.procs import LOOPBACK, HarnessError, free_port, wait_for_v2
 
 REGISTRY_BIN = os.environ.get("REGISTRY_CACHE_TEST_REGISTRY_BIN", "/usr/bin/docker-registry")
 
@@ -157,7 +157,7 @@ class Registry:
         )
         if wait:
             try:
-                wait_for_http(f"{self.url}/v2/", timeout=timeout, process=self.process)
+                wait_for_v2(self.url, timeout=timeout, process=self.process)
             except HarnessError:
                 self.stop()
                 raise

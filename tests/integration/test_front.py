@@ -248,7 +248,7 @@ def test_distribution_takes_the_front_from_REGISTRY_PROXY_REMOTEURL(
         "mirror", [REGISTRY_BIN, "serve", str(workdir / "config.yml")], workdir / "log", env=env
     )
     try:
-        procs.wait_for_http(f"http://127.0.0.1:{port}/v2/", process=process)
+        procs.wait_for_v2(f"http://127.0.0.1:{port}", process=process)
         pulled = pull_image(test_images.oci, f"127.0.0.1:{port}", tmp_path / "p")
         _assert_pulled_intact(test_images.oci, pulled)
     finally:
