@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Callable
 
 from box.run import CommandError, run
+from box.sizes import MiB, format_size
 from lab import images, netem
 from lab.agent import AGENT, Cache, front_memory, rss_kib
 from lab.registry import Registry, start_registry
-
-MiB = 1024 * 1024
 
 
 def timed(label: str, func) -> float:
@@ -137,26 +136,26 @@ def after_front(image: images.TestImage, upstream: Registry, workdir: Path) -> d
         state = cache.state("single")
         figures["status_bytes"] = state["bytes_from_upstream"]
         print(f"after: status of the single mirror: hits {state['hits']}, misses {state['misses']}, "
-              f"bytes_from_upstream {state['bytes_from_upstream'] / MiB:.2f} MiB", flush=True)
+              f"bytes_from_upstream {format_size(state['bytes_from_upstream'])}", flush=True)
         time.sleep(3)
         serve_pid = cache.process.pid if cache.process else 0
         for label, pid in (("docker-registry", state["pid"]), ("serve, 2 mirrors", serve_pid)):
-            print(f"{'idle memory: ' + label + ' (RSS)':<44} {rss_kib(pid) / 1024:8.1f} MiB")
+            print(f"{'idle memory: ' + label + ' (RSS)':<44} {format_size(rss_kib(pid) * 1024, 'MiB'):>12}")
         return figures
     finally:
         cache.stop()
 
 
-def front_peak_rss(size_mb: int, workdir: Path) -> float:
-    """Peak RSS (MiB) of a front while two clients read one `size_mb` blob from it."""
+def front_peak_rss(size_mb: int, workdir: Path) -> int:
+    """Peak RSS (bytes) of a front while two clients read one `size_mb` MiB blob from it."""
     seen = front_memory(size_mb * MiB, workdir, readers=2)
     if seen.received != [seen.digest, seen.digest]:
         print("WARNING: the huge blob did not arrive intact at both readers")
-    return seen.peak_kib / 1024
+    return seen.peak_kib * 1024
 
 
 def print_table(image_bytes: int, direct: float, before: dict[str, float], after: dict[str, float],
-                rss_mib: float, huge_mb: int) -> None:
+                rss: int, huge_mb: int) -> None:
     """The before/after figures side by side, with the targets of issue #11."""
     rows: list[tuple[str, Callable[[dict[str, float]], str], str]] = [
         ("cold pull / direct pull", lambda f: f"{f['cold'] / direct:.2f}x", "<= 1.1x"),
@@ -173,7 +172,8 @@ def print_table(image_bytes: int, direct: float, before: dict[str, float], after
     print(f"{'direct pull (no cache)':<38} {direct:>9.2f}s")
     print(f"{'status bytes_from_upstream / log':<38} {'':>10} "
           f"{after['status_bytes'] / after['cold_bytes']:>9.3f}x  1.000x (the single mirror's cold pull)")
-    print(f"{f'front peak RSS, {huge_mb} MiB blob, 2 readers':<38} {'':>10} {rss_mib:>7.1f}MiB  < 64 MiB")
+    print(f"{f'front peak RSS, {huge_mb} MiB blob, 2 readers':<38} {'':>10} "
+          f"{format_size(rss, 'MiB'):>10}  < 64 MiB")
 
 
 def main() -> None:
@@ -210,8 +210,8 @@ def main() -> None:
                 after = after_front(image, upstream, workdir)
             finally:
                 upstream.stop()
-        rss_mib = front_peak_rss(args.huge_mb, workdir)
-        print_table(image.blob_bytes, direct, before, after, rss_mib, args.huge_mb)
+        rss = front_peak_rss(args.huge_mb, workdir)
+        print_table(image.blob_bytes, direct, before, after, rss, args.huge_mb)
 
 
 if __name__ == "__main__":

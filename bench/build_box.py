@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from box.run import stream
+from box.sizes import UNITS, format_size
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_DONE = re.compile(r"^<== (.+): done in ([0-9.]+) s$")
@@ -67,9 +68,8 @@ def main() -> None:
         report(label, result)
     meta = json.loads((ROOT / "dist" / "build.json").read_text())
     for box in meta["boxes"]:
-        size_mb = box["size"] / 1e6
-        verdict = "ok" if size_mb <= BOX_TARGET_MB else "OVER TARGET"
-        print(f"box      {box['file']}: {size_mb:.1f} MB (target <= {BOX_TARGET_MB:.0f} MB: "
+        verdict = "ok" if box["size"] <= BOX_TARGET_MB * UNITS["MB"] else "OVER TARGET"
+        print(f"box      {box['file']}: {format_size(box['size'])} (target <= {BOX_TARGET_MB:.0f} MB: "
               f"{verdict})")
 
 

@@ -24,11 +24,12 @@ import time
 from pathlib import Path
 
 from box.run import CommandError, run, start
-from lab import images, procs
+from box.sizes import MiB, format_size
+from box.wait import wait_until
+from lab import images, oci_layout, procs
 from lab.registry import start_registry
 
 AGENT = [sys.executable, "-m", "registry_cache"]
-MiB = 1024 * 1024
 BLOBS_PER_IMAGE = 5  # manifest, config, 3 layers
 
 
@@ -61,7 +62,7 @@ def generate(storage: Path, blobs: int, total_bytes: int) -> int:
                 os.posix_fallocate(handle.fileno(), 0, size)  # real blocks on disk, no bytes written
             layers.append(digest)
         manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": images.DOCKER_MANIFEST,
+            "schemaVersion": 2, "mediaType": oci_layout.DOCKER_MANIFEST,
             "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
                        "digest": layers[0], "size": 200},
             "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": d,
@@ -143,12 +144,11 @@ def main() -> None:
         print(f"gc again, below the cap (measures only): {time.monotonic() - began:.1f} s", flush=True)
 
         outcome_file = work / "cache/w/.registry-cache-warm.json"
-        deadline = time.monotonic() + 300
-        while not outcome_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.5)
+        wait_until(outcome_file.exists, f"{outcome_file} (the first warm's result)", timeout=300,
+                   interval=0.5)
         outcome = json.loads(outcome_file.read_text())
         print(f"warm of {len(warm_set)} images (cold, after start): {outcome['duration']:.2f} s, "
-              f"{outcome['bytes'] / 1e6:.1f} MB, failures {outcome['failures']}")
+              f"{format_size(outcome['bytes'])}, failures {outcome['failures']}")
         began = time.monotonic()
         for image in warm_set:
             images.pull(image.ref(f"127.0.0.1:{ports['h']}"), work / "hand" / image.repo)

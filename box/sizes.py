@@ -6,7 +6,9 @@ figures and of download sizes; memory (a process's RSS) in MiB, as `free -m` and
 
 from __future__ import annotations
 
-UNITS = {"MB": 1000**2, "MiB": 1024**2}
+KiB = 1024
+MiB = 1024 * KiB
+UNITS = {"MB": 1000**2, "MiB": MiB}
 
 
 def format_size(size: float, unit: str = "MB") -> str:

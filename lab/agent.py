@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from box.run import run
+from box.sizes import MiB
 from box.wait import wait_until
 from lab import images, procs
 from lab.fake_upstream import HugeBlobUpstream, pattern_bytes
 
 AGENT = [sys.executable, "-m", "registry_cache"]
-MiB = images.MiB
 
 
 class Cache:

@@ -34,6 +34,7 @@ import pytest
 from box.buildinfo import BuildMetadata, BuildMetadataError, load_build_metadata
 from box.qemu import choose_accelerator
 from box.run import step
+from box.sizes import KiB
 from lab import boot, images
 from lab import netns as netns_mod
 from lab.machines import Machine
@@ -119,7 +120,7 @@ def lab() -> Iterator[Lab]:
                     docker_image=images.push_docker_image(layouts, push_to, repo="team/tool"),
                     second_image=images.push_oci_image(
                         layouts, f"127.0.0.1:{second.port}", repo="other/thing",
-                        layer_sizes=(200 * images.KiB, 30 * images.KiB)),
+                        layer_sizes=(200 * KiB, 30 * KiB)),
                     accel=accel,
                 )
                 yield lab

@@ -11,8 +11,8 @@ import subprocess
 import pytest
 from registry_cache import clientconfig
 
+from box.sizes import KiB
 from lab import images
-from lab.images import KiB
 from lab.procs import free_port
 
 pytestmark = pytest.mark.integration

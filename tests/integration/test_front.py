@@ -20,6 +20,7 @@ from registry_cache.front import FrontHandle, start_front
 from registry_cache.record import Credentials
 
 from box.run import CommandError
+from box.sizes import KiB, MiB
 from lab import images, procs
 from lab.agent import front_memory
 from lab.fake_upstream import Faults, FaultyRelay, StorageCdn
@@ -28,7 +29,6 @@ from lab.registry import REGISTRY_BIN, registry_config, write_config
 
 pytestmark = pytest.mark.integration
 
-MiB = images.MiB
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def test_a_blob_cut_mid_body_is_not_cached_and_the_next_pull_succeeds(
     registry_factory, upstream, front_factory, tmp_path
 ):
     image = images.push_oci_image(
-        tmp_path / "layouts", upstream.host, repo="test/cut", layer_sizes=(2 * MiB, 256 * images.KiB)
+        tmp_path / "layouts", upstream.host, repo="test/cut", layer_sizes=(2 * MiB, 256 * KiB)
     )
     layer = image.layers[0].digest
     with FaultyRelay(upstream.url, Faults(cut_times=1, only=layer)) as relay:

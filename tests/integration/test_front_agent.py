@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from box.run import CommandError
+from box.sizes import MiB
 from lab import images
 from lab.agent import Cache
 from lab.fake_upstream import Faults, FaultyRelay, StorageCdn
@@ -22,7 +23,6 @@ from lab.images import pull_image
 
 pytestmark = pytest.mark.integration
 
-MiB = images.MiB
 
 
 def _pull_as_docker_does(image, host, dest):

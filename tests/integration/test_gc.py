@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from box.run import CommandError
+from box.sizes import KiB, MiB
 from lab import images
-from lab.images import KiB, MiB
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from box.run import CommandError, output
-from lab import images, netem, procs
+from lab import images, netem, oci_layout, procs
 from lab.registry import start_registry
 
 pytestmark = pytest.mark.integration
@@ -44,22 +44,22 @@ def test_each_kind_of_test_image_pulls_back_with_the_pushed_digest(
 
 
 def test_test_images_have_the_manifest_formats_and_platforms_asked_for(test_images):
-    assert test_images.oci.media_type == images.OCI_MANIFEST
+    assert test_images.oci.media_type == oci_layout.OCI_MANIFEST
     assert len(test_images.oci.layers) == 4
-    assert test_images.docker.media_type == images.DOCKER_MANIFEST
+    assert test_images.docker.media_type == oci_layout.DOCKER_MANIFEST
     assert all(
         layer.media_type.startswith("application/vnd.docker.")
         for layer in test_images.docker.layers
     )
-    assert test_images.index.media_type == images.OCI_INDEX
+    assert test_images.index.media_type == oci_layout.OCI_INDEX
     assert [p.architecture for p in test_images.index.platforms] == ["amd64", "arm64"]
     every_layer = [layer.digest for image in test_images.all() for layer in image.layers]
     assert len(every_layer) == len(set(every_layer)), "layers must not be shared between images"
 
 
 def test_test_image_layers_are_the_same_bytes_every_run(tmp_path):
-    first = images.write_image_layout(tmp_path / "a", "test/oci", "v1", [4096, 1000])
-    second = images.write_image_layout(tmp_path / "b", "test/oci", "v1", [4096, 1000])
+    first = oci_layout.write_image_layout(tmp_path / "a", "test/oci", "v1", [4096, 1000])
+    second = oci_layout.write_image_layout(tmp_path / "b", "test/oci", "v1", [4096, 1000])
 
     assert (first / "index.json").read_text() == (second / "index.json").read_text()
 
