@@ -101,3 +101,17 @@ def test_metrics_endpoint_says_a_stopped_mirror_is_down(cache, endpoint, upstrea
     assert value(samples, "registry_cache_mirror_up", mirror="hub") == 0
     assert value(samples, "registry_cache_mirror_mode", mirror="hub", mode="down") == 1
 
+
+
+def test_metrics_endpoint_listens_where_the_config_served_says_without_being_told(cache, upstream):
+    port = procs.free_port()
+    cache.write_config({"hub": {"upstream": upstream.url}}, metrics_port=port)  # listen: 127.0.0.1
+    cache.start()
+    process = procs.start("registry-cache metrics", [*AGENT, "--root", str(cache.root), "metrics"],
+                          cache.workdir / "metrics.log", env=dict(os.environ))
+    try:
+        procs.wait_for_http(f"http://127.0.0.1:{port}/metrics", process=process, timeout=10)
+        # bound to the config's listen address only, not to every interface
+        assert procs.http_status(f"http://127.0.0.2:{port}/metrics", timeout=2) is None
+    finally:
+        process.stop(timeout=10)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import tomllib
 import yaml
-from registry_cache import cli, clientconfig, layout, paths, record, render
+from registry_cache import cli, clientconfig, paths, record, render, written
 from registry_cache import config as configmod
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -245,7 +245,7 @@ def test_a_host_clients_cannot_use_is_refused_with_the_fix(host, says):
 def test_the_applied_mirrors_give_the_same_setup_as_their_config(tmp_path):
     cfg = configmod.load(_plain_example(tmp_path, "multi-upstream"), check_storage=False)
     for rendered in render.render(cfg).values():
-        layout.write_rendered(str(tmp_path), rendered, owner=None)
+        written.write_rendered(str(tmp_path), rendered, owner=None)
     from_records = clientconfig.mirrors_from_records(record.read_all(str(tmp_path)))
     for fmt in clientconfig.FORMATS:
         expected = clientconfig.client_setup(clientconfig.mirrors_from_config(cfg), HOST, fmt)
@@ -264,7 +264,7 @@ def test_cli_prints_the_files_on_stdout_and_advice_on_stderr(tmp_path, capsys):
 def test_cli_without_config_reads_the_applied_mirrors(tmp_path, capsys):
     cfg = configmod.load(_plain_example(tmp_path, "multi-upstream"), check_storage=False)
     for rendered in render.render(cfg).values():
-        layout.write_rendered(str(tmp_path), rendered, owner=None)
+        written.write_rendered(str(tmp_path), rendered, owner=None)
     status = cli.main(["--root", str(tmp_path), "client-config", "--host", HOST, "--format", "k3s"])
     assert status == 0
     assert capsys.readouterr().out == (GOLDEN / "multi-upstream" / "k3s.txt").read_text()
@@ -294,7 +294,7 @@ def test_cli_as_an_unprivileged_user_falls_back_to_the_system_mirrors(tmp_path, 
     system = tmp_path / "etc-registry-cache"
     cfg = configmod.load(str(EXAMPLES / "dockerhub.yml"), check_storage=False)
     for rendered in render.render(cfg).values():
-        layout.write_rendered(str(system), rendered, owner=None)
+        written.write_rendered(str(system), rendered, owner=None)
     monkeypatch.setattr(paths, "SYSTEM_ROOT", str(system))
     monkeypatch.delenv("REGISTRY_CACHE_ROOT", raising=False)
     monkeypatch.setattr(paths, "default_root", lambda: str(tmp_path / "empty-user-state"))

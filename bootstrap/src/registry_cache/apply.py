@@ -7,7 +7,8 @@ import os
 from typing import Optional, TextIO
 
 from registry_cache import config as configmod
-from registry_cache import layout, net, paths, record, secure, systemd, upstream
+from registry_cache import net, paths, record, secure, systemd, written
+from registry_cache.converge import Step, converge
 from registry_cache.plan import Plan, make_plan
 from registry_cache.render import RenderedMirror, render
 
@@ -49,34 +50,36 @@ def apply(
     if cfg.source == configmod.EMBEDDED_DEFAULT:
         print(f"{config_path or 'no config file'} does not exist: using the embedded default "
               "(one Docker Hub mirror on port 5000)", file=out)
-    current = layout.read_rendered(root)
-    ids = None
-    if not dry_run:
-        owner = layout.prepare_cache(cfg.storage, [m.storage for m in cfg.mirrors])
-        ids = (owner.uid, owner.gid) if os.geteuid() == 0 else None
-    # the generated certificate and the client passwords' hashes, before rendering
-    cfg, security = secure.prepare(cfg, root, ids, current, write=not dry_run)
-    wanted = render(cfg, security)
-    plan = make_plan(wanted, current)
+    step = converge(cfg, root, SYSTEMD, out, dry_run=dry_run, check_upstreams=True)
     if dry_run:
-        for line in plan.lines():
+        for line in step.plan.lines():
             print(line, file=out)
-        return plan
-    _warn_about_upstreams(wanted, plan, out)
-    _carry_out(plan, wanted, root, owner, cfg, out)
+        return step.plan
+    cfg = step.config
     text = None
     if cfg.source != configmod.EMBEDDED_DEFAULT:
         with open(cfg.source, encoding="utf-8") as handle:
             text = handle.read()
     # taken now that the storage exists: its owner is one of the inputs
-    layout.save_last_good(root, cfg, text, sorted(wanted), cfg.fingerprint())
-    from registry_cache import metrics  # only when something changed: the no-op path stays light
-
-    metrics.apply_settings(root, cfg, out)
-    for line in plan.lines():
+    written.save_last_good(root, cfg, text, sorted(step.wanted), cfg.fingerprint())
+    for line in step.plan.lines():
         print(line, file=out)
     _queue_warming(cfg, out)
-    return plan
+    return step.plan
+
+
+class _Systemd:
+    """The mirrors as systemd units (in the box); where systemd is not running, only their files."""
+
+    restarts_metrics = True
+
+    def carry_out(self, root: str, step: Step, out: TextIO) -> None:
+        """Write the rendered files, then stop, start and restart the units that changed."""
+        assert step.owner is not None
+        _carry_out(step.plan, step.wanted, root, step.owner, step.config, out)
+
+
+SYSTEMD = _Systemd()
 
 
 def _queue_warming(cfg: configmod.CacheConfig, out: TextIO) -> None:
@@ -97,7 +100,7 @@ def _unchanged_since_last_apply(config_path: Optional[str], root: str) -> Option
     Nothing is parsed: the last apply recorded which files the config was read from, so
     their bytes (and the cache owner) are compared as they are, whatever the config format.
     """
-    applied = layout.read_applied(root)
+    applied = written.read_applied(root)
     if applied is None or applied.fingerprint is None or applied.storage is None:
         return None
     if config_path is not None and os.path.exists(config_path):
@@ -107,7 +110,7 @@ def _unchanged_since_last_apply(config_path: Optional[str], root: str) -> Option
         return None  # config.yml went away: the embedded default applies now
     if configmod.fingerprint_now(applied.inputs, applied.storage) != applied.fingerprint:
         return None
-    if applied.rendered != layout.rendered_fingerprint(root):
+    if applied.rendered != written.rendered_fingerprint(root):
         return None  # someone edited or deleted a rendered file: render again
     records = record.read_all(root)
     if not all(r.storage_ready for r in records):
@@ -123,15 +126,15 @@ def apply_at_boot(root: str, out: TextIO) -> None:
     /vagrant is not mounted yet, so nothing is read from it and no storage is created:
     each mirror waits for its cache folder until Vagrant mounts it.
     """
-    applied = layout.read_applied(root)
+    applied = written.read_applied(root)
     names = list(applied.mirrors) if applied is not None else None
     if names is None:
         cfg = configmod.load(None)
         wanted = render(cfg)
-        plan = make_plan(wanted, layout.read_rendered(root))
-        owner = layout.storage_owner(paths.SYSTEM_ROOT if os.geteuid() == 0 else root)
+        plan = make_plan(wanted, written.read_rendered(root))
+        owner = written.storage_owner(paths.SYSTEM_ROOT if os.geteuid() == 0 else root)
         _carry_out(plan, wanted, root, owner, cfg, out, at_boot=True)
-        layout.save_last_good(root, cfg, None, sorted(wanted))
+        written.save_last_good(root, cfg, None, sorted(wanted))
         names = sorted(wanted)
         print("first boot: started the embedded default config", file=out)
     elif systemd.running() and names:
@@ -143,7 +146,7 @@ def _carry_out(
     plan: Plan,
     wanted: dict[str, RenderedMirror],
     root: str,
-    owner: layout.Owner,
+    owner: written.Owner,
     cfg: configmod.CacheConfig,
     out: TextIO,
     *,
@@ -156,10 +159,10 @@ def _carry_out(
     be waiting for ourselves. Otherwise it waits until every mirror answers /v2/.
     """
     for name in plan.add + plan.update + plan.refresh:
-        layout.write_rendered(root, wanted[name], owner)
+        written.write_rendered(root, wanted[name], owner)
     if not systemd.running():
         for name in plan.remove:
-            layout.remove_rendered(root, name)
+            written.remove_rendered(root, name)
         print("systemd is not running here: configs rendered under "
               f"{root}; run `registry-cache serve` to start the mirrors", file=out)
         return
@@ -173,14 +176,14 @@ def _carry_out(
             reload_needed = True
             if mirror.name in plan.keep + plan.refresh:
                 # it must run as the cache's (new) owner, who must own its 0600 files too
-                layout.write_rendered(root, wanted[mirror.name], owner)
+                written.write_rendered(root, wanted[mirror.name], owner)
                 restart.append(mirror.name)
     if plan.remove:
         systemd.systemctl("disable", "--now", "--no-reload", *queue,
                           *(systemd.unit(n) for n in plan.remove))
         for name in plan.remove:
             systemd.remove_dropin(name)
-            layout.remove_rendered(root, name)
+            written.remove_rendered(root, name)
         reload_needed = True
     start = plan.add + [n for n in plan.keep + plan.refresh if n not in restart and not systemd.is_active(n)]
     if start:
@@ -204,21 +207,3 @@ def _wait_until_serving(wanted: dict[str, RenderedMirror], out: TextIO) -> None:
             f"{READY_TIMEOUT:.0f} s; see `registry-cache status` and `journalctl -u {units}`"
         )
     print("every mirror answers /v2/", file=out)
-
-
-def _warn_about_upstreams(wanted: dict[str, RenderedMirror], plan: Plan, out: TextIO) -> None:
-    """Say plainly, for new or changed mirrors, when an upstream cannot be proxied right now."""
-    for name, mirror in wanted.items():
-        if name not in plan.add + plan.update:
-            continue
-        url = mirror.record.upstream
-        result = upstream.check(url, credentials=mirror.credentials)
-        if result.login_missing:
-            print(f"WARNING: mirror {name}: {upstream.login_problem(url)}", file=out)
-        elif result.credentials_rejected and mirror.credentials is not None:
-            print(f"WARNING: mirror {name}: "
-                  f"{upstream.credentials_problem(url, mirror.credentials.username)}", file=out)
-        elif not result.reachable:
-            print(f"note: mirror {name}: upstream {url} is unreachable "
-                  f"({result.error}); the mirror serves its cache read-only until it answers",
-                  file=out)

@@ -6,8 +6,8 @@ keeps no state of its own and survives mirror restarts. It serves:
 - /metrics: the Prometheus text format (names below, one `mirror` label each);
 - /status:  the same JSON as `registry-cache status --json` (without Docker Hub's rate limit).
 
-`apply` writes the address and port it should listen on (config.yml's `listen` and
-`metrics_port`) to metrics.json under the root, and restarts its unit when they change.
+`apply` and `serve` write the address and port it should listen on (config.yml's `listen` and
+`metrics_port`) to metrics.json under the root; `apply` restarts its unit when they change.
 """
 
 from __future__ import annotations
@@ -90,14 +90,18 @@ class MetricsSettings:
             return cls()
 
 
-def apply_settings(root: str, config: CacheConfig, out: TextIO) -> bool:
-    """Record where the endpoint listens for this config; restart it when that changed."""
+def apply_settings(root: str, config: CacheConfig, out: TextIO, *, restart: bool = True) -> bool:
+    """Record where the endpoint listens for this config; restart its unit (`restart`) when that changed.
+
+    `serve` records them too, with restart=False: a `registry-cache metrics` beside it reads
+    them when it starts.
+    """
     from registry_cache import systemd
 
     settings = MetricsSettings(listen=config.listen, port=config.metrics_port)
     if not write_file(os.path.join(root, paths.METRICS_SETTINGS), settings.text()):
         return False
-    if systemd.running():
+    if restart and systemd.running():
         systemd.systemctl("try-restart", paths.METRICS_UNIT)
     print(f"metrics endpoint: {settings.listen}:{settings.port} (/metrics, /status)", file=out)
     return True

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from typing import Optional, TextIO
 
 from registry_cache import config as configmod
-from registry_cache import layout, paths, secure
-from registry_cache.plan import make_plan
+from registry_cache import paths, written
+from registry_cache.converge import Step, converge
 from registry_cache.record import MirrorRecord
-from registry_cache.render import RenderedMirror, render
 from registry_cache.runner import MirrorRunner
 
 log = logging.getLogger(__name__)
@@ -20,6 +18,9 @@ log = logging.getLogger(__name__)
 
 class Server:
     """Runs one supervised mirror per configured upstream; SIGHUP re-reads the config."""
+
+    # The metrics endpoint beside `serve` is no unit of ours: it reads metrics.json when it starts.
+    restarts_metrics = False
 
     def __init__(
         self, config_path: Optional[str], root: str, out: TextIO, *, default_if_missing: bool = False
@@ -35,7 +36,7 @@ class Server:
     def start(self) -> None:
         """Validate the config (ConfigError when invalid) and start every mirror."""
         cfg = configmod.load(self.config_path, default_if_missing=self.default_if_missing)
-        self._converge(*self._render(cfg))
+        converge(cfg, self.root, self, self.out)
 
     def run_forever(self) -> None:
         """Serve until SIGTERM or SIGINT; on SIGHUP apply the config file's changes, if valid."""
@@ -56,7 +57,7 @@ class Server:
         except configmod.ConfigError as exc:
             log.error("config not applied; the mirrors keep serving as they are:\n%s", exc)
             return False
-        self._converge(*self._render(cfg))
+        converge(cfg, self.root, self, self.out)
         return True
 
     def stop(self) -> None:
@@ -67,15 +68,9 @@ class Server:
             thread.join(timeout=30)
         self.runners.clear()
 
-    def _render(self, cfg: configmod.CacheConfig) -> tuple[configmod.CacheConfig, dict[str, RenderedMirror]]:
-        """Make or renew the TLS certificate and hash client passwords, then render (as apply does)."""
-        owner = layout.prepare_cache(cfg.storage, [m.storage for m in cfg.mirrors])
-        ids = (owner.uid, owner.gid) if os.geteuid() == 0 else None
-        cfg, security = secure.prepare(cfg, self.root, ids, layout.read_rendered(self.root))
-        return cfg, render(cfg, security)
-
-    def _converge(self, cfg: configmod.CacheConfig, wanted: dict[str, RenderedMirror]) -> None:
-        plan = make_plan(wanted, layout.read_rendered(self.root))
+    def carry_out(self, root: str, step: Step, out: TextIO) -> None:
+        """Stop the runners of removed and changed mirrors, write the files, start the runners that lack."""
+        plan, wanted = step.plan, step.wanted
         for line in plan.lines():
             log.info("%s", line)
         # a mirror rendered by an earlier run but not running in this process starts too
@@ -83,13 +78,12 @@ class Server:
         for name in plan.remove + plan.update:
             self._stop_runner(name)
         for name in plan.remove:
-            layout.remove_rendered(self.root, name)
-        owner = layout.prepare_cache(cfg.storage, [m.storage for m in cfg.mirrors])
+            written.remove_rendered(root, name)
         for name in start:
-            layout.write_rendered(self.root, wanted[name], owner)
+            written.write_rendered(root, wanted[name], step.owner)
             self._start_runner(name)
         for name in plan.refresh:  # gc and warm read it; the runner keeps serving
-            layout.write_rendered(self.root, wanted[name], owner)
+            written.write_rendered(root, wanted[name], step.owner)
         warmed = [wanted[n].record for n in start + plan.refresh if wanted[n].record.warm]
         if warmed:
             threading.Thread(target=self._warm, args=(warmed,), name="warm", daemon=True).start()

@@ -6,8 +6,8 @@ import os
 
 from registry_cache import paths, proc
 from registry_cache.fsutil import write_file
-from registry_cache.layout import Owner
 from registry_cache.render import templates
+from registry_cache.written import Owner
 
 
 def running() -> bool:

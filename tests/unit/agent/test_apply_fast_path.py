@@ -12,7 +12,8 @@ import json
 import pytest
 from registry_cache import apply as applymod
 from registry_cache import config as configmod
-from registry_cache import layout, paths, systemd
+from registry_cache import converge as convergemod
+from registry_cache import paths, systemd, written
 
 FORMATS = {
     "registry-cache": (
@@ -49,16 +50,16 @@ def agent(monkeypatch, tmp_path):
     monkeypatch.setattr(paths, "UNIT_DIR", str(tmp_path / "units"))
     monkeypatch.setattr(systemd, "systemctl", lambda *args: systemctl_calls.append(args))
     monkeypatch.setattr(systemd, "is_active", lambda name: True)
-    monkeypatch.setattr(applymod, "_warn_about_upstreams", lambda wanted, plan, out: None)
+    monkeypatch.setattr(convergemod, "warn_about_upstreams", lambda wanted, plan, out: None)
     monkeypatch.setattr(applymod, "_wait_until_serving", lambda wanted, out: None)
     trips = {
         "validate": Tripwire(configmod.load),
-        "render": Tripwire(applymod.render),
-        "write": Tripwire(layout.write_rendered),
+        "render": Tripwire(convergemod.render),
+        "write": Tripwire(written.write_rendered),
     }
     monkeypatch.setattr(configmod, "load", trips["validate"])
-    monkeypatch.setattr(applymod, "render", trips["render"])
-    monkeypatch.setattr(layout, "write_rendered", trips["write"])
+    monkeypatch.setattr(convergemod, "render", trips["render"])
+    monkeypatch.setattr(written, "write_rendered", trips["write"])
     (tmp_path / "hub.token").write_text("dckr_pat_SECRET\n")
     return trips, systemctl_calls
 

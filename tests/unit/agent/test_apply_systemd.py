@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from registry_cache import apply as applymod
-from registry_cache import layout, paths, proc, systemd
+from registry_cache import converge as convergemod
+from registry_cache import paths, proc, systemd, written
 
 UNITS = Path(__file__).resolve().parents[3] / "bootstrap" / "systemd"
 JOB_VERBS = {"start", "stop", "restart", "reload-or-restart", "try-restart"}
@@ -95,7 +96,7 @@ def test_provision_replacing_the_default_mirror_reloads_systemd_once(boot, tmp_p
     applymod.apply_at_boot(root, io.StringIO())
     boot.calls.clear()
     boot.booting = False
-    monkeypatch.setattr(applymod, "_warn_about_upstreams", lambda cfg, plan, out: None)
+    monkeypatch.setattr(convergemod, "warn_about_upstreams", lambda cfg, plan, out: None)
     monkeypatch.setattr(applymod, "_wait_until_serving", lambda cfg, out: None)
     config = tmp_path / "config.yml"
     config.write_text(f"storage: {tmp_path / 'cache'}\n"
@@ -114,23 +115,23 @@ def test_a_kept_mirror_whose_cache_changed_owner_gets_its_files_and_restart_as_t
     boot, tmp_path, monkeypatch
 ):
     boot.booting = False
-    monkeypatch.setattr(applymod, "_warn_about_upstreams", lambda wanted, plan, out: None)
+    monkeypatch.setattr(convergemod, "warn_about_upstreams", lambda wanted, plan, out: None)
     monkeypatch.setattr(applymod, "_wait_until_serving", lambda wanted, out: None)
     config = tmp_path / "config.yml"
     config.write_text(f"storage: {tmp_path / 'cache'}\n"
                       "mirrors:\n  team:\n    upstream: http://127.0.0.1:9\n    port: 5000\n")
     root = str(tmp_path / "root")
     applymod.apply(str(config), root, io.StringIO())
-    new_owner = layout.Owner(user="vagrant", uid=1000, gid=1000, group="vagrant")
-    monkeypatch.setattr(layout, "storage_owner", lambda storage_root: new_owner)
+    new_owner = written.Owner(user="vagrant", uid=1000, gid=1000, group="vagrant")
+    monkeypatch.setattr(written, "storage_owner", lambda storage_root: new_owner)
     (tmp_path / "root" / "applied.json").unlink()  # as when the cache's owner changed
-    written = []
-    monkeypatch.setattr(layout, "write_rendered",
-                        lambda root, mirror, owner: written.append((mirror.name, owner)))
+    wrote = []
+    monkeypatch.setattr(written, "write_rendered",
+                        lambda root, mirror, owner: wrote.append((mirror.name, owner)))
     boot.calls.clear()
 
     plan = applymod.apply(str(config), root, io.StringIO())
 
     assert plan.keep == ["team"]
-    assert written == [("team", new_owner)]
+    assert wrote == [("team", new_owner)]
     assert ("restart", "registry-cache-mirror@team.service") in boot.calls

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from registry_cache import cli, journal, layout, render, status
+from registry_cache import cli, journal, render, status, written
 from registry_cache import config as configmod
 
 GOOD = "storage: cache\nmirrors:\n  hub: {upstream: 'https://ghcr.io', port: 5000}\n"
@@ -24,7 +24,7 @@ def rendered_root(tmp_path, text=GOOD):
     path.write_text(text)
     root = tmp_path / "root"
     for mirror in render.render(configmod.load(str(path), check_storage=False)).values():
-        layout.write_rendered(str(root), mirror, owner=None)
+        written.write_rendered(str(root), mirror, owner=None)
     return root
 
 
