@@ -15,6 +15,7 @@ never guess a version or a checksum. Agreed format (all keys required unless not
                                            # (box/buildinputs.py); same inputs, same box
       "boxes": [
         {"provider": "libvirt",            # "libvirt" or "virtualbox"
+         "architecture": "amd64",          # optional: "amd64" (the default) or "arm64"
          "file": "registry-cache-1.2.0-libvirt.box",   # basename inside dist/
          "sha256": "<64 hex>",
          "size": 123456789}                # bytes
@@ -30,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from box.arch import ARCHITECTURES
+from box.arch import DEFAULT as DEFAULT_ARCHITECTURE
 from box.boxversion import version_problem
 
 PROVIDERS = ("libvirt", "virtualbox")
@@ -51,6 +54,7 @@ class BoxFile:
     file: str
     sha256: str
     size: int
+    architecture: str = DEFAULT_ARCHITECTURE
 
 
 @dataclass(frozen=True)
@@ -134,9 +138,13 @@ def parse_build_metadata(data: Any, source: str) -> BuildMetadata:
         provider = raw.get("provider")
         if provider not in PROVIDERS:
             raise fail(f"{key}.provider", f"{provider!r} is not one of {', '.join(PROVIDERS)}")
-        if provider in seen:
-            raise fail(f"{key}.provider", f"{provider} is listed twice")
-        seen.add(provider)
+        architecture = raw.get("architecture", DEFAULT_ARCHITECTURE)
+        if architecture not in ARCHITECTURES:
+            raise fail(f"{key}.architecture",
+                       f"{architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+        if (provider, architecture) in seen:
+            raise fail(f"{key}.provider", f"{provider} {architecture} is listed twice")
+        seen.add((provider, architecture))
         file = raw.get("file")
         if not isinstance(file, str) or not file or "/" in file or file in (".", ".."):
             raise fail(f"{key}.file", "expected the box file's basename inside dist/")
@@ -146,7 +154,8 @@ def parse_build_metadata(data: Any, source: str) -> BuildMetadata:
         size = raw.get("size")
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
             raise fail(f"{key}.size", "expected the file size in bytes (a positive integer)")
-        boxes.append(BoxFile(provider=provider, file=file, sha256=sha256, size=size))
+        boxes.append(BoxFile(provider=provider, file=file, sha256=sha256, size=size,
+                             architecture=architecture))
     return BuildMetadata(
         name=name,
         version=version,

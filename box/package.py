@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from box import ovf, qemu
+from box.arch import DEFAULT as DEFAULT_ARCHITECTURE
 from box.buildinfo import box_file_stem
 from box.files import atomic_write
 from box.publish.dist import sha256_file
@@ -20,9 +21,13 @@ from box.run import run, step
 VMDK_NAME = "box-disk001.vmdk"
 
 
-def box_file_name(name: str, version: str, provider: str) -> str:
-    """Return the file name of a box in dist/: <name>-<version>-<provider>.box ("org/" dropped)."""
-    return f"{box_file_stem(name)}-{version}-{provider}.box"
+def box_file_name(name: str, version: str, provider: str, arch: str = DEFAULT_ARCHITECTURE) -> str:
+    """Return the file name of a box in dist/: <name>-<version>-<provider>[-<arch>].box.
+
+    ("org/" dropped; the default architecture, amd64, keeps the names it always had.)
+    """
+    suffix = "" if arch == DEFAULT_ARCHITECTURE else f"-{arch}"
+    return f"{box_file_stem(name)}-{version}-{provider}{suffix}.box"
 
 
 def write_box(target: Path, files: Mapping[str, Path], compresslevel: int = 1) -> None:
@@ -71,10 +76,10 @@ def tool_versions(raw: Mapping[str, str]) -> dict[str, str]:
     return found
 
 
-def box_entry(provider: str, path: Path) -> dict:
-    """Return one box's record for build.json: provider, file, sha256, size."""
-    return {"provider": provider, "file": path.name, "sha256": sha256_file(path),
-            "size": path.stat().st_size}
+def box_entry(provider: str, path: Path, arch: str = DEFAULT_ARCHITECTURE) -> dict:
+    """Return one box's record for build.json: provider, architecture, file, sha256, size."""
+    return {"provider": provider, "architecture": arch, "file": path.name,
+            "sha256": sha256_file(path), "size": path.stat().st_size}
 
 
 def build_metadata(*, name: str, version: str, description: str, git_revision: str,

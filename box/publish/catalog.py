@@ -3,7 +3,15 @@
 Layout of a catalog folder (any static web server or file share can serve it):
 
     DIR/<name>.json                          Vagrant's box metadata: every version
-    DIR/<name>/<version>/<provider>.box      the boxes
+    DIR/<name>/<version>/<provider>.box      the boxes (amd64, the default architecture)
+    DIR/<name>/<version>/<provider>-<arch>.box   the boxes of another architecture (arm64)
+
+Every provider entry carries its `architecture`; the amd64 one is the
+`default_architecture` (Vagrant >= 2.4 picks the host's architecture and falls back to
+it). Vagrant < 2.4 ignores both and keeps the last entry of a provider name, so the
+default architecture's entry comes last: a Vagrant 2.3 client gets the amd64 box. For
+such a client on an arm64 host, the folder also carries each other architecture's
+catalog alone, DIR/<name>-<arch>.json (the drop-in Vagrantfile points there).
 
 `plan_catalog` is pure: build metadata + the catalog JSON found on disk -> the new
 JSON and the copies to make, or a refusal. `apply_catalog_plan` carries the plan out:
@@ -28,7 +36,13 @@ from box.boxversion import BoxVersion, VersionError, parse_version
 from box.buildinfo import BuildMetadata
 from box.files import atomic_copy, atomic_link_or_copy, atomic_write_text
 from box.publish.errors import PublishError
-from box.publish.published import ARCHITECTURE, CHECKSUM_TYPE, overwrite_refusal, same_checksum
+from box.publish.published import (
+    ARCHITECTURE,
+    CHECKSUM_TYPE,
+    overwrite_refusal,
+    provider_entry_order,
+    same_checksum,
+)
 
 DEFAULT_DESCRIPTION = (
     "docker-registry-cache: a pull-through cache for Docker/OCI images, "
@@ -60,6 +74,8 @@ class CatalogPlan:
     copies: tuple[BoxCopy, ...]
     notes: tuple[str, ...]  # one line per provider: what happens and why
     write_json: bool
+    # the catalog of each other architecture alone (relative path -> JSON), for Vagrant < 2.4
+    arch_catalogs: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 def json_relpath(name: str) -> str:
@@ -67,9 +83,35 @@ def json_relpath(name: str) -> str:
     return f"{name}.json"
 
 
-def box_relpath(name: str, version: str, provider: str) -> str:
-    """Where one provider's box of one version lives inside the catalog folder."""
-    return f"{name}/{version}/{provider}.box"
+def arch_json_relpath(name: str, arch: str) -> str:
+    """Where the catalog of one (non-default) architecture alone lives in the catalog folder."""
+    return f"{name}-{arch}.json"
+
+
+def architecture_catalogs(catalog: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The catalog of each non-default architecture alone, by its path in the catalog folder.
+
+    Vagrant < 2.4 cannot choose an architecture from the full catalog (it takes the amd64
+    box); given one of these it can only take that architecture's.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    others = sorted({str(p.get("architecture")) for v in catalog.get("versions", [])
+                     for p in v.get("providers", [])
+                     if p.get("architecture", ARCHITECTURE) != ARCHITECTURE})
+    for arch in others:
+        versions = []
+        for version in catalog.get("versions", []):
+            providers = [p for p in version.get("providers", []) if p.get("architecture") == arch]
+            if providers:
+                versions.append({**version, "providers": providers})
+        found[arch_json_relpath(catalog["name"], arch)] = {**catalog, "versions": versions}
+    return found
+
+
+def box_relpath(name: str, version: str, provider: str, arch: str = ARCHITECTURE) -> str:
+    """Where one provider's box of one version (and architecture) lives in the catalog folder."""
+    suffix = "" if arch == ARCHITECTURE else f"-{arch}"
+    return f"{name}/{version}/{provider}{suffix}.box"
 
 
 def box_url(relpath: str, base_url: Optional[str], catalog_dir: str) -> str:
@@ -149,19 +191,21 @@ def plan_catalog(
     notes: list[str] = []
     conflicts: list[str] = []
     for box in meta.boxes:
-        dest = box_relpath(meta.name, entry["version"], box.provider)
+        dest = box_relpath(meta.name, entry["version"], box.provider, box.architecture)
         new = {
             "name": box.provider,
             "url": box_url(dest, base_url, catalog_dir),
             "checksum_type": CHECKSUM_TYPE,
             "checksum": box.sha256,
-            "architecture": ARCHITECTURE,
+            "architecture": box.architecture,
+            "default_architecture": box.architecture == ARCHITECTURE,
         }
         old_index = next(
             (
                 i
                 for i, p in enumerate(entry["providers"])
-                if p["name"] == box.provider and p.get("architecture", ARCHITECTURE) == ARCHITECTURE
+                if p["name"] == box.provider
+                and p.get("architecture", ARCHITECTURE) == box.architecture
             ),
             None,
         )
@@ -172,7 +216,8 @@ def plan_catalog(
             sha256=box.sha256,
             size=box.size,
         )
-        label = f"{meta.name} {entry['version']} {box.provider}"
+        arch_label = "" if box.architecture == ARCHITECTURE else f"/{box.architecture}"
+        label = f"{meta.name} {entry['version']} {box.provider}{arch_label}"
         if old_index is None:
             entry["providers"].append(new)
             copies.append(copy_box)
@@ -201,11 +246,16 @@ def plan_catalog(
         if old.get("url") != new["url"]:
             entry["providers"][old_index] = {**old, "url": new["url"]}
             notes.append(f"update {label} url -> {new['url']}")
+        if old.get("default_architecture") != new["default_architecture"]:
+            # an entry published before the catalog carried architectures
+            entry["providers"][old_index] = {
+                **entry["providers"][old_index], "architecture": box.architecture,
+                "default_architecture": new["default_architecture"]}
 
     if conflicts:
         raise CatalogError(overwrite_refusal(conflicts))
 
-    entry["providers"].sort(key=lambda p: (p["name"], str(p.get("architecture", ""))))
+    entry["providers"].sort(key=provider_entry_order)
     catalog["versions"].sort(key=lambda v: BoxVersion(v["version"]))
     # Keep the keys in the order Vagrant's docs show them.
     ordered = {"name": catalog.pop("name"), "description": catalog.pop("description")}
@@ -218,6 +268,7 @@ def plan_catalog(
         copies=tuple(copies),
         notes=tuple(notes),
         write_json=write_json,
+        arch_catalogs=tuple(architecture_catalogs(ordered).items()),
     )
 
 
@@ -231,6 +282,8 @@ def describe_plan(plan: CatalogPlan, catalog_dir: str) -> list[str]:
     lines = list(plan.notes)
     target = os.path.join(catalog_dir, plan.json_path)
     lines.append(f"write {target}" if plan.write_json else f"unchanged {target}")
+    for relpath, _ in plan.arch_catalogs:
+        lines.append(f"write {os.path.join(catalog_dir, relpath)} (for Vagrant < 2.4)")
     return lines
 
 
@@ -255,7 +308,7 @@ def present_boxes(catalog_dir: Path, meta: BuildMetadata) -> dict[str, int]:
     """Sizes of this version's box files already in the catalog (relative path -> bytes)."""
     found = {}
     for box in meta.boxes:
-        rel = box_relpath(meta.name, meta.version, box.provider)
+        rel = box_relpath(meta.name, meta.version, box.provider, box.architecture)
         with contextlib.suppress(FileNotFoundError):
             found[rel] = (catalog_dir / rel).stat().st_size
     return found
@@ -270,5 +323,10 @@ def apply_catalog_plan(plan: CatalogPlan, catalog_dir: Path, *, link: bool = Fal
     place = atomic_link_or_copy if link else atomic_copy
     for item in plan.copies:
         place(Path(item.source), catalog_dir / item.dest)
+    for relpath, alone in plan.arch_catalogs:  # each points at boxes already in place
+        path = catalog_dir / relpath
+        text = render_catalog(alone)
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            atomic_write_text(path, text)
     if plan.write_json:
         atomic_write_text(catalog_dir / plan.json_path, render_catalog(plan.catalog))

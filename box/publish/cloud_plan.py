@@ -155,14 +155,15 @@ def plan_cloud(
     remote_providers = (remote_version or {}).get("providers") or []
     conflicts = []
     for box in meta.boxes:
-        label = f"{tag} {meta.version} {box.provider}/{ARCHITECTURE}"
-        ppath = provider_path(org, name, meta.version, box.provider, ARCHITECTURE)
+        label = f"{tag} {meta.version} {box.provider}/{box.architecture}"
+        ppath = provider_path(org, name, meta.version, box.provider, box.architecture)
         fields = {
             "name": box.provider,
             "checksum": box.sha256,
             "checksum_type": CHECKSUM_TYPE,
-            "architecture": ARCHITECTURE,
-            "default_architecture": True,
+            "architecture": box.architecture,
+            # amd64: what a client gets whose host architecture has no box of its own
+            "default_architecture": box.architecture == ARCHITECTURE,
         }
         upload = CloudAction(
             kind="upload",
@@ -178,7 +179,7 @@ def plan_cloud(
                 p
                 for p in remote_providers
                 if p.get("name") == box.provider
-                and (p.get("architecture") or ARCHITECTURE) == ARCHITECTURE
+                and (p.get("architecture") or ARCHITECTURE) == box.architecture
             ),
             None,
         )

@@ -9,8 +9,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-ARCHITECTURE = "amd64"
+from box.arch import DEFAULT as ARCHITECTURE
+
 CHECKSUM_TYPE = "sha256"
+
+
+def provider_entry_order(entry: Mapping[str, Any]) -> tuple[str, bool, str]:
+    """Sort key of a version's provider entries: by provider, the default architecture last.
+
+    Vagrant < 2.4 reads no architecture: of several entries with one provider name it keeps
+    the last, which must be the default (amd64) one.
+    """
+    arch = str(entry.get("architecture") or ARCHITECTURE)
+    return (str(entry.get("name")), arch == ARCHITECTURE, arch)
 
 
 def same_checksum(published: Mapping[str, Any], sha256: str) -> bool:

@@ -43,6 +43,7 @@ def provider(name, sha, version="1.0.0", url=None):
         "checksum_type": "sha256",
         "checksum": sha,
         "architecture": "amd64",
+        "default_architecture": True,
     }
 
 
@@ -164,6 +165,7 @@ def test_first_publish_creates_the_catalog_with_both_providers():
             "checksum_type": "sha256",
             "checksum": SHA_A,
             "architecture": "amd64",
+            "default_architecture": True,
         },
         {
             "name": "virtualbox",
@@ -171,6 +173,7 @@ def test_first_publish_creates_the_catalog_with_both_providers():
             "checksum_type": "sha256",
             "checksum": SHA_B,
             "architecture": "amd64",
+            "default_architecture": True,
         },
     ]
     assert [(c.source, c.dest) for c in p.copies] == [

@@ -36,7 +36,7 @@ def test_build_metadata_has_exactly_the_published_shape(tmp_path):
     assert list(meta) == ["name", "version", "description", "git_revision", "git_dirty",
                           "created", "tools", "boxes"]
     assert meta["created"] == "2025-01-02T03:04:05+00:00"
-    assert meta["boxes"] == [{"provider": "libvirt", "file": "rc-1.0.0-libvirt.box",
+    assert meta["boxes"] == [{"provider": "libvirt", "architecture": "amd64", "file": "rc-1.0.0-libvirt.box",
                               "sha256": hashlib.sha256(b"box").hexdigest(), "size": 3}]
     json.dumps(meta)
 
