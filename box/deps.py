@@ -31,6 +31,11 @@ APT_PACKAGES: dict[str, tuple[str, ...]] = {
         "zstd",
         "fdisk",  # sfdisk: the base disk's partition table
         "debian-archive-keyring",  # debootstrap checks the Debian archive's signatures
+        # the arm64 box: its disk's programs run under qemu-user-static (binfmt_misc) in the
+        # chroot, Packer boots it in qemu-system-aarch64 with Debian's UEFI firmware
+        "qemu-user-static",
+        "qemu-system-arm",
+        "qemu-efi-aarch64",
     ),
     # catalog checks and VM tests with the real vagrant
     "vagrant": (
@@ -42,6 +47,8 @@ APT_PACKAGES: dict[str, tuple[str, ...]] = {
         "qemu-utils",  # qemu-img: the catalog tests make a tiny libvirt box
         # test-box: VMs under a private libvirtd in a network namespace (lab/)
         "qemu-system-x86",
+        "qemu-system-arm",  # the arm64 box, with its UEFI firmware
+        "qemu-efi-aarch64",
         "dnsmasq-base",  # DHCP of vagrant-libvirt's networks (only Recommended by libvirt)
         "iptables",  # libvirt's NAT rules, inside the namespace
         "iproute2",  # ip netns
