@@ -93,6 +93,7 @@ def test_vagrantfile_applies_config_yml_on_every_up_with_the_readme_command():
 # with Vagrant.configure stubbed, and its check is called the way the trigger calls it.
 HARNESS = """
 module Vagrant
+  VERSION = "2.3.4"
   def self.require_version(*) end
   def self.configure(*) end
   module Errors
@@ -217,3 +218,110 @@ def test_the_qemu_account_can_be_named_or_the_check_skipped(folders, setting, ac
 
 def test_vagrantfile_requires_a_vagrant_with_ruby_triggers():
     assert re.search(r'^Vagrant\.require_version ">= 2\.2\.0"$', VAGRANTFILE.read_text(), re.M)
+
+
+# --- the box's architecture and the qemu provider --------------------------------------------
+# The Vagrantfile is loaded by Vagrant's Ruby with Vagrant.configure handing it a recorder that
+# prints every setting it makes (provider blocks run too), on a faked host CPU and Vagrant version.
+RECORDER = """
+require "rbconfig"
+RbConfig::CONFIG["host_cpu"] = ENV.fetch("FAKE_HOST_CPU")
+class Recorder
+  def initialize(path) @path = path end
+  def method_missing(name, *args, **kw, &block)
+    key = (@path + [name.to_s.chomp("=")]).join(".")
+    if name.to_s.end_with?("=")
+      puts "SET #{key} #{args.first.inspect}"
+    elsif block && key.end_with?("vm.provider")
+      block.call(Recorder.new([args.first.to_s]), Recorder.new([args.first.to_s, "override"]))
+    else
+      puts "CALL #{key} #{args.map(&:inspect).join(' ')} #{kw.inspect}" unless block
+    end
+    Recorder.new(@path + [name.to_s])
+  end
+  def respond_to_missing?(*) true end
+end
+module Vagrant
+  VERSION = ENV.fetch("FAKE_VAGRANT_VERSION")
+  def self.require_version(*) end
+  def self.configure(*) yield Recorder.new([]) end
+  module Errors
+    class VagrantError < StandardError; end
+  end
+end
+load ARGV.shift
+"""
+
+
+def _recorded(tmp_path: Path, host_cpu: str, vagrant_version: str, config_yml: str = "",
+              **env) -> list[str]:
+    """What the Vagrantfile sets on a host of `host_cpu` with that Vagrant, line by line."""
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    shutil.copy(VAGRANTFILE, project / "Vagrantfile")
+    if config_yml:
+        (project / "config.yml").write_text(config_yml)
+    harness = tmp_path / "recorder.rb"
+    harness.write_text(RECORDER)
+    proc = subprocess.run(
+        [shutil.which("ruby") or "ruby", str(harness), str(project / "Vagrantfile")],
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "FAKE_HOST_CPU": host_cpu,
+             "FAKE_VAGRANT_VERSION": vagrant_version, **env},
+        capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.splitlines()
+
+
+def _box_settings(lines: list[str]) -> dict[str, str]:
+    return {line.split()[1]: line.split(" ", 2)[2] for line in lines
+            if line.startswith("SET vm.box")}
+
+
+def test_an_amd64_host_gets_the_catalog_and_any_vagrant_its_default_architecture(tmp_path):
+    old = _box_settings(_recorded(tmp_path, "x86_64", "2.3.4"))
+    assert old["vm.box_url"].endswith('/dist/catalog/registry-cache.json"')
+    assert "vm.box_architecture" not in old  # Vagrant 2.3 has no such setting
+    new = _box_settings(_recorded(tmp_path, "x86_64", "2.4.1"))
+    assert new["vm.box_architecture"] == '"amd64"'
+
+
+@pytest.mark.parametrize("host_cpu", ["arm64", "aarch64"])
+def test_an_arm64_host_picks_the_arm64_box_from_the_catalog_with_vagrant_2_4(tmp_path, host_cpu):
+    settings = _box_settings(_recorded(tmp_path, host_cpu, "2.4.1"))
+    assert settings["vm.box_architecture"] == '"arm64"'
+    assert settings["vm.box_url"].endswith('/dist/catalog/registry-cache.json"')
+
+
+def test_an_arm64_host_with_vagrant_2_3_reads_the_arm64_catalog(tmp_path):
+    settings = _box_settings(_recorded(
+        tmp_path, "aarch64", "2.3.4",
+        REGISTRY_CACHE_BOX_URL="https://boxes.example.invalid/team/registry-cache.json"))
+    assert settings["vm.box_url"] == '"https://boxes.example.invalid/team/registry-cache-arm64.json"'
+
+
+def test_the_architecture_can_be_chosen_and_a_bad_one_is_refused(tmp_path):
+    settings = _box_settings(_recorded(tmp_path, "x86_64", "2.4.1", REGISTRY_CACHE_ARCH="arm64"))
+    assert settings["vm.box_architecture"] == '"arm64"'
+    proc = _validate(tmp_path, REGISTRY_CACHE_ARCH="riscv64")
+    assert proc.returncode != 0
+    assert 'REGISTRY_CACHE_ARCH="riscv64" is not valid: use amd64 or arm64' in proc.stdout + proc.stderr
+
+
+def test_the_qemu_provider_forwards_every_mirror_port_and_copies_the_folder_in_by_rsync(tmp_path):
+    lines = _recorded(tmp_path, "arm64", "2.4.1",
+                      config_yml="mirrors:\n  hub: {upstream: https://r.test, port: 5000}\n"
+                                 "  ghcr: {upstream: https://g.test, port: 5002}\n")
+    qemu = [line for line in lines if line.split()[1].startswith("qemu.")]
+    assert "SET qemu.arch \"aarch64\"" in qemu
+    assert "SET qemu.memory \"1024M\"" in qemu
+    forwards = [line for line in qemu if "forwarded_port" in line]
+    assert len(forwards) == 2
+    assert all(any(f":guest=>{p}, :host=>{p}" in line for line in forwards) for p in (5000, 5002))
+    synced = next(line for line in qemu if "synced_folder" in line)
+    assert ':type=>"rsync"' in synced and '"data/"' in synced
+
+
+def test_the_qemu_provider_forwards_the_default_mirror_port_without_a_config(tmp_path):
+    lines = _recorded(tmp_path, "arm64", "2.4.1")
+    forwards = [line for line in lines if "qemu.override.vm.network" in line]
+    assert len(forwards) == 1 and ":guest=>5000, :host=>5000" in forwards[0], forwards
