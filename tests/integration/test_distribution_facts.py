@@ -14,6 +14,7 @@ import pytest
 from registry_cache.counters import is_stored
 
 from box.run import CommandError
+from box.wait import wait_until
 from lab import images
 from lab.images import pull_image
 
@@ -38,11 +39,13 @@ def warm_proxy(registry_factory, upstream, test_images, tmp_path):
 
 def _wait_until_stored(proxy, imgs, timeout: float = 30) -> None:
     pending = [(img.repo, b.digest) for img in imgs for b in img.blobs]
-    deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        pending = [b for b in pending if not is_stored(str(proxy.storage), *b)]
-        time.sleep(0.1)
-    assert not pending, f"the proxy never stored {pending}"
+
+    def stored() -> bool:
+        pending[:] = [b for b in pending if not is_stored(str(proxy.storage), *b)]
+        return not pending
+
+    wait_until(stored, "the proxy storing every blob", timeout=timeout,
+               detail=lambda: f"missing {pending}", error=AssertionError)
 
 
 def test_proxy_serves_cached_images_by_tag_and_digest_while_upstream_is_down(

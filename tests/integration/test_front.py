@@ -21,6 +21,7 @@ from registry_cache.record import Credentials
 
 from box.run import CommandError
 from box.sizes import KiB, MiB
+from box.wait import wait_until
 from lab import images, procs
 from lab.agent import front_memory
 from lab.fake_upstream import Faults, FaultyRelay, StorageCdn
@@ -76,11 +77,13 @@ def _upstream_blob_gets(upstream, digest: str, since: int = 0) -> int:
 
 def _wait_until_stored(mirror, image, timeout: float = 30) -> None:
     pending = [b.digest for b in image.blobs]
-    deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        pending = [d for d in pending if not is_stored(str(mirror.storage), image.repo, d)]
-        time.sleep(0.1)
-    assert not pending, f"the mirror never stored {pending}"
+
+    def stored() -> bool:
+        pending[:] = [d for d in pending if not is_stored(str(mirror.storage), image.repo, d)]
+        return not pending
+
+    wait_until(stored, "the mirror storing every blob", timeout=timeout,
+               detail=lambda: f"missing {pending}", error=AssertionError)
 
 
 @pytest.fixture

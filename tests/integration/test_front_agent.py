@@ -16,6 +16,7 @@ import pytest
 
 from box.run import CommandError
 from box.sizes import MiB
+from box.wait import wait_until
 from lab import images
 from lab.agent import Cache
 from lab.fake_upstream import Faults, FaultyRelay, StorageCdn
@@ -61,15 +62,17 @@ def _blob_gets(upstream, digest: str, since: int = 0) -> int:
 
 def _wait_settled(cache: Cache, name: str, **at_least: int) -> dict:
     """The mirror's state once every given counter reached its value and no transfer is in flight."""
-    deadline = time.monotonic() + 30
     state: dict = {}
-    while time.monotonic() < deadline:
+
+    def settled() -> bool:
+        nonlocal state
         state = cache.state(name)
-        if state.get("blobs_in_flight") == 0 and all(state.get(k, 0) >= v for k, v in at_least.items()):
-            time.sleep(1.5)  # one more state write: nothing else may still be counted
-            return cache.state(name)
-        time.sleep(0.2)
-    raise AssertionError(f"mirror {name} never counted {at_least}; last state {state}")
+        return state.get("blobs_in_flight") == 0 and all(state.get(k, 0) >= v for k, v in at_least.items())
+
+    wait_until(settled, f"mirror {name} counting {at_least}", timeout=30, interval=0.2,
+               detail=lambda: f"last state {state}", error=AssertionError)
+    time.sleep(1.5)  # one more state write: nothing else may still be counted
+    return cache.state(name)
 
 
 def test_eight_concurrent_cold_pulls_through_a_mirror_fetch_each_blob_once_from_the_upstream(

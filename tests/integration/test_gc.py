@@ -12,6 +12,7 @@ import pytest
 
 from box.run import CommandError
 from box.sizes import KiB, MiB
+from box.wait import wait_until
 from lab import images
 
 pytestmark = pytest.mark.integration
@@ -171,10 +172,8 @@ def test_a_full_disk_keeps_serving_the_cache_says_so_and_recovers_by_itself(
     assert "disk full" in cache.log()
 
     filler.unlink()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and "disk space is back" not in cache.log():
-        time.sleep(1)
-    assert "disk space is back" in cache.log()
+    wait_until(lambda: "disk space is back" in cache.log(), "the mirror seeing disk space back", timeout=30,
+               interval=1, error=AssertionError)
     assert cache.status()["hub"]["disk_problem"] is None
     assert _pull(cache, fresh, tmp_path / "pulls") == fresh.digest
     assert all(_stored(cache, b.digest) for b in fresh.layers)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from box.wait import wait_until
 from lab import images, procs
 from lab.agent import AGENT, blob_requests, pull_all
 
@@ -47,12 +47,16 @@ def value(samples, name: str, **labels: str) -> float:
 
 
 def wait_scrape(url: str, name: str, mirror: str, wanted: float, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while True:
+    samples: dict = {}
+
+    def reached() -> bool:
+        nonlocal samples
         samples = scrape(url)
-        if value(samples, name, mirror=mirror) == wanted or time.monotonic() > deadline:
-            return samples
-        time.sleep(0.3)
+        return value(samples, name, mirror=mirror) == wanted
+
+    wait_until(reached, f"{name}{{mirror={mirror!r}}} at {wanted}", timeout=timeout, interval=0.3,
+               detail=lambda: f"last {value(samples, name, mirror=mirror)}", error=AssertionError)
+    return samples
 
 
 def test_metrics_endpoint_reports_a_real_mirrors_health_and_its_hits_and_misses_after_pulls(

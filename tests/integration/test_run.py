@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from box.run import CommandError, start, stop_pids, stream
+from box.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -56,10 +57,8 @@ STUBBORN = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);
 
 
 def _started(process, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while "ready" not in process.log_text():
-        assert time.monotonic() < deadline, process.log_tail()
-        time.sleep(0.02)
+    wait_until(lambda: "ready" in process.log_text(), f"{process.name} saying ready", timeout=timeout,
+               interval=0.02, detail=process.log_tail, error=AssertionError)
 
 
 def test_a_background_process_writes_its_output_to_its_log_and_reports_its_exit(tmp_path):

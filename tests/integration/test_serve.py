@@ -7,12 +7,12 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from box.run import CommandError
+from box.wait import wait_until
 from lab import images
 from lab.agent import AGENT, blob_requests, pull_all
 from lab.images import push_test_images
@@ -158,9 +158,8 @@ def test_a_bad_config_sent_to_a_running_cache_changes_nothing(cache, upstream, t
     good = cache.config.read_text()
     cache.config.write_text(good.replace("upstream:", "upstrem:"))
     cache.process.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 20
-    while "config not applied" not in cache.log() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: "config not applied" in cache.log(), "serve refusing the bad config", timeout=20,
+               interval=0.2, detail=cache.log, error=AssertionError)
     assert f"{cache.config}:8: mirrors.hub.upstrem: unknown key; did you mean 'upstream'?" in cache.log()
     images.pull(test_images.oci.ref(cache.host("hub")), tmp_path / "still-serving")
     assert cache.state("hub")["pid"] == pid
@@ -200,10 +199,8 @@ def test_a_registry_does_not_outlive_its_killed_runner(cache, upstream):
     cache.start()
     registry = cache.wait_state("hub", mode="proxy")["pid"]
     cache.process.signal(signal.SIGKILL)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and _running(registry):
-        time.sleep(0.2)
-    assert not _running(registry), f"registry {registry} still runs after its runner was killed"
+    wait_until(lambda: not _running(registry), f"registry {registry} ending after its runner was killed",
+               timeout=15, interval=0.2, error=AssertionError)
 
 
 def _running(pid: int) -> bool:

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from box.wait import wait_until
 from lab import images
 from lab.agent import TlsCache
 
@@ -18,13 +19,12 @@ def _upstream_blob_gets(upstream) -> int:
 
 
 def _wait_warm(cache, name: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def warmed() -> dict | None:
         status = cache.status()[name]
-        if status["warm_last_run"]:
-            return status
-        time.sleep(0.5)
-    raise AssertionError(f"no warm outcome for {name}\n{cache.log()[-3000:]}")
+        return status if status["warm_last_run"] else None
+
+    return wait_until(warmed, f"a warm outcome for {name}", timeout=timeout, interval=0.5,
+                      detail=lambda: cache.log()[-3000:], error=AssertionError)
 
 
 def test_warm_images_are_cached_after_start_so_the_first_client_pull_is_a_hit(
