@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from box.run import Process, run, start
+from box.wait import wait_until
 
 _BASE_MAC = re.compile(r'config\.vm\.base_mac\s*=\s*"([0-9A-Fa-f:]{12,17})"')
 # CIM resource types (DMTF CIM_ResourceAllocationSettingData)
@@ -177,21 +178,22 @@ class QemuVM:
 
     def wait_for_ssh(self, host_port: int, timeout: float = 600.0) -> float:
         """Wait until sshd greets on the forwarded port; return the seconds since power-on."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def greets() -> bool:
             if self.process is not None and not self.process.alive():
                 raise RuntimeError(f"QEMU exited: {self.process.log_tail()}")
             # user-mode networking accepts the connection itself: only data proves the guest
             try:
                 with socket.create_connection(("127.0.0.1", host_port), timeout=3) as sock:
                     sock.settimeout(3)
-                    if sock.recv(64):
-                        return time.monotonic() - self.powered_on
+                    return bool(sock.recv(64))
             except OSError:
-                pass
-            time.sleep(1)
-        raise RuntimeError(f"no answer on 127.0.0.1:{host_port} after {timeout:.0f} s; console:\n"
-                           + "\n".join(self.console_log.read_text(errors="replace").splitlines()[-30:]))
+                return False
+
+        wait_until(greets, f"sshd greeting on 127.0.0.1:{host_port}", timeout=timeout, interval=1,
+                   detail=lambda: "console:\n" + "\n".join(
+                       self.console_log.read_text(errors="replace").splitlines()[-30:]),
+                   error=RuntimeError)
+        return time.monotonic() - self.powered_on
 
     def wait_exit(self, timeout: float = 120.0) -> None:
         """Wait for QEMU to end by itself (the guest powered off)."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from box.files import atomic_write_text
 from box.run import Process, start
 from lab.procs import LOOPBACK, HarnessError, free_port, wait_for_v2
 
@@ -87,8 +88,7 @@ def htpasswd_auth(
         f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()}"
         for user, password in users.items()
     ]
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
+    atomic_write_text(path, "\n".join(lines) + "\n", mode=0o600)
     return {"htpasswd": {"realm": realm, "path": str(path)}}
 
 
@@ -178,9 +178,7 @@ class Registry:
 
 def write_config(path: Path, config: Mapping[str, Any]) -> None:
     """Write a registry config as YAML, readable only by its owner (it may hold passwords)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
-    path.chmod(0o600)
+    atomic_write_text(path, yaml.safe_dump(dict(config), sort_keys=False), mode=0o600)
 
 
 def start_registry(
