@@ -138,10 +138,7 @@ def test_no_two_project_modules_import_each_other_in_a_circle():
 MAX_AGENT_MODULE_LINES = 400
 # Being split now (issue 18), each at most its size when the rule came: remove a line once it is done.
 STILL_TOO_LONG = {
-    "registry_cache/mirror.py": 500,
     "registry_cache/gc.py": 478,
-    "registry_cache/cli.py": 448,
-    "registry_cache/tlsca.py": 407,
 }
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from registry_cache import clientauth, paths, tlsca
+from registry_cache import certs, clientauth, paths, tlsca
 from registry_cache.clientauth import ClientUser
 from registry_cache.config.model import AUTO, WARM_USER, AuthSettings, CacheConfig, TlsSettings
 from registry_cache.record import Credentials
@@ -71,7 +71,7 @@ def _top_of_chain(cert_pem: str) -> str:
     """The last certificate of a chain (its root when the file holds one), as PEM."""
     from cryptography.hazmat.primitives import serialization
 
-    return tlsca.load_certs(cert_pem)[-1].public_bytes(serialization.Encoding.PEM).decode()
+    return certs.load_certs(cert_pem)[-1].public_bytes(serialization.Encoding.PEM).decode()
 
 
 def server_tls(settings: TlsSettings, hosts: Sequence[str]) -> tlsca.ServerTls:
@@ -84,7 +84,7 @@ def server_tls(settings: TlsSettings, hosts: Sequence[str]) -> tlsca.ServerTls:
     # no CA given: hand clients the top of the chain in cert_file (the root when it is there)
     ca = client_ca(settings) or _top_of_chain(cert)
     loopback = [*tlsca.LOOPBACK_HOSTS[1:], tlsca.LOOPBACK_HOSTS[0]]
-    name = tlsca.probe_name(cert, [*loopback, *settings.names, *hosts])
+    name = certs.probe_name(cert, [*loopback, *settings.names, *hosts])
     return tlsca.ServerTls(cert_pem=cert, key_pem=key, ca_pem=ca, server_name=name)
 
 

@@ -1,9 +1,10 @@
-"""The mirrors' TLS: a private CA and the server certificate it signs, made, checked and renewed.
+"""The mirrors' TLS: a private CA and the server certificate it signs, made, kept and renewed.
 
 Pure where it can be: every decision takes the current time (`now`) and PEM text, so tests
-can move the clock. Only `machine_hosts` (the box's addresses) and `ensure_auto` (the files
-in the project folder) touch the machine. Keys are EC P-256: quick to make even on an
-emulated (TCG) box, and understood by Go (Distribution, Docker, containerd) and OpenSSL.
+can move the clock; the checks themselves are `certs.py`'s. Only `machine_hosts` (the box's
+addresses) and `ensure_auto` (the files in the project folder) touch the machine. Keys are
+EC P-256: quick to make even on an emulated (TCG) box, and understood by Go (Distribution,
+Docker, containerd) and OpenSSL.
 Private keys never reach a log, an error or a repr.
 """
 
@@ -20,6 +21,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from registry_cache.certs import (
+    TlsError,
+    as_ip,
+    load_certs,
+    load_key,
+    not_after,
+    pair_problem,
+    probe_name,
+    signed_by,
+    uncovered,
+    utc,
+    validity_problem,
+    x509_module,
+)
 from registry_cache.fsutil import write_file
 from registry_cache.paths import CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY
 
@@ -39,10 +54,6 @@ CERT_MODE = 0o644
 _SIOCGIFADDR = 0x8915
 
 
-class TlsError(ValueError):
-    """A certificate or key cannot be used; the message says why (never the key)."""
-
-
 @dataclass(frozen=True)
 class ServerTls:
     """What the mirrors serve TLS with: the certificate, its key and the CA clients trust."""
@@ -56,16 +67,6 @@ class ServerTls:
     renew_after: Optional[int] = None
     # The machine's own addresses the certificate was made for (generated ones only).
     hosts: tuple[str, ...] = ()
-
-
-def _x509() -> Any:
-    from cryptography import x509
-
-    return x509
-
-
-def _utc(now: float) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(int(now), tz=datetime.timezone.utc)
 
 
 def _new_key() -> Any:
@@ -90,45 +91,15 @@ def _cert_pem(cert: Any) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def load_certs(pem: str) -> list[Any]:
-    """Every certificate of a PEM text, leaf first; TlsError when there is none or one is broken."""
-    x509 = _x509()
-    marker = "-----BEGIN CERTIFICATE-----"
-    parts = [marker + p for p in pem.split(marker)[1:]]
-    if not parts:
-        raise TlsError("holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
-    try:
-        return [x509.load_pem_x509_certificate(p.encode()) for p in parts]
-    except ValueError:
-        raise TlsError("holds a PEM certificate that cannot be read") from None
-
-
-def load_key(pem: str) -> Any:
-    """A PEM private key (unencrypted); TlsError, never showing the key, when it cannot be read."""
-    from cryptography.hazmat.primitives import serialization
-
-    try:
-        return serialization.load_pem_private_key(pem.encode(), password=None)
-    except (ValueError, TypeError):
-        raise TlsError("is not an unencrypted PEM private key") from None
-
-
-def _public_der(key: Any) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return key.public_bytes(serialization.Encoding.DER,
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
 def make_ca(now: float, *, common_name: str = "registry-cache private CA") -> tuple[str, str]:
     """A new private CA valid CA_DAYS from `now`: (certificate PEM, key PEM)."""
-    x509 = _x509()
+    x509 = x509_module()
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import NameOID
 
     key = _new_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    start = _utc(now) - datetime.timedelta(hours=1)  # a client clock a little behind still accepts it
+    start = utc(now) - datetime.timedelta(hours=1)  # a client clock a little behind still accepts it
     cert = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name)
@@ -148,25 +119,25 @@ def make_ca(now: float, *, common_name: str = "registry-cache private CA") -> tu
 
 
 def _san_entries(hosts: Iterable[str]) -> list[Any]:
-    x509 = _x509()
+    x509 = x509_module()
     entries = []
     for host in dict.fromkeys(hosts):
-        ip = _ip(host)
+        ip = as_ip(host)
         entries.append(x509.IPAddress(ip) if ip is not None else x509.DNSName(host))
     return entries
 
 
 def issue_server(ca_cert_pem: str, ca_key_pem: str, hosts: Sequence[str], now: float) -> tuple[str, str]:
     """A new server certificate for `hosts` (names and addresses), signed by the CA: (cert PEM, key PEM)."""
-    x509 = _x509()
+    x509 = x509_module()
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     ca_cert = load_certs(ca_cert_pem)[0]
     ca_key = load_key(ca_key_pem)
     key = _new_key()
-    start = _utc(now) - datetime.timedelta(hours=1)
-    end = min(start + datetime.timedelta(days=SERVER_DAYS), _not_after(ca_cert))
+    start = utc(now) - datetime.timedelta(hours=1)
+    end = min(start + datetime.timedelta(days=SERVER_DAYS), not_after(ca_cert))
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
@@ -185,104 +156,10 @@ def issue_server(ca_cert_pem: str, ca_key_pem: str, hosts: Sequence[str], now: f
     return _cert_pem(cert), _key_pem(key)
 
 
-def _not_after(cert: Any) -> datetime.datetime:
-    value = getattr(cert, "not_valid_after_utc", None)
-    return value if value is not None else cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
-
-
-def _not_before(cert: Any) -> datetime.datetime:
-    value = getattr(cert, "not_valid_before_utc", None)
-    return value if value is not None else cert.not_valid_before.replace(tzinfo=datetime.timezone.utc)
-
-
-def covered_hosts(cert: Any) -> tuple[list[str], list[Any]]:
-    """The DNS names and IP addresses a certificate's subjectAltName covers."""
-    x509 = _x509()
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return [], []
-    return [n.lower() for n in san.get_values_for_type(x509.DNSName)], san.get_values_for_type(x509.IPAddress)
-
-
-def covers(cert: Any, host: str) -> bool:
-    """True when the certificate is valid for `host` (a name, wildcard-matched, or an IP address)."""
-    names, ips = covered_hosts(cert)
-    ip = _ip(host)
-    if ip is not None:
-        return ip in ips
-    host = host.lower().rstrip(".")
-    for name in names:
-        if name == host:
-            return True
-        # a wildcard covers exactly one label: *.example.com covers a.example.com only
-        if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
-            return True
-    return False
-
-
-def uncovered(cert_pem: str, hosts: Iterable[str]) -> list[str]:
-    """The hosts the (leaf) certificate does not cover, in order."""
-    cert = load_certs(cert_pem)[0]
-    return [h for h in hosts if not covers(cert, h)]
-
-
-def pair_problem(cert_pem: str, key_pem: str) -> Optional[str]:
-    """Say why the key does not belong to the certificate, or None when they match."""
-    try:
-        cert = load_certs(cert_pem)[0]
-        key = load_key(key_pem)
-    except TlsError as exc:
-        return str(exc)
-    if _public_der(cert.public_key()) != _public_der(key.public_key()):
-        return "the key does not belong to the certificate (their public keys differ)"
-    return None
-
-
-def validity_problem(cert_pem: str, now: float) -> Optional[str]:
-    """Say why the certificate is not valid at `now` (expired, not yet valid), or None."""
-    cert = load_certs(cert_pem)[0]
-    moment = _utc(now)
-    if moment > _not_after(cert):
-        return f"expired on {_not_after(cert):%Y-%m-%d}; renew it"
-    if moment < _not_before(cert):
-        return f"is not valid before {_not_before(cert):%Y-%m-%d} (check the clock)"
-    return None
-
-
-def signed_by(cert_pem: str, ca_cert_pem: str) -> bool:
-    """True when the (leaf) certificate was signed by the CA's key."""
-    from cryptography.exceptions import InvalidSignature
-
-    cert = load_certs(cert_pem)[0]
-    ca = load_certs(ca_cert_pem)[0]
-    if cert.issuer != ca.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(ca)
-    except AttributeError:  # cryptography < 40 (Debian 12 ships 38): check the signature itself
-        return _verify_signature(ca, cert)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
-def _verify_signature(ca: Any, cert: Any) -> bool:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    try:
-        ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes,
-                               ec.ECDSA(cert.signature_hash_algorithm))
-    except (InvalidSignature, TypeError, ValueError):
-        return False
-    return True
-
-
 def renew_at(cert_pem: str) -> int:
     """Epoch seconds from which a generated certificate is due for renewal."""
     cert = load_certs(cert_pem)[0]
-    return int((_not_after(cert) - datetime.timedelta(days=RENEW_BEFORE_DAYS)).timestamp())
+    return int((not_after(cert) - datetime.timedelta(days=RENEW_BEFORE_DAYS)).timestamp())
 
 
 def renewal_reason(
@@ -315,19 +192,6 @@ def ca_problem(ca_cert_pem: Optional[str], ca_key_pem: Optional[str], now: float
     if ca_cert_pem is None or ca_key_pem is None:
         return "there is none yet"
     return pair_problem(ca_cert_pem, ca_key_pem) or validity_problem(ca_cert_pem, now)
-
-
-def probe_name(cert_pem: str, candidates: Sequence[str]) -> Optional[str]:
-    """The first of `candidates` the certificate covers (the name the local probe checks), or None."""
-    cert = load_certs(cert_pem)[0]
-    return next((c for c in candidates if covers(cert, c)), None)
-
-
-def _ip(text: str) -> Optional[Any]:
-    try:
-        return ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        return None
 
 
 def machine_hosts() -> list[str]:

@@ -6,8 +6,8 @@ import stat
 import time
 
 import pytest
+from registry_cache import certs, secure, tlsca
 from registry_cache import config as configmod
-from registry_cache import secure, tlsca
 from registry_cache.record import MirrorRecord
 
 NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc).timestamp()
@@ -28,7 +28,7 @@ def server(ca):
 
 def test_a_fresh_certificate_covers_every_host_and_is_kept(ca, server):
     cert, key = server
-    assert tlsca.uncovered(cert, HOSTS) == []
+    assert certs.uncovered(cert, HOSTS) == []
     assert tlsca.renewal_reason(cert, key, ca[0], HOSTS, NOW + DAY) is None
 
 
@@ -53,11 +53,11 @@ def test_a_certificate_of_another_ca_or_key_is_replaced(ca, server):
 
 
 def test_coverage_matches_names_exactly_wildcards_one_label_and_ip_addresses(ca):
-    cert = tlsca.load_certs(tlsca.issue_server(*ca, ["*.cache.example", "10.0.0.1"], NOW)[0])[0]
-    assert tlsca.covers(cert, "a.cache.example")
-    assert not tlsca.covers(cert, "a.b.cache.example")
-    assert not tlsca.covers(cert, "cache.example")
-    assert tlsca.covers(cert, "10.0.0.1") and not tlsca.covers(cert, "10.0.0.2")
+    cert = certs.load_certs(tlsca.issue_server(*ca, ["*.cache.example", "10.0.0.1"], NOW)[0])[0]
+    assert certs.covers(cert, "a.cache.example")
+    assert not certs.covers(cert, "a.b.cache.example")
+    assert not certs.covers(cert, "cache.example")
+    assert certs.covers(cert, "10.0.0.1") and not certs.covers(cert, "10.0.0.2")
 
 
 def test_ensure_auto_makes_once_keeps_and_renews_with_the_same_ca(tmp_path):
@@ -69,7 +69,7 @@ def test_ensure_auto_makes_once_keeps_and_renews_with_the_same_ca(tmp_path):
     assert again.cert_pem == first.cert_pem
     renewed = tlsca.ensure_auto(str(tmp_path), HOSTS, first.renew_after)
     assert renewed.cert_pem != first.cert_pem and renewed.ca_pem == first.ca_pem
-    assert tlsca.signed_by(renewed.cert_pem, first.ca_pem)
+    assert certs.signed_by(renewed.cert_pem, first.ca_pem)
     assert "PRIVATE KEY" not in repr(renewed)
 
 

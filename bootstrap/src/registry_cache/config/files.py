@@ -81,7 +81,7 @@ def _check_private(doc: Document, path: KeyPath, full: str, relative: str) -> No
 
 def read_pem(doc: Document, key: KeyPath, path: str, load: Callable[[str], object]) -> Optional[str]:
     """The PEM text of the file at `path` once `load` accepts it; else None, and why goes to `doc`."""
-    from registry_cache import tlsca
+    from registry_cache import certs
 
     try:
         with open(path, "rb") as handle:
@@ -96,7 +96,7 @@ def read_pem(doc: Document, key: KeyPath, path: str, load: Callable[[str], objec
     doc.inputs[path] = digest(raw)
     try:
         load(text)
-    except tlsca.TlsError as exc:
+    except certs.TlsError as exc:
         doc.add(key, f"{path} {exc}")
         return None
     return text

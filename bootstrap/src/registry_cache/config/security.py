@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from registry_cache import clientauth, paths, tlsca
+from registry_cache import certs, clientauth, paths
 from registry_cache.clientauth import ClientUser
 from registry_cache.config.document import Document, KeyPath
 from registry_cache.config.files import read_pem, read_secret
@@ -61,22 +61,22 @@ def check_tls(
 
 def _check_user_cert(doc: Document, settings: TlsSettings, required: Sequence[str], now: float) -> None:
     assert settings.cert_file is not None and settings.key_file is not None
-    cert = read_pem(doc, ("tls", "cert_file"), settings.cert_file, tlsca.load_certs)
-    key = read_pem(doc, ("tls", "key_file"), settings.key_file, tlsca.load_key)
+    cert = read_pem(doc, ("tls", "cert_file"), settings.cert_file, certs.load_certs)
+    key = read_pem(doc, ("tls", "key_file"), settings.key_file, certs.load_key)
     if cert is None:
         return
-    if key is not None and tlsca.pair_problem(cert, key):
+    if key is not None and certs.pair_problem(cert, key):
         doc.add(("tls", "key_file"), f"{settings.key_file} is not the key of {settings.cert_file} "
                 "(their public keys differ); give the matching pair")
-    problem = tlsca.validity_problem(cert, now)
+    problem = certs.validity_problem(cert, now)
     if problem:
         doc.add(("tls", "cert_file"), f"{settings.cert_file} {problem}")
-    missing = tlsca.uncovered(cert, required)
+    missing = certs.uncovered(cert, required)
     if missing:
         doc.add(("tls", "cert_file"), f"{settings.cert_file} does not cover {', '.join(missing)} "
                 "(its subjectAltName); clients reaching the cache there would refuse it")
     if settings.ca_file is not None:
-        read_pem(doc, ("tls", "ca_file"), settings.ca_file, tlsca.load_certs)
+        read_pem(doc, ("tls", "ca_file"), settings.ca_file, certs.load_certs)
 
 
 def check_auth(
