@@ -46,7 +46,9 @@ class Cache:
 
     def write_config(self, mirrors: dict[str, dict], **top: object) -> None:
         """Write config.yml with `mirrors` (name: keys) on free ports and the `top` keys."""
-        lines = ["listen: 127.0.0.1", "storage: cache", "reconnect_interval: 1"]
+        # a mapping (e.g. an S3 bucket, `s3_storage`) is written as YAML's flow form, i.e. JSON
+        storage = top.pop("storage", "cache")
+        lines = ["listen: 127.0.0.1", f"storage: {json.dumps(storage)}", "reconnect_interval: 1"]
         lines += [f"{k}: {v}" for k, v in top.items()]
         lines.append("mirrors:")
         for name, spec in mirrors.items():
@@ -64,6 +66,13 @@ class Cache:
         secrets.mkdir(exist_ok=True)
         (secrets / name).write_text(password + "\n")
         return f"secrets/{name}"
+
+    def s3_storage(self, endpoint: str, bucket: str, access_key: str, secret_key: str,
+                   **extra: object) -> dict[str, object]:
+        """`storage:` naming an S3 bucket (its secret written beside the config); node files in cache/."""
+        return {"path": "cache", "s3": {"endpoint": endpoint, "bucket": bucket, "access_key": access_key,
+                                        "secret_file": self.password_file("s3.secret", secret_key),
+                                        **extra}}
 
     def start(self, *, wait_for: tuple[str, ...] | None = None) -> None:
         """Start `serve`; wait until the mirrors `wait_for` (default: all) answer."""

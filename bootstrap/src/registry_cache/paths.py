@@ -29,6 +29,8 @@ MIRROR_CA = "ca.crt"
 HTPASSWD = "htpasswd"
 # With client authentication: the login `registry-cache warm` pulls with (0600; warm.py).
 WARM_LOGIN = "warm-login.json"
+# A mirror kept in a bucket other nodes share: the bucket, its prefix and keys (0600; shared.py).
+SHARED_BUCKET = "shared.json"
 
 # `tls: auto`: the generated CA and server certificate, in this folder beside config.yml (in
 # the box /vagrant/tls), so they survive `vagrant destroy` like the cache; keys 0600.

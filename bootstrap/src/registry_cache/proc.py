@@ -37,7 +37,8 @@ def run(argv: Sequence[str], *, check: bool = True, timeout: float = 120) -> sub
     log.debug("running %s", shlex.join(argv))
     try:
         proc = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, check=False
+            list(argv), capture_output=True, text=True, timeout=timeout, check=False,
+            env={k: v for k, v in os.environ.items() if k not in _PANICS_DISTRIBUTION},
         )
     except FileNotFoundError as exc:
         raise CommandError(argv, 127, f"{argv[0]}: not found") from exc
@@ -55,8 +56,7 @@ def spawn(argv: Sequence[str], extra_env: Optional[Mapping[str, str]] = None) ->
     REGISTRY_* variable as configuration (`extra_env` is how to hand it one on purpose).
     """
     log.debug("starting %s", shlex.join(argv))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_CACHE_")}
-    env.update(extra_env or {})
+    env = registry_environment(extra_env)
     return subprocess.Popen(
         [*_dies_with_us(), *argv],
         env=env,
@@ -67,6 +67,19 @@ def spawn(argv: Sequence[str], extra_env: Optional[Mapping[str, str]] = None) ->
         bufsize=1,
         start_new_session=True,
     )
+
+
+# Distribution 2.8.2's s3 driver panics at start when this is set ("LoadCustomCABundleError:
+# unsupported transport"); Go's own SSL_CERT_FILE names a private endpoint's CA instead.
+_PANICS_DISTRIBUTION = ("AWS_CA_BUNDLE",)
+
+
+def registry_environment(extra_env: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """Distribution's environment: ours less REGISTRY_CACHE_* and AWS_CA_BUNDLE, plus `extra_env`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("REGISTRY_CACHE_") and k not in _PANICS_DISTRIBUTION}
+    env.update(extra_env or {})
+    return env
 
 
 def _dies_with_us() -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import yaml
 
-from registry_cache import paths
+from registry_cache import paths, shared
 from registry_cache.clientauth import REALM
 from registry_cache.config import CacheConfig, Mirror
 from registry_cache.net import host_port
@@ -101,6 +101,8 @@ def render_mirror(config: CacheConfig, mirror: Mirror, security: Optional[Securi
         # where apply writes it: the probe finds the mirror's CA there
         directory=paths.mirror_dir(security.root, mirror.name) if security is not None else None,
     )
+    if mirror.s3 is not None:
+        extra.secret[paths.SHARED_BUCKET] = shared.from_config(mirror.s3, mirror.name).text()
     return RenderedMirror(
         record=record,
         configs={paths.PROXY_CONFIG: proxy_text, paths.READONLY_CONFIG: readonly_text, **extra.secret},
@@ -162,6 +164,7 @@ def _distribution_config(config: CacheConfig, mirror: Mirror, *, readonly: bool,
         # no debug endpoint when its default port was taken (config/rules.py leaves it None)
         debug_addr=host_port("127.0.0.1", mirror.debug_port) if mirror.debug_port else None,
         proxy=proxy,
+        s3=_s3_settings(mirror),
         **(extra or _SecurityFiles()).template,
     )
 
@@ -172,6 +175,23 @@ def _debug_listen(mirror: Mirror) -> str:
     if not isinstance(debug, dict) or not debug.get("addr"):
         return "127.0.0.1"
     return str(debug["addr"]).rpartition(":")[0].strip("[]") or "0.0.0.0"
+
+
+def _s3_settings(mirror: Mirror) -> Optional[dict[str, Any]]:
+    """Distribution's `s3` driver settings of a mirror kept in a shared bucket, or None."""
+    s3 = mirror.s3
+    if s3 is None:
+        return None
+    return {
+        "bucket": s3.bucket,
+        "region": s3.region,
+        # without a path style the registries reach AWS S3 by its region's own endpoint
+        "regionendpoint": s3.endpoint if s3.path_style else None,
+        "accesskey": s3.access_key,
+        "secretkey": s3.secret_key,
+        "rootdirectory": s3.root(mirror.name),
+        "secure": s3.secure,
+    }
 
 
 def _seed_configs(raw: dict[str, Any], storage: str) -> tuple[str, str]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import urlsplit
 
 from registry_cache.clientauth import ClientUser
 from registry_cache.record import DEFAULT_RECONNECT_INTERVAL  # one default for the config and the record
+
+if TYPE_CHECKING:
+    from registry_cache.config.storage import S3Storage
 
 EMBEDDED_DEFAULT = "<embedded default>"
 DEFAULT_LISTEN = "0.0.0.0"
@@ -59,6 +62,8 @@ class Mirror:
     # Size cap of this mirror's cache in bytes, and the images warmed through it (gc.py, warm.py).
     max_size: Optional[int] = None
     warm: tuple[dict[str, Any], ...] = ()
+    # The bucket the cache lives in, shared with other nodes (None: `storage` holds the cache).
+    s3: Optional[S3Storage] = None
     # The seed format: a Distribution config that runs as written.
     raw: Optional[dict[str, Any]] = field(default=None, repr=False, compare=True)
 
@@ -102,6 +107,7 @@ class CacheConfig:
     metrics_port: int = DEFAULT_METRICS_PORT
     tls: Optional[TlsSettings] = None  # None: plain HTTP
     auth: Optional[AuthSettings] = None  # None: anyone who reaches a mirror may pull
+    s3: Optional[S3Storage] = None  # None: the cache lives in `storage`; else in this bucket
     # The files the config was read from (config.yml, password files): absolute path and the
     # digest of the bytes parsed. With the cache's owner, they are all the rendered mirrors
     # depend on, so `apply` can tell "nothing changed" without parsing anything.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 from typing import Any, Optional
@@ -21,6 +22,7 @@ from registry_cache.config.model import (
 )
 from registry_cache.config.schema import check_schema
 from registry_cache.config.security import check_auth, check_tls
+from registry_cache.config.storage import check_s3
 
 # Names of Docker Hub that are no registry endpoint (the website); its registry is registry-1.
 DOCKER_HUB_WEBSITES = frozenset({"docker.io", "www.docker.io", "hub.docker.com"})
@@ -61,6 +63,10 @@ class Checker:
                 "or one address of this machine such as 127.0.0.1",
             )
         storage = data.get("storage", DEFAULT_STORAGE)
+        shared = None
+        if isinstance(storage, dict):  # a bucket every node shares; `path` is this node's own folder
+            shared = check_s3(self.doc, storage.get("s3"), self.base_dir, probe=self.check_storage)
+            storage = storage.get("path", DEFAULT_STORAGE)
         storage_root = None
         if isinstance(storage, str) and storage:
             storage_root = os.path.normpath(os.path.join(self.base_dir, storage))
@@ -73,6 +79,8 @@ class Checker:
             for name, spec in mirrors_data.items():
                 if isinstance(spec, dict):
                     mirror = self._mirror(str(name), spec, storage_root or "", debug_ports.get(str(name)))
+                    if mirror is not None and shared is not None:
+                        mirror = dataclasses.replace(mirror, s3=shared)
                     if mirror is not None:
                         mirrors.append(mirror)
         max_size = self._size(("max_size",), data.get("max_size"))
@@ -91,6 +99,7 @@ class Checker:
             metrics_port=data.get("metrics_port", DEFAULT_METRICS_PORT),
             tls=tls,
             auth=auth,
+            s3=shared,
         )
 
     def _mirror(

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from registry_cache import counters, net, paths, proc
+from registry_cache import counters, net, paths, proc, shared
 from registry_cache.handover import free_port
 from registry_cache.record import MirrorRecord
 from registry_cache.state import PROXY
@@ -55,6 +55,7 @@ def start(record: MirrorRecord, mode: str, counter: counters.HitCounter,
     # included): the variable alone would make that registry a proxy.
     if mode == PROXY and front_url:
         env["REGISTRY_PROXY_REMOTEURL"] = front_url
+    env.update(shared.registry_env(record.directory))  # a private S3 endpoint's CA
     child = proc.spawn([paths.REGISTRY_BIN, "serve", rendered], env)
     reader = threading.Thread(target=read_log, args=(child, counter), daemon=True)
     reader.start()
