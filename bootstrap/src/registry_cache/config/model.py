@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from registry_cache.clientauth import ClientUser
 from registry_cache.record import DEFAULT_RECONNECT_INTERVAL  # one default for the config and the record
-
-if TYPE_CHECKING:
-    from registry_cache.config.storage import S3Storage
 
 EMBEDDED_DEFAULT = "<embedded default>"
 DEFAULT_LISTEN = "0.0.0.0"
@@ -25,6 +22,8 @@ AUTO = "auto"
 USER_CERT = "cert_file"
 # With client auth, the agent's own login into the mirrors: `registry-cache warm` pulls with it.
 WARM_USER = "registry-cache-warm"
+# `storage.s3.region` when none is given (Ceph RGW and MinIO take any).
+DEFAULT_REGION = "us-east-1"
 
 
 @dataclass(frozen=True)
@@ -46,6 +45,29 @@ class ConfigError(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.path))
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class S3Storage:
+    """A bucket that every cache node of a cluster keeps its mirrors in (Distribution's s3 driver)."""
+
+    endpoint: str
+    bucket: str
+    access_key: str
+    secret_key: str = field(repr=False)
+    region: str = DEFAULT_REGION
+    path_style: bool = True
+    ca_file: Optional[str] = None
+    prefix: str = ""
+
+    def root(self, mirror: str) -> str:
+        """The bucket prefix of one mirror's cache (Distribution's `rootdirectory`): /PREFIX/MIRROR."""
+        return "/" + "/".join(part for part in (self.prefix.strip("/"), mirror) if part)
+
+    @property
+    def secure(self) -> bool:
+        """Whether the endpoint speaks https."""
+        return self.endpoint.startswith("https://")
 
 
 @dataclass(frozen=True)

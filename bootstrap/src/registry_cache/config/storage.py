@@ -9,15 +9,13 @@ The secret never appears in a message or a repr.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from registry_cache.config.document import Document, KeyPath
 from registry_cache.config.files import read_secret
 from registry_cache.config.fingerprint import digest
-
-DEFAULT_REGION = "us-east-1"
+from registry_cache.config.model import DEFAULT_REGION, S3Storage
 
 # Which key an S3 error code points at, and what to do about it.
 _ERROR_KEYS: dict[str, tuple[str, str]] = {
@@ -30,37 +28,6 @@ _ERROR_KEYS: dict[str, tuple[str, str]] = {
     "SignatureDoesNotMatch": ("secret_file", "the secret key does not match the access key"),
     "AccessDenied": ("access_key", "grant this account read, write and delete on the bucket"),
 }
-
-
-@dataclass(frozen=True)
-class S3Storage:
-    """A bucket that every cache node of a cluster keeps its mirrors in (Distribution's s3 driver)."""
-
-    endpoint: str
-    bucket: str
-    access_key: str
-    secret_key: str = field(repr=False)
-    region: str = DEFAULT_REGION
-    path_style: bool = True
-    ca_file: Optional[str] = None
-    prefix: str = ""
-
-    def root(self, mirror: str) -> str:
-        """The bucket prefix of one mirror's cache (Distribution's `rootdirectory`): /PREFIX/MIRROR."""
-        return "/" + "/".join(part for part in (self.prefix.strip("/"), mirror) if part)
-
-    @property
-    def secure(self) -> bool:
-        """Whether the endpoint speaks https."""
-        return self.endpoint.startswith("https://")
-
-    def bucket_client(self, timeout: float = 10.0) -> Any:
-        """An `s3.Bucket` for the agent's own requests (records, the cluster hold, probes)."""
-        from registry_cache.s3 import Bucket
-
-        return Bucket(endpoint=self.endpoint, region=self.region, bucket=self.bucket,
-                      access_key=self.access_key, secret_key=self.secret_key,
-                      path_style=self.path_style, ca_file=self.ca_file, timeout=timeout)
 
 
 def endpoint_problem(url: str) -> Optional[str]:
@@ -114,10 +81,12 @@ def check_s3(doc: Document, spec: Any, base_dir: str, *, probe: bool) -> Optiona
 
 def _probe(doc: Document, base: KeyPath, storage: S3Storage) -> None:
     """Write, read back and delete an object in the bucket; report S3's answer at the key at fault."""
-    from registry_cache.s3 import S3Error
+    from registry_cache.s3 import Bucket, S3Error
 
     try:
-        storage.bucket_client().probe_write(storage.prefix)
+        Bucket(endpoint=storage.endpoint, region=storage.region, bucket=storage.bucket,
+               access_key=storage.access_key, secret_key=storage.secret_key,
+               path_style=storage.path_style, ca_file=storage.ca_file).probe_write(storage.prefix)
     except S3Error as exc:
         key, hint = _ERROR_KEYS.get(exc.code, ("bucket", "check the account's rights on the bucket"))
         doc.add((*base, key), f"the bucket cannot be used: {exc}; {hint}")
