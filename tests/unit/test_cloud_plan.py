@@ -1,5 +1,7 @@
 """Vagrant Cloud planning: which API steps run, resume, refusals, descriptions, no token leaks."""
 
+import dataclasses
+
 import pytest
 
 from box.buildinfo import BoxFile, BuildMetadata
@@ -87,6 +89,14 @@ def test_a_new_box_is_created_then_versioned_uploaded_and_released():
 def test_an_existing_box_gets_only_the_new_version():
     p = plan(remote_box={"tag": "acme/cache"})
     assert [a.kind for a in p.actions][:1] == ["create-version"]
+
+
+def test_publish_shows_a_box_size_in_the_unit_the_build_printed():
+    big = dataclasses.replace(META, boxes=(BoxFile("libvirt", "rc.box", SHA_A, 131_700_000),))
+    uploads = [a.summary for a in plan_cloud(big, org="acme", name="cache", remote_box=None,
+                                             remote_version=None, description="", dist_dir="dist").actions
+               if a.kind == "upload"]
+    assert uploads == ["upload rc.box (131.7 MB) to acme/cache 1.1.0 libvirt/amd64"]
 
 
 def test_a_provider_created_but_not_uploaded_is_uploaded_on_resume():
