@@ -14,6 +14,8 @@ APT_PACKAGES: dict[str, tuple[str, ...]] = {
     # unit + integration tests: real registries on loopback, images moved with skopeo
     "test": (
         "docker-registry", "skopeo", "iproute2", "curl", "systemd",
+        # containerd's own resolver pulls through the one endpoint (`ctr content fetch --hosts-dir`)
+        "containerd",
         # a single-node Ceph (monitor, memstore OSD, S3 gateway): the shared-bucket tests (lab/ceph.py)
         "ceph-mon", "ceph-osd", "radosgw", "ceph-common",
     ),

@@ -31,6 +31,8 @@ HTPASSWD = "htpasswd"
 WARM_LOGIN = "warm-login.json"
 # A mirror kept in a bucket other nodes share: the bucket, its prefix and keys (0600; shared.py).
 SHARED_BUCKET = "shared.json"
+# The first mirror's only: the one endpoint's routing table and the other mirrors' ports (public).
+ENDPOINT = "endpoint.json"
 
 # `tls: auto`: the generated CA and server certificate, in this folder beside config.yml (in
 # the box /vagrant/tls), so they survive `vagrant destroy` like the cache; keys 0600.

@@ -115,6 +115,8 @@ class MirrorRecord:
     cache_max_size: Optional[int] = None
     # Images `registry-cache warm` pulls through the mirror (warm.py): {"image", "platforms"}.
     warm: tuple[dict[str, Any], ...] = ()
+    # Its port is the one endpoint for every mirror (endpoint.py; the first mirror of config.yml).
+    is_endpoint: bool = False
     # The mirror's rendered folder, when the record was read from disk (not part of the file).
     directory: Optional[str] = field(default=None, compare=False)
 
@@ -220,6 +222,7 @@ class MirrorRecord:
                 max_size=_optional(values.get("max_size"), int),
                 cache_max_size=_optional(values.get("cache_max_size"), int),
                 warm=tuple(w for w in values.get("warm") or () if isinstance(w, dict)),
+                is_endpoint=bool(values.get("is_endpoint", False)),
                 directory=directory,
             )
         except (TypeError, ValueError) as exc:
@@ -244,7 +247,7 @@ NOT_READ_BY_THE_RUNNER = ("max_size", "cache_max_size", "warm")
 _NEW_KEYS: dict[str, Any] = {"debug_listen": "127.0.0.1",
                              "tls": False, "tls_server_name": None, "tls_renew_after": None,
                              "tls_hosts": (), "client_auth": False,
-                             "max_size": None, "cache_max_size": None, "warm": ()}
+                             "max_size": None, "cache_max_size": None, "warm": (), "is_endpoint": False}
 
 
 def _optional(value: Any, kind: type) -> Any:

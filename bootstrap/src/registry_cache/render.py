@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import yaml
 
-from registry_cache import paths, shared
+from registry_cache import paths, routing, shared
 from registry_cache.clientauth import REALM
 from registry_cache.config import CacheConfig, Mirror
 from registry_cache.net import host_port
@@ -82,6 +82,7 @@ def render_mirror(config: CacheConfig, mirror: Mirror, security: Optional[Securi
     credentials = None
     if mirror.username is not None and mirror.password is not None:
         credentials = Credentials(mirror.username, mirror.password)
+    table = endpoint_table(config) if endpoint_mirror(config) == mirror.name else None
     record = MirrorRecord(
         name=mirror.name,
         upstream=mirror.upstream,
@@ -97,6 +98,7 @@ def render_mirror(config: CacheConfig, mirror: Mirror, security: Optional[Securi
         max_size=mirror.max_size,
         cache_max_size=config.max_size,
         warm=mirror.warm,
+        is_endpoint=table is not None,
         **extra.record,
         # where apply writes it: the probe finds the mirror's CA there
         directory=paths.mirror_dir(security.root, mirror.name) if security is not None else None,
@@ -107,8 +109,23 @@ def render_mirror(config: CacheConfig, mirror: Mirror, security: Optional[Securi
         record=record,
         configs={paths.PROXY_CONFIG: proxy_text, paths.READONLY_CONFIG: readonly_text, **extra.secret},
         credentials=credentials,
-        public_files=extra.public,
+        public_files={**extra.public, **({paths.ENDPOINT: table.to_json()} if table else {})},
     )
+
+
+def endpoint_mirror(config: CacheConfig) -> Optional[str]:
+    """The mirror whose port is the one endpoint: the first of config.yml (none in the seed format)."""
+    if not config.mirrors or config.mirrors[0].raw is not None:
+        return None
+    return config.mirrors[0].name
+
+
+def endpoint_table(config: CacheConfig) -> routing.Table:
+    """The one endpoint's routing table: every mirror's registry hosts and port, in config order."""
+    home = endpoint_mirror(config)
+    if home is None:
+        raise ValueError("the seed format has no endpoint")
+    return routing.table_for([(m.name, m.upstream, m.port) for m in config.mirrors], home)
 
 
 @dataclass(frozen=True)

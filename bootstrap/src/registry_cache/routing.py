@@ -81,10 +81,11 @@ def is_registry_prefix(component: str) -> bool:
 
 @dataclass(frozen=True)
 class Route:
-    """One mirror as the endpoint reaches it: the registry hosts it answers for."""
+    """One mirror as the endpoint reaches it: the registry hosts it answers for, and its own port."""
 
     mirror: str
     hosts: tuple[str, ...]
+    port: int = 0
 
     @property
     def registry(self) -> str:
@@ -120,7 +121,7 @@ class Table:
 
     def to_json(self) -> str:
         """The table as the endpoint reads it (rendered into its mirror's folder)."""
-        routes = [{"mirror": r.mirror, "hosts": list(r.hosts)} for r in self.routes]
+        routes = [{"mirror": r.mirror, "hosts": list(r.hosts), "port": r.port} for r in self.routes]
         data = {"home": self.home, "routes": routes}
         return json.dumps(data, indent=2) + "\n"
 
@@ -129,19 +130,19 @@ class Table:
         """Read a table written by `to_json` (ValueError when malformed)."""
         data = json.loads(text)
         try:
-            routes = tuple(Route(str(r["mirror"]), tuple(str(h).lower() for h in r["hosts"]))
+            routes = tuple(Route(str(r["mirror"]), tuple(str(h).lower() for h in r["hosts"]), int(r["port"]))
                            for r in data["routes"])
             table = cls(routes, str(data["home"]))
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not an endpoint table: {exc}") from exc
         if table.home not in {r.mirror for r in routes}:
             raise ValueError(f"not an endpoint table: its own mirror {table.home!r} has no route")
         return table
 
 
-def table_for(mirrors: list[tuple[str, str]], home: str) -> Table:
-    """The table of (mirror name, upstream URL) pairs, in config order; `home` answers unprefixed names."""
-    return Table(tuple(Route(name, registry_names(upstream)) for name, upstream in mirrors), home)
+def table_for(mirrors: list[tuple[str, str, int]], home: str) -> Table:
+    """The table of (mirror name, upstream URL, port) in config order; `home` answers unprefixed names."""
+    return Table(tuple(Route(name, registry_names(upstream), port) for name, upstream, port in mirrors), home)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import pytest
 from registry_cache import routing
 
 TABLE = routing.table_for(
-    [("dockerhub", "https://registry-1.docker.io"), ("ghcr", "https://ghcr.io"),
-     ("private", "http://registry.example:5443")],
+    [("dockerhub", "https://registry-1.docker.io", 5000), ("ghcr", "https://ghcr.io", 5001),
+     ("private", "http://registry.example:5443", 5002)],
     home="dockerhub",
 )
 

@@ -6,7 +6,7 @@ import logging
 import sys
 import threading
 import time
-from typing import Optional, TextIO
+from typing import Any, Optional, TextIO
 
 from registry_cache import counters, hold, paths
 from registry_cache.handover import Relay
@@ -144,7 +144,7 @@ class MirrorRunner:
     def _go_live(self, successor: Registry) -> None:
         """Point the mirror's ports at `successor` (listening on them the first time)."""
         if not self.relays:
-            self.relays = [Relay(self.record.listen, self.record.port)]
+            self.relays = [self._public_port()]
             if successor.debug_port is not None and self.record.debug_port:
                 self.relays.append(Relay(self.record.debug_listen, self.record.debug_port))
         self.relays[0].point_to(successor.port)
@@ -153,6 +153,17 @@ class MirrorRunner:
         log.info("mirror %s: serving on port %s in %s mode (upstream %s)",
                  self.name, self.record.port, successor.mode, self.record.upstream)
         self.keeper.set(mode=successor.mode, since=time.time(), pid=successor.child.pid)
+
+    def _public_port(self) -> Any:
+        """What holds the mirror's port: the one endpoint for the first mirror, else a plain relay."""
+        if self.record.is_endpoint:
+            from registry_cache import endpoint  # aiohttp, like the front: only where a mirror runs
+
+            table = endpoint.read_table(self.mirror_dir)
+            if table is not None:
+                return endpoint.Endpoint(table, self.record.listen, self.record.port,
+                                         mirror_dir=self.mirror_dir, tls=self.record.tls)
+        return Relay(self.record.listen, self.record.port)
 
     def _retire(self, retiring: Registry) -> Optional[int]:
         """Stop a registry once its stores and the pulls it serves have finished."""
