@@ -9,6 +9,7 @@ registry's own server (https, port 443) reaches nothing.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -194,3 +195,31 @@ def test_the_endpoints_routing_table_names_every_mirror_in_config_order(cache: C
     table = json.loads((cache.root / "mirrors" / "hub" / "endpoint.json").read_text())
     assert [r["mirror"] for r in table["routes"]] == ["hub", "other"] and table["home"] == "hub"
     assert not (cache.root / "mirrors" / "other" / "endpoint.json").exists()
+
+
+def test_a_mirror_added_by_reload_is_reached_through_the_endpoint_without_restarting_the_first(lab: Lab):
+    cache = Cache(lab.workdir / "reload-cache")
+    cache.workdir.mkdir()
+    cache.write_config({"hub": {"upstream": f"http://{HUB_HOST}"}})
+    cache.start()
+    try:
+        pid = cache.wait_state("hub", mode="proxy")["pid"]
+        ref = f"{cache.host('hub')}/{OTHER_HOST}/{lab.other_image.repo}:v1"
+        with pytest.raises(CommandError):  # not configured yet: refused
+            images.pull(ref, lab.workdir / "before")
+        _two_mirrors(cache)
+        cache.process.signal(signal.SIGHUP)
+        cache.wait_serving("other")
+        deadline = time.monotonic() + 10
+        while True:  # the endpoint looks for a new routing table once a second
+            try:
+                got = images.pull(ref, lab.workdir / f"after-{time.monotonic_ns()}")
+                break
+            except CommandError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        assert got.digest == lab.other_image.digest
+        assert cache.state("hub")["pid"] == pid and cache.state("hub")["restarts"] == 0
+    finally:
+        cache.stop()

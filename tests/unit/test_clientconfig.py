@@ -95,7 +95,7 @@ def test_tls_k3s_gives_each_mirror_a_ca_file():
     registries, ca = _tls_setup("multi-upstream", "k3s").files
     data = yaml.safe_load(registries.text)
     assert data["mirrors"]["docker.io"]["endpoint"] == ["https://192.168.56.50:5000"]
-    assert data["configs"]["192.168.56.50:5001"] == {"tls": {"ca_file": ca.path}}
+    assert data["configs"] == {"192.168.56.50:5000": {"tls": {"ca_file": ca.path}}}
     assert ca.text == CA
 
 
@@ -126,16 +126,25 @@ def test_output_dir_gets_every_file_at_its_client_path(tmp_path):
     assert (tmp_path / "etc/docker/certs.d/192.168.56.50:5000/ca.crt").read_text() == CA
 
 
-def test_docker_mirrors_only_docker_hub_and_trusts_every_mirror_over_http():
+def test_docker_mirrors_docker_hub_and_pulls_the_others_by_prefix_through_the_one_endpoint():
     setup = _setup("multi-upstream", "docker")
     (daemon,) = setup.files
     assert daemon.path == "/etc/docker/daemon.json"
     data = json.loads(daemon.text)
     assert data == {
         "registry-mirrors": ["http://192.168.56.50:5000"],
-        "insecure-registries": [f"192.168.56.50:{port}" for port in (5000, 5001, 5002, 5003)],
+        "insecure-registries": ["192.168.56.50:5000"],
     }
-    assert any("docker pull 192.168.56.50:5001/NAME:TAG" in note for note in setup.notes)
+    assert any("docker pull 192.168.56.50:5000/ghcr.io/NAME:TAG" in note for note in setup.notes)
+
+
+def test_docker_hub_behind_another_mirrors_endpoint_is_mirrored_by_its_own_port():
+    mirrors = [clientconfig.ClientMirror("ghcr", "https://ghcr.io", 5000, docker_hub=False, endpoint=True),
+               clientconfig.ClientMirror("hub", "https://registry-1.docker.io", 5001, docker_hub=True)]
+    data = json.loads(clientconfig.client_setup(mirrors, HOST, "docker").text())
+    # Docker asks its mirror for unprefixed names, which the endpoint gives its own mirror (ghcr)
+    assert data["registry-mirrors"] == ["http://192.168.56.50:5001"]
+    assert data["insecure-registries"] == ["192.168.56.50:5000", "192.168.56.50:5001"]
 
 
 def test_docker_without_a_docker_hub_mirror_gets_no_registry_mirrors():
@@ -147,41 +156,30 @@ def test_docker_without_a_docker_hub_mirror_gets_no_registry_mirrors():
     assert any("no mirror proxies Docker Hub" in note for note in setup.notes)
 
 
-def test_containerd_gets_one_hosts_toml_per_upstream_registry():
+def test_containerd_gets_a_default_hosts_toml_and_one_per_registry_all_through_the_endpoint():
     setup = _setup("multi-upstream", "containerd")
     parsed = {f.path: tomllib.loads(f.text) for f in setup.files}
+    endpoint = {"http://192.168.56.50:5000": {"capabilities": ["pull", "resolve"]}}
     assert parsed == {
-        "/etc/containerd/certs.d/docker.io/hosts.toml": {
-            "server": "https://registry-1.docker.io",
-            "host": {"http://192.168.56.50:5000": {"capabilities": ["pull", "resolve"]}},
-        },
-        "/etc/containerd/certs.d/ghcr.io/hosts.toml": {
-            "server": "https://ghcr.io",
-            "host": {"http://192.168.56.50:5001": {"capabilities": ["pull", "resolve"]}},
-        },
-        "/etc/containerd/certs.d/quay.io/hosts.toml": {
-            "server": "https://quay.io",
-            "host": {"http://192.168.56.50:5002": {"capabilities": ["pull", "resolve"]}},
-        },
-        "/etc/containerd/certs.d/registry.k8s.io/hosts.toml": {
-            "server": "https://registry.k8s.io",
-            "host": {"http://192.168.56.50:5003": {"capabilities": ["pull", "resolve"]}},
-        },
+        "/etc/containerd/certs.d/docker.io/hosts.toml": {"server": "https://registry-1.docker.io",
+                                                          "host": endpoint},
+        "/etc/containerd/certs.d/ghcr.io/hosts.toml": {"server": "https://ghcr.io", "host": endpoint},
+        "/etc/containerd/certs.d/quay.io/hosts.toml": {"server": "https://quay.io", "host": endpoint},
+        "/etc/containerd/certs.d/registry.k8s.io/hosts.toml": {"server": "https://registry.k8s.io",
+                                                                "host": endpoint},
+        # every other registry: the endpoint first (it refuses what it does not cache), no server
+        "/etc/containerd/certs.d/_default/hosts.toml": {"host": endpoint},
     }
     for f in setup.files:
         assert f.text.startswith(f"# {f.path}\n"), "each file says where it goes"
 
 
-def test_k3s_registries_yaml_lists_an_endpoint_per_registry():
+def test_k3s_registries_yaml_sends_every_registry_and_the_wildcard_to_the_endpoint():
     (registries,) = _setup("multi-upstream", "k3s").files
     assert registries.path == "/etc/rancher/k3s/registries.yaml"
+    one = {"endpoint": ["http://192.168.56.50:5000"]}
     assert yaml.safe_load(registries.text) == {
-        "mirrors": {
-            "docker.io": {"endpoint": ["http://192.168.56.50:5000"]},
-            "ghcr.io": {"endpoint": ["http://192.168.56.50:5001"]},
-            "quay.io": {"endpoint": ["http://192.168.56.50:5002"]},
-            "registry.k8s.io": {"endpoint": ["http://192.168.56.50:5003"]},
-        }
+        "mirrors": {"docker.io": one, "ghcr.io": one, "quay.io": one, "registry.k8s.io": one, "*": one}
     }
 
 
@@ -189,13 +187,24 @@ def test_podman_registries_conf_is_version_2_with_insecure_mirrors():
     (conf,) = _setup("multi-upstream", "podman").files
     assert conf.path.startswith("/etc/containers/registries.conf.d/") and conf.path.endswith(".conf")
     data = tomllib.loads(conf.text)
-    assert data["registry"][0] == {
-        "prefix": "docker.io",
-        "location": "docker.io",
-        "mirror": [{"location": "192.168.56.50:5000", "insecure": True}],
+    assert data["registry"][1] == {
+        "prefix": "ghcr.io",
+        "location": "ghcr.io",
+        "mirror": [{"location": "192.168.56.50:5000/ghcr.io", "insecure": True}],
     }
     assert [r["prefix"] for r in data["registry"]] == ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io"]
     assert all(m["insecure"] is True for r in data["registry"] for m in r["mirror"])
+
+
+def test_a_registry_whose_name_cannot_lead_an_image_name_keeps_its_own_port_for_podman():
+    mirrors = [
+        clientconfig.ClientMirror("hub", "https://registry-1.docker.io", 5000, docker_hub=True,
+                                  endpoint=True),
+        clientconfig.ClientMirror("corp", "https://registry.corp.example:8443", 5005, docker_hub=False),
+    ]
+    data = tomllib.loads(clientconfig.client_setup(mirrors, HOST, "podman").text())
+    assert [r["mirror"][0]["location"] for r in data["registry"]] == \
+        ["192.168.56.50:5000/docker.io", "192.168.56.50:5005"]
 
 
 def test_two_mirrors_of_one_registry_are_both_listed_in_port_order():

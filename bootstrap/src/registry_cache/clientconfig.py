@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # every `registry-cache` command imports FORMATS: keep this m
 FORMATS = ("docker", "containerd", "k3s", "podman")
 
 DOCKER_HUB = "docker.io"
+DEFAULT_HOSTS = "_default"  # containerd's hosts.toml folder for every registry without its own
 # The file name the cache's CA gets on a client (docker and podman want exactly ca.crt in certs.d).
 CA_NAME = "ca.crt"
 CA_FILES = {
@@ -51,6 +52,7 @@ class ClientMirror:
     port: int
     docker_hub: bool
     tls: bool = False
+    endpoint: bool = False  # its port is the one endpoint for every mirror
 
     @property
     def registry(self) -> str:
@@ -62,11 +64,17 @@ class ClientMirror:
 
 @dataclass(frozen=True)
 class Registry:
-    """One upstream registry as clients name it, and the mirror addresses that stand in for it."""
+    """One upstream registry as clients name it, and the mirror addresses that stand in for it.
+
+    `mirrors`: what containerd and k3s pull it through (with the one endpoint: the endpoint
+    alone, which they tell the registry by `ns`); `locations`: podman's mirror locations (the
+    endpoint with the registry as a path prefix, where the registry's name can be one).
+    """
 
     host: str
-    server: str
+    server: Optional[str]
     mirrors: tuple[str, ...]
+    locations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,17 +116,26 @@ _CONFIG_ENDINGS = (".json", ".toml", ".yaml", ".conf")
 
 def mirrors_from_config(config: CacheConfig) -> list[ClientMirror]:
     """The client's view of every mirror of a validated config."""
+    from registry_cache.render import endpoint_mirror
+
     tls = getattr(config, "tls", None) is not None
-    return [ClientMirror(m.name, m.upstream, m.port, m.is_docker_hub, tls and m.raw is None)
-            for m in config.mirrors]
+    endpoint = endpoint_mirror(config)
+    return [ClientMirror(m.name, m.upstream, m.port, m.is_docker_hub, tls and m.raw is None,
+                         m.name == endpoint) for m in config.mirrors]
 
 
 def mirrors_from_records(records: list[MirrorRecord]) -> list[ClientMirror]:
     """The client's view of the mirrors `apply` rendered (their records)."""
     return [
-        ClientMirror(r.name, r.upstream, r.port, r.docker_hub, r.tls)
+        ClientMirror(r.name, r.upstream, r.port, r.docker_hub, r.tls, r.is_endpoint)
         for r in sorted(records, key=lambda r: r.port)
     ]
+
+
+def endpoint_address(mirrors: list[ClientMirror], host: str) -> Optional[str]:
+    """HOST:PORT of the one endpoint, or None when no mirror's port is one (the seed format)."""
+    found = next((m for m in mirrors if m.endpoint), None)
+    return host_port(host, found.port) if found else None
 
 
 def check_host(host: str) -> str:
@@ -147,17 +164,28 @@ def check_host(host: str) -> str:
 
 
 def registries(mirrors: list[ClientMirror], host: str) -> list[Registry]:
-    """Group mirrors by the registry they stand in for, keeping the order of their ports."""
+    """Group mirrors by the registry they stand in for, keeping the order of their ports.
+
+    With the one endpoint every registry is reached through it; podman names the registry as a
+    path prefix of the endpoint (`HOST:5000/ghcr.io`) where its name can be one, else (a
+    registry with a port) it keeps the mirror's own port.
+    """
+    from registry_cache.routing import is_path_prefix
+
+    endpoint = endpoint_address(mirrors, host)
     grouped: dict[str, list[ClientMirror]] = {}
     for mirror in sorted(mirrors, key=lambda m: m.port):
         grouped.setdefault(mirror.registry, []).append(mirror)
     result = []
     for name, group in grouped.items():
         upstream = urlsplit(group[0].upstream)
+        own = tuple(host_port(host, m.port) for m in group)
+        prefixed = endpoint is not None and is_path_prefix(name)
         result.append(Registry(
             host=name,
             server=f"{upstream.scheme}://{upstream.netloc}",
-            mirrors=tuple(host_port(host, m.port) for m in group),
+            mirrors=(endpoint,) if endpoint else own,
+            locations=(f"{endpoint}/{name}",) if prefixed else own,
         ))
     return result
 
@@ -214,12 +242,20 @@ def _docker(
     regs: list[Registry], mirrors: list[ClientMirror], host: str, ca_pem: Optional[str]
 ) -> ClientSetup:
     hub = next((r for r in regs if r.host == DOCKER_HUB), None)
+    endpoint = endpoint_address(mirrors, host)
     scheme = _scheme(mirrors)
+    # Docker mirrors only Docker Hub, and asks its mirror for unprefixed names: the endpoint
+    # when the Docker Hub mirror owns it, else the Docker Hub mirror's own port.
+    hub_mirrors = [m for m in sorted(mirrors, key=lambda m: m.port) if m.docker_hub]
+    hub_addresses = [endpoint] if endpoint and any(m.endpoint for m in hub_mirrors) else \
+        [host_port(host, m.port) for m in hub_mirrors]
+    if endpoint:
+        used = list(dict.fromkeys([endpoint, *hub_addresses]))
+    else:
+        used = [host_port(host, m.port) for m in sorted(mirrors, key=lambda m: m.port)]
     data = {
-        # Docker only ever mirrors Docker Hub: other upstreams are pulled by the mirror's address.
-        "registry_mirrors": [f"{scheme}://{m}" for m in hub.mirrors] if hub else [],
-        "insecure_registries": [host_port(host, m.port) for m in sorted(mirrors, key=lambda m: m.port)
-                                if not m.tls],
+        "registry_mirrors": [f"{scheme}://{a}" for a in hub_addresses] if hub else [],
+        "insecure_registries": used if scheme == "http" else [],
     }
     text = _templates().get_template("client-docker.j2").render(**data)
     notes = ["merge this into /etc/docker/daemon.json (create it if missing), then restart Docker: "
@@ -227,9 +263,11 @@ def _docker(
     if hub is None:
         notes.append("no mirror proxies Docker Hub, so Docker gets no registry-mirrors entry")
     for reg in regs:
-        if reg.host != DOCKER_HUB:
-            notes.append(f"Docker mirrors only Docker Hub: pull {reg.host}/NAME:TAG through the cache "
-                         f"by its address: docker pull {reg.mirrors[0]}/NAME:TAG")
+        if reg.host == DOCKER_HUB:
+            continue
+        through = reg.locations[0]
+        notes.append(f"Docker mirrors only Docker Hub: pull {reg.host}/NAME:TAG through the cache "
+                     f"as docker pull {through}/NAME:TAG")
     if ca_pem is not None:
         notes.append("Docker trusts the cache's CA from /etc/docker/certs.d/HOST:PORT/ca.crt "
                      "(no restart needed for those)")
@@ -244,7 +282,11 @@ def _containerd(
     template = _templates().get_template("client-containerd.j2")
     ca_file = CA_FILES["containerd"] if ca_pem is not None else None
     files = []
-    for reg in regs:
+    endpoint = endpoint_address(mirrors, host)
+    # `_default`: every registry without a folder of its own goes to the endpoint first, which
+    # refuses those it does not cache (containerd then pulls them from their own server)
+    every = [*regs, Registry(DEFAULT_HOSTS, None, (endpoint,))] if endpoint else regs
+    for reg in every:
         # One folder per registry host namespace; host:port names are valid folder names on Linux.
         path = f"/etc/containerd/certs.d/{reg.host}/hosts.toml"
         files.append(ClientFile(path, template.render(path=path, registry=reg, scheme=_scheme(mirrors),
@@ -259,7 +301,11 @@ def _containerd(
 def _k3s(regs: list[Registry], mirrors: list[ClientMirror], host: str, ca_pem: Optional[str]) -> ClientSetup:
     path = "/etc/rancher/k3s/registries.yaml"
     ca_file = CA_FILES["k3s"] if ca_pem is not None else None
-    text = _templates().get_template("client-k3s.j2").render(path=path, registries=regs,
+    endpoint = endpoint_address(mirrors, host)
+    # "*": every other registry through the endpoint too (k3s writes it as containerd's `_default`)
+    every = [*regs, Registry("*", None, (endpoint,))] if endpoint else regs
+    addresses = list(dict.fromkeys(a for reg in every for a in reg.mirrors))
+    text = _templates().get_template("client-k3s.j2").render(path=path, registries=every, addresses=addresses,
                                                             scheme=_scheme(mirrors), ca_file=ca_file)
     files = [ClientFile(path, text)]
     if ca_file is not None and ca_pem is not None:

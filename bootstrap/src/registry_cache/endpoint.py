@@ -44,6 +44,7 @@ READ_TIMEOUT = 300.0  # a mirror silent this long mid-answer (its upstream stall
 KEEPALIVE_TIMEOUT = 75.0  # an idle client connection is closed after this long (nginx's default)
 SHUTDOWN_TIMEOUT = 2.0  # how long a stop waits for answers still streaming
 STOP_WAIT = 10.0
+TABLE_CHECK_INTERVAL = 1.0  # how often a request looks whether apply rewrote the routing table
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
@@ -98,6 +99,10 @@ class Endpoint:
                  tls: bool = False) -> None:
         self.table = table
         self._ports = {r.mirror: r.port for r in table.routes if r.mirror != table.home}
+        # `apply` rewrites the table when mirrors come or go, without restarting this mirror
+        self._table_path = os.path.join(mirror_dir, paths.ENDPOINT) if mirror_dir else None
+        self._table_stamp = self._stamp()
+        self._table_checked = time.monotonic()
         self.address = (listen, port)
         self._backend_host = connect_host(listen)
         self._home_port: Optional[int] = None
@@ -236,6 +241,36 @@ class Endpoint:
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
+    def _stamp(self) -> Optional[tuple[int, int]]:
+        if self._table_path is None:
+            return None
+        try:
+            stat = os.stat(self._table_path)
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_ino
+
+    def _reread_table(self) -> None:
+        """Take up a table `apply` rewrote (checked at most every TABLE_CHECK_INTERVAL seconds)."""
+        now = time.monotonic()
+        if self._table_path is None or now - self._table_checked < TABLE_CHECK_INTERVAL:
+            return
+        self._table_checked = now
+        stamp = self._stamp()
+        if stamp is None or stamp == self._table_stamp:
+            return
+        try:
+            table = read_table(os.path.dirname(self._table_path))
+        except (OSError, ValueError) as exc:
+            log.warning("endpoint: cannot read its new routing table, keeping the old one: %s", exc)
+            return
+        self._table_stamp = stamp
+        if table is None or table.home != self.table.home:
+            return  # no longer (or another mirror's) endpoint: apply restarts this mirror
+        self.table = table
+        self._ports = {r.mirror: r.port for r in table.routes if r.mirror != table.home}
+        log.info("endpoint: port %d now answers for %s", self.address[1], table.describe())
+
     def _backend_port(self, mirror: str) -> Optional[int]:
         if mirror == self.table.home:
             return self._home_port
@@ -243,6 +278,7 @@ class Endpoint:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Route one request to its mirror and stream the answer back."""
+        self._reread_table()
         raw_path, _, query = request.raw_path.partition("?")
         decision = routing.route(self.table, raw_path, query)
         if decision.mirror is None:

@@ -30,7 +30,8 @@ class Plan:
         words = [
             (self.add, "add", "render its config and start it"),
             (self.update, "update", "config changed: rewrite it and restart the mirror"),
-            (self.refresh, "refresh", "size cap or warm list changed: rewritten, left running"),
+            (self.refresh, "refresh", "size cap, warm list or the endpoint's routes changed: rewritten, "
+                                      "left running"),
             (self.keep, "keep", "unchanged: left running"),
             (self.remove, "remove", "not in this config (it came from an earlier config or the "
                                     "box's built-in default): stopped; its cached data stays"),
@@ -55,9 +56,14 @@ def make_plan(wanted: dict[str, RenderedMirror], current: dict[str, dict[str, st
 
 
 def _only_gc_or_warm_changed(current: dict[str, str], wanted: dict[str, str]) -> bool:
-    """True when the files differ only in record keys the running mirror never reads."""
+    """True when the files differ only in record keys the running mirror never reads.
+
+    Or in the endpoint's routing table, which the running endpoint reads again by itself.
+    """
     others = set(current) | set(wanted)
     others.discard(paths.MIRROR_RECORD)
+    if paths.ENDPOINT in current and paths.ENDPOINT in wanted:
+        others.discard(paths.ENDPOINT)
     if any(current.get(name) != wanted.get(name) for name in others):
         return False
     try:

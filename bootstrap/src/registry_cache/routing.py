@@ -21,6 +21,7 @@ naming the configured registries; nothing is ever dialled from a name taken from
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import parse_qsl, urlsplit
@@ -31,6 +32,8 @@ DOCKER_HUB_API = "registry-1.docker.io"
 DOCKER_HUB_NAMES = (DOCKER_HUB, "index.docker.io", DOCKER_HUB_API)
 DEFAULT_PORTS = {"https": 443, "http": 80}
 NS_PARAMETER = "ns"
+# one component of an image name (distribution/reference's grammar)
+_NAME_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 
 
 def is_docker_hub(host: str) -> bool:
@@ -77,6 +80,15 @@ def is_registry_prefix(component: str) -> bool:
     It contains a '.' or a ':' or is `localhost`; a Docker Hub organisation never does.
     """
     return "." in component or ":" in component or component.lower() == "localhost"
+
+
+def is_path_prefix(host: str) -> bool:
+    """Whether a registry host can lead an image name (`HOST:5000/ghcr.io/OWNER/IMAGE`).
+
+    It must be a registry prefix by Docker's rule and a valid name component: lower case, no
+    port (a ':' is not allowed inside an image name's path). `ns` reaches every registry.
+    """
+    return is_registry_prefix(host) and _NAME_COMPONENT.fullmatch(host) is not None
 
 
 @dataclass(frozen=True)

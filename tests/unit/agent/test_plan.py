@@ -47,9 +47,27 @@ def test_a_new_size_cap_or_warm_list_rewrites_the_record_without_a_restart():
         plan = make_plan({"a": _with(mirror("a"), **changes)}, {"a": mirror("a").files})
         assert (plan.refresh, plan.update, plan.keep) == (["a"], [], []), changes
         assert plan.changes
-        assert plan.lines() == ["refresh a: size cap or warm list changed: rewritten, left running"]
+        assert plan.lines() == ["refresh a: size cap, warm list or the endpoint's routes changed: rewritten, "
+                                "left running"]
 
 
 def test_a_new_port_with_a_new_cap_still_restarts_the_mirror():
     plan = make_plan({"a": _with(mirror("a"), port=5001, max_size=10**9)}, {"a": mirror("a").files})
     assert (plan.update, plan.refresh) == (["a"], [])
+
+
+def _endpoint(rendered, table):
+    import dataclasses
+
+    return dataclasses.replace(rendered, public_files={"endpoint.json": table},
+                               record=dataclasses.replace(rendered.record, is_endpoint=True))
+
+
+def test_new_routes_of_the_one_endpoint_are_rewritten_without_restarting_its_mirror():
+    plan = make_plan({"a": _endpoint(mirror("a"), "two mirrors")}, {"a": _endpoint(mirror("a"), "one").files})
+    assert (plan.refresh, plan.update) == (["a"], [])
+
+
+def test_a_mirror_that_becomes_the_endpoint_restarts():
+    plan = make_plan({"a": _endpoint(mirror("a"), "table")}, {"a": mirror("a").files})
+    assert (plan.refresh, plan.update) == ([], ["a"])

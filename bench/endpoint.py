@@ -1,0 +1,121 @@
+"""Benchmark of the one endpoint: pulls through the first mirror's port against the same mirror's own port.
+
+Prints its figures; asserts nothing. Run as root from the repo root:
+
+    .venv/bin/python -m bench.endpoint [--size-mb 64] [--rate 100mbit] [--rounds 3] [--warm 5]
+
+The upstream registry sits in a network namespace behind a shaped veth pair (lab/netem.py),
+on port 80 of its address, so its registry host is that address alone (a valid image-name
+prefix). `registry-cache serve` runs two mirrors: `first` (its port is the endpoint; its own
+upstream is never asked here) and `other`, whose upstream is that registry. Side by side, in
+rounds that alternate and each start from an empty cache: a cold pull then `--warm` warm pulls
+of one image through `other`'s own port, and the same through the endpoint
+(`HOST:FIRST_PORT/UPSTREAM/NAME`). Upstream bytes come from the upstream's own access log.
+Last, blob throughput on loopback (one blob of the image, fetched warm with curl, no client-side
+work) through the mirror's port and through the endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.agent import upstream_bytes
+from lab import images, netem
+from lab.agent import Cache
+from lab.registry import Registry
+
+MiB = 1024 * 1024
+
+
+def one_round(label: str, image: images.TestImage, upstream: Registry, upstream_host: str, workdir: Path,
+              warm_pulls: int) -> dict[str, float]:
+    """A fresh cache: one cold and `warm_pulls` warm pulls via the endpoint or via the mirror's own port."""
+    cache = Cache(workdir)
+    cache.write_config({"first": {"upstream": "http://127.0.0.1:9"}, "other": {"upstream": upstream.url}})
+    cache.start()
+    try:
+        host = cache.host("other") if label == "own port" else f"{cache.host('first')}/{upstream_host}"
+        mark = len(upstream.json_log())
+        start = time.monotonic()
+        images.pull(image.ref(host), workdir / "cold", timeout=600)
+        cold = time.monotonic() - start
+        time.sleep(2)  # the registry finishes storing before the warm pulls
+        cold_bytes = upstream_bytes(upstream, mark)
+        warm = []
+        for index in range(warm_pulls):
+            start = time.monotonic()
+            images.pull(image.ref(host), workdir / f"warm-{index}", timeout=600)
+            warm.append(time.monotonic() - start)
+        blob = max(image.layers, key=lambda b: b.size)
+        url = f"http://{host.split('/', 1)[0]}/v2/{host.partition('/')[2] + '/' if '/' in host else ''}" \
+              f"{image.repo}/blobs/{blob.digest}"
+        rates = [_curl_rate(url) for _ in range(5)]
+        return {"cold": cold, "warm": statistics.median(warm), "cold_bytes": cold_bytes,
+                "blob_mib_s": statistics.median(rates)}
+    finally:
+        cache.stop()
+
+
+def _curl_rate(url: str) -> float:
+    """MiB/s of one blob GET with curl into /dev/null."""
+    out = subprocess.run(["curl", "-sf", "-o", "/dev/null", "-w", "%{size_download} %{time_total}", url],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return int(out[0]) / float(out[1]) / MiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=64, help="image size (4 equal layers)")
+    parser.add_argument("--rate", default="100mbit", help="upstream link rate (tc syntax)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind, alternating")
+    parser.add_argument("--warm", type=int, default=5, help="warm pulls per round (their median counts)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root: the upstream lives in a network namespace")
+    with tempfile.TemporaryDirectory(prefix="bench-endpoint-") as tmp:
+        workdir = Path(tmp)
+        with netem.create_link(rate=args.rate, delay_ms=40) as link:
+            print(f"upstream link: {link.rate} via {link.qdisc}, added RTT {link.delay_ms} ms", flush=True)
+            upstream = netem.start_throttled_registry(workdir / "upstream", link, port=80)
+            try:
+                image = images.push_oci_image(workdir / "layouts", upstream.host, repo="bench/big",
+                                              layer_sizes=(args.size_mb * MiB // 4,) * 4)
+                results: dict[str, list[dict[str, float]]] = {"own port": [], "endpoint": []}
+                for number in range(args.rounds):
+                    for label in ("own port", "endpoint") if number % 2 == 0 else ("endpoint", "own port"):
+                        figures = one_round(label, image, upstream, link.ns_addr,
+                                            workdir / f"{label.replace(' ', '-')}-{number}", args.warm)
+                        results[label].append(figures)
+                        print(f"round {number + 1}, {label:<9}: cold {figures['cold']:6.2f} s, warm "
+                              f"{figures['warm']:5.2f} s, upstream {figures['cold_bytes'] / MiB:6.1f} MiB, "
+                              f"blob {figures['blob_mib_s']:6.0f} MiB/s", flush=True)
+            finally:
+                upstream.stop()
+        print_table(results, image.blob_bytes)
+
+
+def print_table(results: dict[str, list[dict[str, float]]], image_bytes: int) -> None:
+    """Medians side by side: the endpoint against the mirror's own port."""
+    def median(label: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[label])
+
+    print()
+    print(f"{'(medians)':<34} {'own port':>10} {'endpoint':>10} {'ratio':>7}  target")
+    for key, label, unit in (("cold", "cold pull", "s"), ("warm", "warm pull", "s")):
+        own, via = median("own port", key), median("endpoint", key)
+        print(f"{label:<34} {own:>9.2f}{unit} {via:>9.2f}{unit} {via / own:>6.3f}x  <= 1.05x")
+    own, via = (median(label, "cold_bytes") / image_bytes for label in ("own port", "endpoint"))
+    print(f"{'cold pull: upstream bytes / image':<34} {own:>9.3f}x {via:>9.3f}x {'':>7}  1.00x, equal")
+    own, via = median("own port", "blob_mib_s"), median("endpoint", "blob_mib_s")
+    print(f"{'warm blob GET on loopback (curl)':<34} {own:>6.0f}MiB/s {via:>6.0f}MiB/s {via / own:>6.3f}x")
+
+
+if __name__ == "__main__":
+    main()
