@@ -110,7 +110,9 @@ def test_readme_client_snippet_means_what_client_config_prints_for_the_default(h
     block = README.split(heading, 1)[1]
     shown = parse(re.search(rf"```{fence}\n(.*?)```", block, re.S).group(1))
     golden = ROOT / "tests" / "unit" / "golden" / "client" / "dockerhub" / f"{fmt}.txt"
-    assert shown == parse(golden.read_text())
+    # one of the files client-config prints (containerd's: one per registry and `_default`)
+    files = re.split(r"\n(?=# /etc/)", golden.read_text())
+    assert shown in [parse(text) for text in files]
 
 
 def test_readme_first_hour_goes_from_build_box_through_the_drop_in_to_status_and_a_pull():
