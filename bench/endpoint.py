@@ -11,8 +11,13 @@ upstream is never asked here) and `other`, whose upstream is that registry. Side
 rounds that alternate and each start from an empty cache: a cold pull then `--warm` warm pulls
 of one image through `other`'s own port, and the same through the endpoint
 (`HOST:FIRST_PORT/UPSTREAM/NAME`). Upstream bytes come from the upstream's own access log.
-Last, blob throughput on loopback (one blob of the image, fetched warm with curl, no client-side
-work) through the mirror's port and through the endpoint.
+Also, per round, blob throughput on loopback (one blob of the image, fetched warm with curl, no
+client-side work) through the mirror's port and through the endpoint.
+
+`--memory N` measures instead what N mirrors cost in memory as the box runs them: one
+`registry-cache run-mirror NAME` process per mirror (its systemd unit's command, holding the
+front and, for the first, the endpoint) plus its `docker-registry`, each proxying a local
+upstream, after one pull through each: RSS and PSS (shared pages split) per process.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ import time
 from pathlib import Path
 
 from bench.agent import upstream_bytes
+from box.run import start
 from lab import images, netem
-from lab.agent import Cache
-from lab.registry import Registry
+from lab.agent import AGENT, Cache, rss_kib
+from lab.procs import wait_for_http
+from lab.registry import Registry, start_registry
 
 MiB = 1024 * 1024
 
@@ -70,13 +77,74 @@ def _curl_rate(url: str) -> float:
     return int(out[0]) / float(out[1]) / MiB
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional set size of one process (its shared pages split among their users), in KiB."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    raise ValueError(f"no Pss in /proc/{pid}/smaps_rollup")
+
+
+def children(pid: int) -> list[int]:
+    """The direct child processes of `pid`."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def mirrors_memory(count: int, workdir: Path) -> None:
+    """Start `count` mirrors as the box does (one run-mirror process each) and print their memory."""
+    upstreams = [start_registry(workdir / f"upstream-{n}", f"upstream-{n}") for n in range(count)]
+    runners = []
+    try:
+        image = images.push_oci_image(workdir / "layouts", upstreams[0].host)
+        for upstream in upstreams[1:]:
+            images.push_oci_image(workdir / "layouts", upstream.host)
+        cache = Cache(workdir / "memory")
+        cache.workdir.mkdir()
+        cache.write_config({f"m{n}": {"upstream": u.url} for n, u in enumerate(upstreams)})
+        cache.start()  # renders every mirror under its root, then serves; stopped to run them apart
+        cache.stop()
+        for name in cache.ports:
+            argv = [*AGENT, "--root", str(cache.root), "run-mirror", name]
+            log_path = workdir / f"run-mirror-{name}.log"
+            runners.append(start(f"run-mirror {name}", argv, log_path, env=cache.env))
+        for name in cache.ports:
+            wait_for_http(f"http://{cache.host(name)}/v2/", timeout=120)
+        for name in cache.ports:
+            images.pull(image.ref(cache.host(name)), workdir / f"pull-{name}", timeout=120)
+        time.sleep(3)
+        print(f"\n{count} mirrors, one run-mirror process each (as under systemd), after one pull each:")
+        print(f"{'mirror':<8} {'runner RSS':>11} {'PSS':>8} {'registry RSS':>13} {'PSS':>8}")
+        totals = [0, 0, 0, 0]
+        for name, runner in zip(cache.ports, runners):
+            (child,) = children(runner.pid)
+            row = [rss_kib(runner.pid), pss_kib(runner.pid), rss_kib(child), pss_kib(child)]
+            totals = [a + b for a, b in zip(totals, row)]
+            print(f"{name:<8} " + " ".join(f"{v / 1024:>{w}.1f}" for v, w in zip(row, (8, 8, 10, 8)))
+                  + "  MiB")
+        print(f"{'total':<8} " + " ".join(f"{v / 1024:>{w}.1f}" for v, w in zip(totals, (8, 8, 10, 8)))
+              + f"  MiB; PSS of all: {(totals[1] + totals[3]) / 1024:.0f} MiB")
+    finally:
+        for runner in runners:
+            runner.stop(timeout=40)
+        for upstream in upstreams:
+            upstream.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=64, help="image size (4 equal layers)")
     parser.add_argument("--rate", default="100mbit", help="upstream link rate (tc syntax)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind, alternating")
     parser.add_argument("--warm", type=int, default=5, help="warm pulls per round (their median counts)")
+    parser.add_argument("--memory", type=int, metavar="N", help="measure the memory of N mirrors instead")
     args = parser.parse_args()
+    if args.memory:
+        with tempfile.TemporaryDirectory(prefix="bench-endpoint-") as tmp:
+            mirrors_memory(args.memory, Path(tmp))
+        return
     if os.geteuid() != 0:
         sys.exit("run as root: the upstream lives in a network namespace")
     with tempfile.TemporaryDirectory(prefix="bench-endpoint-") as tmp:

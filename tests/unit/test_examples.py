@@ -22,7 +22,8 @@ def _with_token(tmp_path, token="dckr_pat_example-secret-value"):
 
 def test_the_examples_folder_holds_the_documented_examples():
     assert ALL == [
-        "dockerhub-credentials.yml", "dockerhub.yml", "multi-upstream.yml", "seed-distribution.yml",
+        "dockerhub-credentials.yml", "dockerhub.yml", "multi-upstream.yml", "public-registries.yml",
+        "seed-distribution.yml",
     ]
 
 
