@@ -24,6 +24,7 @@ from lab import images
 from lab.agent import Cache, TlsCache
 from lab.containerd import Containerd, write_hosts_dir
 from lab.netns import NetworkNamespace
+from lab.oci_layout import OCI_MANIFEST, sha256_digest
 from lab.registry import Registry, start_registry
 
 HUB_HOST, OTHER_HOST = "127.0.0.2", "127.0.0.3"
@@ -112,7 +113,7 @@ def test_tags_and_head_answer_under_the_prefix(lab: Lab, cache: Cache):
     base = f"http://{cache.host('hub')}/v2/{OTHER_HOST}/{lab.other_image.repo}"
     tags = requests.get(f"{base}/tags/list?n=1", timeout=10)
     assert tags.status_code == 200 and tags.json()["tags"] == ["v1"]
-    head = requests.head(f"{base}/manifests/v1", headers={"Accept": images.OCI_MANIFEST}, timeout=10)
+    head = requests.head(f"{base}/manifests/v1", headers={"Accept": OCI_MANIFEST}, timeout=10)
     assert head.status_code == 200 and head.headers["Docker-Content-Digest"] == lab.other_image.digest
     blob = lab.other_image.layers[0]
     head = requests.head(f"{base}/blobs/{blob.digest}", timeout=10)
@@ -142,7 +143,7 @@ def test_skopeo_pulls_through_a_registries_conf_mirror_with_a_prefix_location(la
     # no --src-tls-verify=false: the upstream itself (plain HTTP) is refused, only the mirror may answer
     run(["skopeo", "--insecure-policy", "--registries-conf", str(conf), "copy", "--quiet",
          f"docker://{OTHER_HOST}/{lab.other_image.repo}:v1", f"dir:{dest}"], capture=True, timeout=120)
-    assert images._sha256((dest / "manifest.json").read_bytes()) == lab.other_image.digest
+    assert sha256_digest((dest / "manifest.json").read_bytes()) == lab.other_image.digest
     assert _misses(cache, "other", len(lab.other_image.layers)) >= len(lab.other_image.layers)
 
 
