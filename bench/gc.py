@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+from registry_cache.warmresult import last_outcome
+
 from box.run import CommandError, run, start
 from box.sizes import MiB, format_size
 from box.wait import wait_until
@@ -143,12 +145,10 @@ def main() -> None:
         run(gc_argv, capture=True, timeout=3600, env=env)
         print(f"gc again, below the cap (measures only): {time.monotonic() - began:.1f} s", flush=True)
 
-        outcome_file = work / "cache/w/.registry-cache-warm.json"
-        wait_until(outcome_file.exists, f"{outcome_file} (the first warm's result)", timeout=300,
-                   interval=0.5)
-        outcome = json.loads(outcome_file.read_text())
-        print(f"warm of {len(warm_set)} images (cold, after start): {outcome['duration']:.2f} s, "
-              f"{format_size(outcome['bytes'])}, failures {outcome['failures']}")
+        outcome = wait_until(lambda: last_outcome(str(work / "cache/w")), "the first warm's result",
+                             timeout=300, interval=0.5)
+        print(f"warm of {len(warm_set)} images (cold, after start): {outcome.duration:.2f} s, "
+              f"{format_size(outcome.bytes)}, failures {outcome.failures}")
         began = time.monotonic()
         for image in warm_set:
             images.pull(image.ref(f"127.0.0.1:{ports['h']}"), work / "hand" / image.repo)

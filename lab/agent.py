@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry_cache.state import read_state
+
 from box.run import run
 from box.sizes import MiB
 from box.wait import wait_until
@@ -106,8 +108,11 @@ class Cache:
         return {m["name"]: m for m in json.loads(result.stdout)}
 
     def state(self, name: str) -> dict:
-        """Mirror `name`'s state file as `serve` last wrote it."""
-        return json.loads((self.workdir / "cache" / name / ".registry-cache-state.json").read_text())
+        """Mirror `name`'s state file as `serve` last wrote it, read by its owner (OSError when none)."""
+        state = read_state(str(self.workdir / "cache" / name))
+        if state is None:
+            raise FileNotFoundError(f"mirror {name} has no state file yet")
+        return state.as_dict()
 
     def wait_state(self, name: str, timeout: float = 30, **wanted: object) -> dict:
         """Wait until mirror `name`'s state has every `wanted` key=value; return that state."""

@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 import pytest
-from registry_cache.counters import is_stored
+from registry_cache.cachelayout import is_stored
 
 from box.run import CommandError
 from box.wait import wait_until

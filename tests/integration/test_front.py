@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from registry_cache.counters import is_stored
+from registry_cache.cachelayout import is_stored
 from registry_cache.front import FrontHandle, start_front
 from registry_cache.record import Credentials
 

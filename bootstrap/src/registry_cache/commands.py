@@ -176,18 +176,18 @@ def gc_command(args: argparse.Namespace) -> int:
     """`gc`: evict the least recently pulled images of mirrors above their max_size."""
     import time
 
-    from registry_cache import gc
+    from registry_cache.gc import GcError, flow
 
     records = _chosen_records(args, "gc")
     if isinstance(records, int):
         return records
-    keep = gc.DEFAULT_KEEP_RECENT if args.keep_recent is None else args.keep_recent
+    keep = flow.DEFAULT_KEEP_RECENT if args.keep_recent is None else args.keep_recent
     # a stop (systemctl, vagrant halt) mid-run still withdraws gc's read-only request
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     begun = time.monotonic()
     try:
-        gc.collect(records, sys.stdout, dry_run=args.dry_run, keep_recent=keep)
-    except (gc.GcError, OSError) as exc:
+        flow.enforce_caps(records, sys.stdout, dry_run=args.dry_run, keep_recent=keep)
+    except (GcError, OSError) as exc:
         print(f"registry-cache gc: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"gc {'planned' if args.dry_run else 'done'} in {time.monotonic() - begun:.1f} s")

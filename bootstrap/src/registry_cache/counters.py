@@ -9,12 +9,12 @@ mirror's storage, and a miss (fetched from upstream) when it was not.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-_BLOB_URI = re.compile(r"^/v2/(?P<repo>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
+# A blob download in the registry API (its path, without the query)
+BLOB_URI = re.compile(r"^/v2/(?P<repo>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
 
 
 @dataclass
@@ -56,7 +56,7 @@ def blob_served(entry: dict[str, Any]) -> Optional[BlobServed]:
     if entry.get("http.request.method") != "GET" or entry.get("http.response.status") != 200:
         return None
     uri = str(entry.get("http.request.uri", "")).split("?", 1)[0]
-    match = _BLOB_URI.match(uri)
+    match = BLOB_URI.match(uri)
     if not match:
         return None
     written = entry.get("http.response.written", 0)
@@ -89,47 +89,3 @@ class HitCounter:
         self.fetched.append((blob.repo, blob.digest))
         self.counts.misses += 1
         return "miss"
-
-
-def v2_root(storage: str) -> str:
-    """Where Distribution's filesystem driver keeps everything under a storage root."""
-    return os.path.join(storage, "docker", "registry", "v2")
-
-
-def blob_path(storage: str, digest: str) -> str:
-    """Where Distribution keeps a blob's bytes."""
-    hexdigest = digest.split(":", 1)[1]
-    return os.path.join(v2_root(storage), "blobs", "sha256", hexdigest[:2], hexdigest, "data")
-
-
-def is_stored(storage: str, repo: str, digest: str) -> bool:
-    """True once a blob is committed to the storage and linked into its repository."""
-    hexdigest = digest.split(":", 1)[1]
-    link = os.path.join(v2_root(storage), "repositories", repo, "_layers", "sha256", hexdigest, "link")
-    return os.path.exists(blob_path(storage, digest)) and os.path.exists(link)
-
-
-def blob_sizes(storage: str) -> dict[str, int]:
-    """The size of every blob stored in a Distribution filesystem storage root, by digest."""
-    base = os.path.join(v2_root(storage), "blobs", "sha256")
-    sizes: dict[str, int] = {}
-    try:
-        prefixes = sorted(os.listdir(base))
-    except OSError:
-        return sizes
-    for prefix in prefixes:
-        try:
-            names = os.listdir(os.path.join(base, prefix))
-        except OSError:
-            continue
-        for name in names:
-            try:
-                sizes["sha256:" + name] = os.stat(os.path.join(base, prefix, name, "data")).st_size
-            except OSError:
-                continue
-    return sizes
-
-
-def cached_blobs(storage: str) -> set[str]:
-    """Return the digests of the blobs stored in a Distribution filesystem storage root."""
-    return set(blob_sizes(storage))

@@ -1,11 +1,12 @@
-"""Atomic file writes: a reader never sees a half-written file, and unchanged files are not touched."""
+"""Files the agent keeps: atomic writes (no half-written file, unchanged ones untouched), JSON read back."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
-from typing import Optional
+from typing import Any, Optional
 
 
 def write_file(path: str, text: str, *, mode: int = 0o644, owner: Optional[tuple[int, int]] = None) -> bool:
@@ -41,6 +42,21 @@ def _stat_matches(path: str, mode: int, owner: Optional[tuple[int, int]]) -> boo
     if (st.st_mode & 0o7777) != mode:
         return False
     return owner is None or (st.st_uid, st.st_gid) == owner or os.geteuid() != 0
+
+
+def load_json(path: str) -> Any:
+    """The JSON document in `path` (OSError when it cannot be read, ValueError when it is no JSON)."""
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def read_json(path: str) -> Optional[dict[str, Any]]:
+    """The JSON object kept in `path`; None when the file is missing, unreadable or holds no object."""
+    try:
+        data = load_json(path)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def tree_size(path: str) -> int:

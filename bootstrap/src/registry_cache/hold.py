@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from registry_cache import paths, proc
-from registry_cache.fsutil import write_file
+from registry_cache.fsutil import load_json, write_file
 
 REQUEST_WRITE_GRACE = 10.0  # how long an unreadable request counts as one being written
 
@@ -45,8 +45,7 @@ def requested(storage: str, now: Optional[float] = None) -> bool:
     path = paths.readonly_request(storage)
     now = time.time() if now is None else now
     try:
-        with open(path, encoding="utf-8") as handle:
-            request = json.load(handle)
+        request = load_json(path)
     except FileNotFoundError:
         return False
     except (OSError, ValueError):

@@ -24,7 +24,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from registry_cache import paths
 from registry_cache.config import DEFAULT_LISTEN, DEFAULT_METRICS_PORT, CacheConfig
-from registry_cache.fsutil import write_file
+from registry_cache.fsutil import load_json, write_file
 from registry_cache.state import MODES
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("blob_failures", "registry_cache_mirror_blob_failures",
      "Blob downloads from the upstream that failed (cut, short or with the wrong digest)."),
 )
-# Size cap, gc and disk (gc.py, disk.py): (metric name, help, value of a MirrorStatus; None: no sample).
+# Size cap, gc and disk (gc/, disk.py): (metric name, help, value of a MirrorStatus; None: no sample).
 GAUGES: tuple[tuple[str, str, Callable[[Any], Optional[float]]], ...] = (
     ("registry_cache_mirror_max_bytes", "The mirror's size cap (its own max_size, else the whole cache's).",
      lambda s: s.max_size or s.cache_max_size),
@@ -79,8 +79,7 @@ class MetricsSettings:
     def read(cls, root: str) -> MetricsSettings:
         """The settings `apply` wrote under `root`; the defaults before any apply."""
         try:
-            with open(os.path.join(root, paths.METRICS_SETTINGS), encoding="utf-8") as handle:
-                data = json.load(handle)
+            data = load_json(os.path.join(root, paths.METRICS_SETTINGS))
             return cls(listen=str(data["listen"]), port=int(data["port"]))
         except FileNotFoundError:
             return cls()

@@ -45,7 +45,7 @@ SERVER_KEY = "server.key"
 # Written into a mirror's storage by `apply`: a mirror serves only once it sees this file,
 # so it never writes its cache into the bare mount point of a synced folder not mounted yet.
 STORAGE_MARKER = ".registry-cache-mirror"
-# Kept by the running mirror beside its cache: mode, true hit/miss counters.
+# Kept by the running mirror beside its cache: mode, true hit/miss counters (owner: state.py).
 STATE_FILE = ".registry-cache-state.json"
 # The front's blobs in transfer, beside the cache: same disk, same owner, emptied at every start.
 FRONT_SPOOL = ".registry-cache-spool"
@@ -91,11 +91,13 @@ def state_file(storage: str) -> str:
 def front_spool(storage: str) -> str:
     """Where a mirror's front spools the blobs it is fetching from the upstream."""
     return os.path.join(storage, FRONT_SPOOL)
-# Kept beside each mirror's cache for gc and warm (see usage.py, gc.py, warm.py).
+
+
+# Kept beside each mirror's cache for gc and warm; owners: usage.py, gc/result.py, warmresult.py.
 USAGE_FILE = ".registry-cache-usage.json"
 GC_FILE = ".registry-cache-gc.json"
 WARM_FILE = ".registry-cache-warm.json"
-# Written by `registry-cache gc` while it needs the mirror read-only; the runner obeys it.
+# Written by `registry-cache gc` while it needs the mirror read-only; the runner obeys it (owner: hold.py).
 READONLY_REQUEST = ".registry-cache-readonly-request"
 
 

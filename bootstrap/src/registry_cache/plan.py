@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from registry_cache import paths
-from registry_cache.record import NOT_READ_BY_THE_RUNNER
+from registry_cache.record import only_unread_keys_changed
 from registry_cache.render import RenderedMirror
 
 
@@ -47,7 +46,7 @@ def make_plan(wanted: dict[str, RenderedMirror], current: dict[str, dict[str, st
             plan.add.append(name)
         elif current[name] == wanted[name].files:
             plan.keep.append(name)
-        elif _only_gc_or_warm_changed(current[name], wanted[name].files):
+        elif _needs_no_restart(current[name], wanted[name].files):
             plan.refresh.append(name)
         else:
             plan.update.append(name)
@@ -55,24 +54,12 @@ def make_plan(wanted: dict[str, RenderedMirror], current: dict[str, dict[str, st
     return plan
 
 
-def _only_gc_or_warm_changed(current: dict[str, str], wanted: dict[str, str]) -> bool:
+def _needs_no_restart(current: dict[str, str], wanted: dict[str, str]) -> bool:
     """True when the files differ only in record keys the running mirror never reads.
 
     Or in the endpoint's routing table, which the running endpoint reads again by itself.
     """
-    others = set(current) | set(wanted)
-    others.discard(paths.MIRROR_RECORD)
     if paths.ENDPOINT in current and paths.ENDPOINT in wanted:
-        others.discard(paths.ENDPOINT)
-    if any(current.get(name) != wanted.get(name) for name in others):
-        return False
-    try:
-        old, new = (json.loads(files.get(paths.MIRROR_RECORD, "")) for files in (current, wanted))
-    except ValueError:
-        return False
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return False
-    for key in NOT_READ_BY_THE_RUNNER:
-        old.pop(key, None)
-        new.pop(key, None)
-    return old == new
+        current = {k: v for k, v in current.items() if k != paths.ENDPOINT}
+        wanted = {k: v for k, v in wanted.items() if k != paths.ENDPOINT}
+    return only_unread_keys_changed(current, wanted)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from registry_cache import net, paths
-from registry_cache.fsutil import write_file
+from registry_cache.fsutil import load_json, write_file
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,7 @@ def read_credentials(directory: str, filename: str = paths.CREDENTIALS) -> Optio
     """
     path = os.path.join(directory, filename)
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+        data = load_json(path)
     except FileNotFoundError:
         return None
     except PermissionError:
@@ -110,7 +109,7 @@ class MirrorRecord:
     tls_renew_after: Optional[int] = None
     tls_hosts: tuple[str, ...] = ()
     client_auth: bool = False  # clients must log in (htpasswd)
-    # Size caps in bytes (gc.py): this mirror's own and the whole cache's; None: no cap.
+    # Size caps in bytes (gc/): this mirror's own and the whole cache's; None: no cap.
     max_size: Optional[int] = None
     cache_max_size: Optional[int] = None
     # Images `registry-cache warm` pulls through the mirror (warm.py): {"image", "platforms"}.
@@ -150,11 +149,6 @@ class MirrorRecord:
         name = self.tls_server_name if self.tls_server_name != "127.0.0.1" else None
         return net.Endpoint(net.local_url("127.0.0.1", port, tls=True),
                             os.path.join(self.directory, paths.MIRROR_CA), name)
-
-    @property
-    def state_file(self) -> str:
-        """Where the running mirror keeps its state beside its cache."""
-        return paths.state_file(self.storage)
 
     @property
     def storage_ready(self) -> bool:
@@ -248,6 +242,37 @@ _NEW_KEYS: dict[str, Any] = {"debug_listen": "127.0.0.1",
                              "tls": False, "tls_server_name": None, "tls_renew_after": None,
                              "tls_hosts": (), "client_auth": False,
                              "max_size": None, "cache_max_size": None, "warm": (), "is_endpoint": False}
+
+
+def mirror_files(record: MirrorRecord, credentials: Optional[Credentials]) -> dict[str, str]:
+    """The record's file, and the credentials' when there are any, by file name, as `apply` compares them."""
+    files = {paths.MIRROR_RECORD: record.text()}
+    if credentials is not None:
+        files[paths.CREDENTIALS] = credentials.text()
+    return files
+
+
+def has_record(directory: str) -> bool:
+    """True when `directory` holds a mirror's record (a folder without one is no mirror)."""
+    return os.path.isfile(os.path.join(directory, paths.MIRROR_RECORD))
+
+
+def only_unread_keys_changed(current: dict[str, str], wanted: dict[str, str]) -> bool:
+    """True when a mirror's files (by file name) differ only in record keys its runner never reads."""
+    others = set(current) | set(wanted)
+    others.discard(paths.MIRROR_RECORD)
+    if any(current.get(name) != wanted.get(name) for name in others):
+        return False
+    try:
+        old, new = (json.loads(files.get(paths.MIRROR_RECORD, "")) for files in (current, wanted))
+    except ValueError:
+        return False
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return False
+    for key in NOT_READ_BY_THE_RUNNER:
+        old.pop(key, None)
+        new.pop(key, None)
+    return old == new
 
 
 def _optional(value: Any, kind: type) -> Any:

@@ -19,7 +19,7 @@ from registry_cache import paths, routing, shared
 from registry_cache.clientauth import REALM
 from registry_cache.config import CacheConfig, Mirror
 from registry_cache.net import host_port
-from registry_cache.record import Credentials, MirrorRecord
+from registry_cache.record import Credentials, MirrorRecord, mirror_files
 from registry_cache.secure import Security
 from registry_cache.state import PROXY, READ_ONLY
 
@@ -60,10 +60,7 @@ class RenderedMirror:
     @property
     def files(self) -> dict[str, str]:
         """Every file of the mirror's folder, by file name, as `apply` compares them with the disk."""
-        files = {**self.configs, **self.public_files, paths.MIRROR_RECORD: self.record.text()}
-        if self.credentials is not None:
-            files[paths.CREDENTIALS] = self.credentials.text()
-        return files
+        return {**self.configs, **self.public_files, **mirror_files(self.record, self.credentials)}
 
 
 def render(config: CacheConfig, security: Optional[Security] = None) -> dict[str, RenderedMirror]:

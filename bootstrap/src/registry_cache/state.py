@@ -7,6 +7,7 @@ runner so that reading a mirror's state imports nothing of it (PyYAML, the relay
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any, Optional
 
 from registry_cache import paths
 from registry_cache.counters import Counts
-from registry_cache.fsutil import write_file
+from registry_cache.fsutil import read_json, write_file
 
 # The modes a mirror's state names.
 PROXY = "proxy"
@@ -55,15 +56,18 @@ class MirrorState:
     counts: Counts = field(default_factory=Counts)
     front_before: dict[str, int] = field(default_factory=dict)  # totals of earlier runs, by state key
     front_now: dict[str, Any] = field(default_factory=dict)  # the running front's counters
+    updated: Optional[float] = None  # when it was written
 
     @classmethod
-    def resumed(cls, name: str, previous: Optional[dict[str, Any]]) -> MirrorState:
+    def resumed(cls, name: str, previous: Optional[MirrorState]) -> MirrorState:
         """A fresh state that carries on the totals of the state a previous run left."""
-        previous = previous or {}
+        if previous is None:
+            return cls(name=name)
+        totals = previous.front_totals()
         return cls(
             name=name,
-            counts=Counts(**{k: int(previous.get(k, 0)) for k in Counts.__dataclass_fields__}),
-            front_before={key: int(previous.get(key, 0)) for _, key in FRONT_TOTALS},
+            counts=dataclasses.replace(previous.counts),
+            front_before={key: totals[key] for _, key in FRONT_TOTALS},
         )
 
     def front_totals(self) -> dict[str, int]:
@@ -79,13 +83,19 @@ class MirrorState:
             self.front_before[key] = self.front_before.get(key, 0) + int(final.get(name, 0))
         self.front_now = {}
 
+    def snapshot(self) -> MirrorState:
+        """A copy to write while the runner goes on changing this one; stamped with the time now."""
+        return dataclasses.replace(self, counts=dataclasses.replace(self.counts),
+                                   front_before=dict(self.front_before), front_now=dict(self.front_now),
+                                   updated=time.time())
+
     def as_dict(self) -> dict[str, Any]:
-        """The state as plain data."""
+        """The state as plain data, as the state file holds it."""
         return {
             "name": self.name,
             "mode": self.mode,
             "since": self.since,
-            "updated": time.time(),
+            "updated": self.updated,
             "upstream_reachable": self.upstream_reachable,
             "upstream_problem": self.upstream_problem,
             "restarts": self.restarts,
@@ -96,17 +106,42 @@ class MirrorState:
             **self.front_totals(),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MirrorState:
+        """Read the plain data of a state file back (what is missing or of the wrong type: its default)."""
+        def number(key: str) -> int:
+            value = data.get(key)
+            return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
 
-def read_state(storage: str) -> Optional[dict[str, Any]]:
-    """Return the state a mirror last wrote beside its cache, or None."""
-    try:
-        with open(paths.state_file(storage), encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        def text(key: str) -> Optional[str]:
+            value = data.get(key)
+            return value if isinstance(value, str) else None
+
+        since, updated, pid = data.get("since"), data.get("updated"), data.get("pid")
+        reachable = data.get("upstream_reachable")
+        return cls(
+            name=text("name") or "",
+            mode=text("mode") or UNKNOWN,
+            since=float(since) if isinstance(since, (int, float)) else 0.0,
+            updated=float(updated) if isinstance(updated, (int, float)) else None,
+            upstream_reachable=reachable if isinstance(reachable, bool) else None,
+            upstream_problem=text("upstream_problem"),
+            restarts=number("restarts"),
+            pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+            hold=text("hold"),
+            disk_problem=text("disk_problem"),
+            counts=Counts(**{k: number(k) for k in Counts.__dataclass_fields__}),
+            front_before={key: number(key) for _, key in FRONT_TOTALS},
+            front_now={"blobs_in_flight": number("blobs_in_flight")},
+        )
 
 
-def write_state(storage: str, data: dict[str, Any]) -> None:
-    """Write a mirror's state (MirrorState.as_dict) beside its cache, atomically."""
-    write_file(paths.state_file(storage), json.dumps(data, indent=2) + "\n")
+def read_state(storage: str) -> Optional[MirrorState]:
+    """The state a mirror last wrote beside its cache; None when there is none (or it is unreadable)."""
+    data = read_json(paths.state_file(storage))
+    return MirrorState.from_dict(data) if data is not None else None
+
+
+def write_state(storage: str, state: MirrorState) -> None:
+    """Write a mirror's state (a snapshot) beside its cache, atomically."""
+    write_file(paths.state_file(storage), json.dumps(state.as_dict(), indent=2) + "\n")

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
-from registry_cache import disk, gc, net, paths, record, warm
-from registry_cache.fsutil import tree_size
+from registry_cache import cachelayout, disk, net, paths, record, warmresult
+from registry_cache.gc import result as gc_result
 from registry_cache.record import Credentials, MirrorRecord
 from registry_cache.sizes import format_size
-from registry_cache.state import DOWN, UNKNOWN, WAITING, read_state
+from registry_cache.state import DOWN, UNKNOWN, WAITING, MirrorState, read_state
 
 if TYPE_CHECKING:
     from registry_cache.config import CacheConfig
@@ -81,18 +80,19 @@ def collect_config(config: CacheConfig, root: str, *, rate_limit: bool = True) -
 def mirror_status(mirror: MirrorRecord, *, rate_limit: bool = True) -> MirrorStatus:
     """Gather one mirror's status from its /v2/ endpoint, its state file and its storage."""
     storage = mirror.storage
-    state = read_state(storage) or {}
+    state = read_state(storage) or MirrorState(name=mirror.name, mode=UNKNOWN)
     healthy = net.serving(mirror.endpoint)
     marker = mirror.storage_ready
-    mode = state.get("mode", UNKNOWN) if healthy else DOWN
-    problem = state.get("upstream_problem")
+    mode = state.mode if healthy else DOWN
+    problem = state.upstream_problem
     if not marker:
         mode = WAITING
         problem = (f"its storage {storage} is missing (synced folder not mounted yet?); "
                    "run `registry-cache apply` once it is there")
-    last_gc = (gc.last_result(storage) or {}) if marker else {}
-    last_warm = (warm.last_outcome(storage) or {}) if marker else {}
-    full = (disk.full_problem(storage) or state.get("disk_problem")) if marker else None
+    last_gc = gc_result.last_result(storage) if marker else None
+    last_warm = warmresult.last_outcome(storage) if marker else None
+    full = (disk.full_problem(storage) or state.disk_problem) if marker else None
+    front = state.front_totals()
     remaining = None
     if rate_limit and mirror.docker_hub:
         remaining = docker_hub_rate_limit(mirror.credentials())
@@ -102,27 +102,27 @@ def mirror_status(mirror: MirrorRecord, *, rate_limit: bool = True) -> MirrorSta
         port=mirror.port,
         healthy=healthy,
         mode=mode,
-        hits=int(state.get("hits", 0)),
-        misses=int(state.get("misses", 0)),
-        bytes_served=int(state.get("bytes_served", 0)),
-        bytes_from_upstream=int(state.get("bytes_from_upstream", 0)),
+        hits=state.counts.hits,
+        misses=state.counts.misses,
+        bytes_served=state.counts.bytes_served,
+        bytes_from_upstream=front["bytes_from_upstream"],
         storage=storage,
-        storage_bytes=tree_size(os.path.join(storage, "docker")) if marker else 0,
-        restarts=int(state.get("restarts", 0)),
+        storage_bytes=cachelayout.used_bytes(storage) if marker else 0,
+        restarts=state.restarts,
         problem=problem,
         rate_limit_remaining=remaining,
         max_size=mirror.max_size,
         cache_max_size=mirror.cache_max_size,
-        gc_last_run=last_gc.get("started"),
-        gc_bytes_freed=int(last_gc.get("bytes_freed", 0)),
-        gc_images_evicted=int(last_gc.get("images_evicted", 0)),
-        gc_problem=last_gc.get("error"),
-        warm_last_run=last_warm.get("started"),
-        warm_images=int(last_warm.get("images", 0)),
-        warm_failures=tuple(last_warm.get("failures") or ()),
+        gc_last_run=last_gc.started if last_gc else None,
+        gc_bytes_freed=last_gc.bytes_freed if last_gc else 0,
+        gc_images_evicted=last_gc.images_evicted if last_gc else 0,
+        gc_problem=last_gc.error if last_gc else None,
+        warm_last_run=last_warm.started if last_warm else None,
+        warm_images=last_warm.images if last_warm else 0,
+        warm_failures=tuple(last_warm.failures) if last_warm else (),
         disk_problem=full,
         url=mirror.url,
-        **{key: int(state.get(key, 0)) for key in FRONT_KEYS},
+        **{key: front[key] for key in FRONT_KEYS},
     )
 
 
@@ -157,7 +157,7 @@ def _cache(s: MirrorStatus) -> str:
 
 
 def _gc_warm_disk_lines(s: MirrorStatus) -> list[str]:
-    """The lines about gc, warming and a full disk (gc.py, warm.py, disk.py)."""
+    """The lines about gc, warming and a full disk (gc/, warm.py, disk.py)."""
     import time
 
     lines = []

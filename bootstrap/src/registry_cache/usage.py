@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from registry_cache import paths
-from registry_cache.fsutil import write_file
+from registry_cache.counters import BLOB_URI
+from registry_cache.fsutil import read_json, write_file
 
 _MANIFEST_URI = re.compile(r"^/v2/(?P<repo>.+)/manifests/(?P<ref>[^/]+)$")
-_BLOB_URI = re.compile(r"^/v2/(?P<repo>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Usage:
         if match:
             self.manifests[manifest_key(match.group("repo"), match.group("ref"))] = stamp
             return True
-        match = _BLOB_URI.match(uri)
+        match = BLOB_URI.match(uri)
         if match:
             self.blobs[match.group("digest")] = stamp
             return True
@@ -63,12 +63,8 @@ class Usage:
     @classmethod
     def read(cls, storage: str) -> Usage:
         """The stamps kept beside a mirror's cache; empty when there are none (or unreadable)."""
-        try:
-            with open(paths.usage_file(storage), encoding="utf-8") as handle:
-                data = json.load(handle)
-        except (OSError, ValueError):
-            return cls()
-        if not isinstance(data, dict):
+        data = read_json(paths.usage_file(storage))
+        if data is None:
             return cls()
 
         def stamps(key: str) -> dict[str, float]:

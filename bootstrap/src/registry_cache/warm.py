@@ -12,13 +12,12 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from registry_cache import paths
-from registry_cache.fsutil import write_file
 from registry_cache.imageref import REFERENCE, reference_problem
 from registry_cache.record import MirrorRecord
+from registry_cache.warmresult import WarmOutcome
 
 log = logging.getLogger(__name__)
 
@@ -60,34 +59,6 @@ def parse_reference(item: dict[str, Any]) -> Reference:
     return Reference(match.group("repo"), ref, tuple(platforms) if platforms else None)
 
 
-@dataclass
-class Outcome:
-    """What warming one mirror did."""
-
-    mirror: str
-    started: float = field(default_factory=time.time)
-    duration: float = 0.0
-    images: int = 0
-    blobs: int = 0
-    bytes: int = 0
-    failures: list[str] = field(default_factory=list)
-
-    def save(self, storage: str) -> None:
-        """Keep the outcome beside the mirror's cache for `status`."""
-        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        write_file(paths.warm_file(storage), json.dumps(data, indent=2) + "\n")
-
-
-def last_outcome(storage: str) -> Optional[dict[str, Any]]:
-    """The outcome of the last warm of a mirror, or None."""
-    try:
-        with open(paths.warm_file(storage), encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _platform_of(descriptor: dict[str, Any]) -> str:
     platform = descriptor.get("platform") or {}
     parts = [platform.get("os", ""), platform.get("architecture", "")]
@@ -119,9 +90,9 @@ class Warmer:
             self.session.auth = login.pair()
         self.progress = progress
 
-    def warm_all(self) -> Outcome:
+    def warm_all(self) -> WarmOutcome:
         """Warm every image of the mirror's `warm:` list; failures are collected, not raised."""
-        outcome = Outcome(self.record.name)
+        outcome = WarmOutcome(self.record.name)
         begun = time.monotonic()
         for item in self.record.warm:
             try:
@@ -196,7 +167,7 @@ class Warmer:
         return size
 
 
-def warm(records: list[MirrorRecord], progress: Callable[[str], None]) -> list[Outcome]:
+def warm(records: list[MirrorRecord], progress: Callable[[str], None]) -> list[WarmOutcome]:
     """Warm every mirror of `records` that has a `warm:` list; keep each outcome for `status`."""
     from registry_cache import net
 
@@ -205,7 +176,7 @@ def warm(records: list[MirrorRecord], progress: Callable[[str], None]) -> list[O
         if not record.warm:
             continue
         if net.wait_until_serving({record.name: record.endpoint}, SERVING_WAIT):
-            outcome = Outcome(record.name, failures=[f"the mirror does not serve at {record.url}"])
+            outcome = WarmOutcome(record.name, failures=[f"the mirror does not serve at {record.url}"])
             log.error("mirror %s: warm: %s", record.name, outcome.failures[0])
             _keep(record, outcome)
             outcomes.append(outcome)
@@ -219,7 +190,7 @@ def warm(records: list[MirrorRecord], progress: Callable[[str], None]) -> list[O
     return outcomes
 
 
-def _keep(record: MirrorRecord, outcome: Outcome) -> None:
+def _keep(record: MirrorRecord, outcome: WarmOutcome) -> None:
     if record.storage_ready:
         try:
             outcome.save(record.storage)

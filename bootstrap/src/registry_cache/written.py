@@ -13,7 +13,8 @@ from typing import Optional
 
 from registry_cache import paths
 from registry_cache.config import CacheConfig
-from registry_cache.fsutil import write_file
+from registry_cache.fsutil import read_json, write_file
+from registry_cache.record import has_record
 from registry_cache.render import RenderedMirror
 
 SERVICE_USER = "registry-cache"
@@ -38,7 +39,7 @@ def read_rendered(root: str) -> dict[str, dict[str, str]]:
         return found
     for name in sorted(os.listdir(base)):
         directory = os.path.join(base, name)
-        if not os.path.isfile(os.path.join(directory, paths.MIRROR_RECORD)):
+        if not has_record(directory):
             continue
         files = {}
         for filename in sorted(os.listdir(directory)):
@@ -152,12 +153,8 @@ def save_last_good(
 
 def read_applied(root: str) -> Optional[Applied]:
     """What the last apply recorded; None when nothing was ever applied (or the record is unreadable)."""
-    try:
-        with open(os.path.join(root, paths.APPLIED), encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("mirrors"), list):
+    data = read_json(os.path.join(root, paths.APPLIED))
+    if data is None or not isinstance(data.get("mirrors"), list):
         return None
 
     def text(key: str) -> Optional[str]:

@@ -2,7 +2,7 @@
 
 import json
 
-from registry_cache import counters
+from registry_cache import cachelayout, counters
 
 DIGEST = "sha256:069da45192d2845f7b69f48aa35fd858da6792bafa5ea642fb501bbd95e2420c"
 # A real line logged by docker-registry 2.8.2 (log.formatter: json) for a blob download.
@@ -54,4 +54,4 @@ def test_cached_blobs_lists_the_digests_in_a_storage_tree(tmp_path):
     blob.mkdir(parents=True)
     (blob / "data").write_bytes(b"x")
     (tmp_path / "docker/registry/v2/blobs/sha256/ab/abcd").mkdir(parents=True)  # upload in progress
-    assert counters.cached_blobs(str(tmp_path)) == {DIGEST}
+    assert cachelayout.cached_blobs(str(tmp_path)) == {DIGEST}

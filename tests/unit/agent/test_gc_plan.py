@@ -4,7 +4,8 @@ import hashlib
 import json
 import os
 
-from registry_cache import gc
+from registry_cache import cachelayout
+from registry_cache.gc import eviction, flow, scan
 from registry_cache.usage import Usage
 
 MB = 1_000_000
@@ -16,7 +17,7 @@ def _digest(data: bytes) -> str:
 
 def _put_blob(storage, data: bytes) -> str:
     digest = _digest(data)
-    path = gc.blob_path(str(storage), digest)
+    path = cachelayout.blob_path(str(storage), digest)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as handle:
         handle.write(data)
@@ -50,7 +51,7 @@ def test_scan_finds_each_image_with_its_blobs_and_the_latest_of_its_stamps(tmp_p
     _image(tmp_path, "b", "v1", [b"cfg-b", shared], mtime=2000)
     usage = Usage(manifests={"library/a:v1": 5000.0})
 
-    inventory = gc.scan("hub", str(tmp_path), usage)
+    inventory = scan.scan("hub", str(tmp_path), usage)
 
     found = {i.name: i for i in inventory.images}
     assert set(found) == {"library/a:v1", "b:v1"}
@@ -65,21 +66,21 @@ def test_plan_evicts_least_recently_pulled_from_high_to_low_watermark_and_spares
     _image(tmp_path, "old", "v1", [b"c1", shared, os.urandom(3 * MB)], mtime=1000)
     _image(tmp_path, "older", "v1", [b"c2", os.urandom(3 * MB)], mtime=500)
     _image(tmp_path, "new", "v1", [b"c3", shared, os.urandom(2 * MB)], mtime=3000)
-    inventory = gc.scan("hub", str(tmp_path))
+    inventory = scan.scan("hub", str(tmp_path))
     assert 10 * MB < inventory.used < 10.1 * MB
 
-    plan = gc.plan({"hub": inventory}, {"hub": 8 * MB}, now=10_000, keep_recent=0)
+    plan = eviction.plan({"hub": inventory}, {"hub": 8 * MB}, now=10_000, keep_recent=0)
 
     assert [i.name for i in plan.evict] == ["older:v1", "old:v1"]  # 10 MB > 7.2 MB; down to <= 6.4 MB
     assert plan.mirrors["hub"].after < 5 * MB  # the shared layer stays: "new" uses it
-    assert gc.plan({"hub": inventory}, {"hub": 12 * MB}, now=10_000, keep_recent=0).evict == []
+    assert eviction.plan({"hub": inventory}, {"hub": 12 * MB}, now=10_000, keep_recent=0).evict == []
 
 
 def test_plan_never_evicts_an_image_pulled_within_keep_recent(tmp_path):
     _image(tmp_path, "a", "v1", [b"c1", os.urandom(3 * MB)], mtime=9_900)
-    inventory = gc.scan("hub", str(tmp_path))
+    inventory = scan.scan("hub", str(tmp_path))
 
-    plan = gc.plan({"hub": inventory}, {"hub": 2 * MB}, now=10_000, keep_recent=600)
+    plan = eviction.plan({"hub": inventory}, {"hub": 2 * MB}, now=10_000, keep_recent=600)
 
     assert plan.evict == [] and "pulled within the last 600 s" in plan.notes[0]
 
@@ -87,9 +88,10 @@ def test_plan_never_evicts_an_image_pulled_within_keep_recent(tmp_path):
 def test_the_whole_cache_cap_evicts_across_mirrors_oldest_first(tmp_path):
     _image(tmp_path / "hub", "a", "v1", [b"c1", os.urandom(3 * MB)], mtime=2000)
     _image(tmp_path / "ghcr", "b", "v1", [b"c2", os.urandom(3 * MB)], mtime=1000)
-    inventories = {m: gc.scan(m, str(tmp_path / m)) for m in ("hub", "ghcr")}
+    inventories = {m: scan.scan(m, str(tmp_path / m)) for m in ("hub", "ghcr")}
 
-    plan = gc.plan(inventories, {"hub": None, "ghcr": None}, total_cap=6 * MB, now=10_000, keep_recent=0)
+    plan = eviction.plan(inventories, {"hub": None, "ghcr": None}, total_cap=6 * MB, now=10_000,
+                         keep_recent=0)
 
     assert [(i.mirror, i.name) for i in plan.evict] == [("ghcr", "b:v1")]
 
@@ -98,10 +100,10 @@ def test_unlink_removes_the_evicted_images_links_but_not_a_layer_a_kept_image_us
     shared = b"shared"
     gone = _image(tmp_path, "r", "old", [b"c1", shared, b"only-old"])
     kept = _image(tmp_path, "r", "new", [b"c2", shared])
-    inventory = gc.scan("hub", str(tmp_path))
+    inventory = scan.scan("hub", str(tmp_path))
     evict = [i for i in inventory.images if i.tags == ("old",)]
 
-    gc.unlink(inventory, evict)
+    flow.unlink(inventory, evict)
 
     repo = tmp_path / "docker/registry/v2/repositories/r"
     assert not (repo / "_manifests/tags/old").exists()

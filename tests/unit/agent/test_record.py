@@ -115,7 +115,6 @@ def test_storage_is_ready_only_once_apply_put_its_marker_there(tmp_path):
     assert not mirror.storage_ready
     (tmp_path / paths.STORAGE_MARKER).write_text("")
     assert mirror.storage_ready
-    assert mirror.state_file == str(tmp_path / paths.STATE_FILE)
 
 
 def test_credentials_make_the_basic_auth_header_the_front_sends_upstream():

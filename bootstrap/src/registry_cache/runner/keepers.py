@@ -46,13 +46,13 @@ class StateKeeper:
         with self.lock:
             if not force and (not self.dirty or now - self._last_write < STATE_WRITE_INTERVAL):
                 return
-            data = self.state.as_dict()
+            snapshot = self.state.snapshot()
             self.dirty = False
             self._last_write = now
         if not self.record.storage_ready:
             return  # never write into a storage that is not there (an unmounted synced folder)
         try:
-            write_state(self.record.storage, data)
+            write_state(self.record.storage, snapshot)
         except OSError as exc:
             log.warning("mirror %s: cannot write its state file: %s", self.record.name, exc)
 

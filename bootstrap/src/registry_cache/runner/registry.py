@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from registry_cache import counters, net, paths, proc, shared
+from registry_cache import cachelayout, counters, net, paths, proc, shared
 from registry_cache.handover import free_port
 from registry_cache.record import MirrorRecord
 from registry_cache.state import PROXY
@@ -84,7 +84,7 @@ def wait_for_stores(record: MirrorRecord, registry: Registry, lock: threading.Lo
     with lock:
         pending = list(registry.counter.fetched)
     while pending and time.monotonic() < deadline:
-        pending = [b for b in pending if not counters.is_stored(record.storage, *b)]
+        pending = [b for b in pending if not cachelayout.is_stored(record.storage, *b)]
         if pending:
             time.sleep(0.2)
     if pending:

@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any, Optional, TextIO
 
-from registry_cache import counters, hold, paths
+from registry_cache import cachelayout, counters, hold, paths
 from registry_cache.handover import Relay
 from registry_cache.record import MirrorRecord
 from registry_cache.runner import modes, registry
@@ -134,7 +134,7 @@ class MirrorRunner:
         return choice.mode
 
     def _new_counter(self) -> counters.HitCounter:
-        return counters.HitCounter(counters.cached_blobs(self.storage), self.keeper.state.counts)
+        return counters.HitCounter(cachelayout.cached_blobs(self.storage), self.keeper.state.counts)
 
     def _hold_for_gc(self) -> None:
         """Say gc may go ahead: the mirror serves read-only and the latest pull times are on disk."""
@@ -189,7 +189,8 @@ class MirrorRunner:
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + PRUNE_INTERVAL
                 with self.keeper.lock:
-                    counter.fetched = [b for b in counter.fetched if not counters.is_stored(self.storage, *b)]
+                    counter.fetched = [b for b in counter.fetched
+                                       if not cachelayout.is_stored(self.storage, *b)]
                 self.disk.check()
             on_hold = self.keeper.state.hold == GC_HOLD
             if mode == READ_ONLY and not on_hold and hold.requested(self.storage):
