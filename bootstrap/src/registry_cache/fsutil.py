@@ -59,6 +59,24 @@ def read_json(path: str) -> Optional[dict[str, Any]]:
     return data if isinstance(data, dict) else None
 
 
+def number(data: dict[str, Any], key: str) -> float:
+    """A number read from a JSON object; 0 when it is missing or of another type."""
+    value = data.get(key)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def text(data: dict[str, Any], key: str) -> Optional[str]:
+    """A string read from a JSON object; None when it is missing or of another type."""
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
+
+def texts(data: dict[str, Any], key: str) -> list[str]:
+    """A list of strings read from a JSON object; empty when it is missing or of another type."""
+    value = data.get(key)
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
 def tree_size(path: str) -> int:
     """Return the bytes used by the files below `path` (0 when it does not exist)."""
     total = 0

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from registry_cache import paths
 from registry_cache.counters import Counts
-from registry_cache.fsutil import read_json, write_file
+from registry_cache.fsutil import number, read_json, text, write_file
 
 # The modes a mirror's state names.
 PROXY = "proxy"
@@ -109,30 +109,21 @@ class MirrorState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MirrorState:
         """Read the plain data of a state file back (what is missing or of the wrong type: its default)."""
-        def number(key: str) -> int:
-            value = data.get(key)
-            return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
-
-        def text(key: str) -> Optional[str]:
-            value = data.get(key)
-            return value if isinstance(value, str) else None
-
-        since, updated, pid = data.get("since"), data.get("updated"), data.get("pid")
-        reachable = data.get("upstream_reachable")
+        pid, reachable = data.get("pid"), data.get("upstream_reachable")
         return cls(
-            name=text("name") or "",
-            mode=text("mode") or UNKNOWN,
-            since=float(since) if isinstance(since, (int, float)) else 0.0,
-            updated=float(updated) if isinstance(updated, (int, float)) else None,
+            name=text(data, "name") or "",
+            mode=text(data, "mode") or UNKNOWN,
+            since=float(number(data, "since")),
+            updated=float(number(data, "updated")) or None,
             upstream_reachable=reachable if isinstance(reachable, bool) else None,
-            upstream_problem=text("upstream_problem"),
-            restarts=number("restarts"),
+            upstream_problem=text(data, "upstream_problem"),
+            restarts=int(number(data, "restarts")),
             pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
-            hold=text("hold"),
-            disk_problem=text("disk_problem"),
-            counts=Counts(**{k: number(k) for k in Counts.__dataclass_fields__}),
-            front_before={key: number(key) for _, key in FRONT_TOTALS},
-            front_now={"blobs_in_flight": number("blobs_in_flight")},
+            hold=text(data, "hold"),
+            disk_problem=text(data, "disk_problem"),
+            counts=Counts(**{k: int(number(data, k)) for k in Counts.__dataclass_fields__}),
+            front_before={key: int(number(data, key)) for _, key in FRONT_TOTALS},
+            front_now={"blobs_in_flight": int(number(data, "blobs_in_flight"))},
         )
 
 

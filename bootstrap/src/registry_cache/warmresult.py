@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from registry_cache import paths
-from registry_cache.fsutil import read_json, write_file
+from registry_cache.fsutil import number, read_json, text, texts, write_file
 
 
 @dataclass
@@ -30,19 +30,14 @@ class WarmOutcome:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WarmOutcome:
         """Read an outcome file's data back (what is missing or of the wrong type: its default)."""
-        def number(key: str) -> float:
-            value = data.get(key)
-            return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
-
-        failures = data.get("failures")
         return cls(
-            mirror=str(data.get("mirror", "")),
-            started=float(number("started")),
-            duration=float(number("duration")),
-            images=int(number("images")),
-            blobs=int(number("blobs")),
-            bytes=int(number("bytes")),
-            failures=[str(f) for f in failures] if isinstance(failures, list) else [],
+            mirror=text(data, "mirror") or "",
+            started=float(number(data, "started")),
+            duration=float(number(data, "duration")),
+            images=int(number(data, "images")),
+            blobs=int(number(data, "blobs")),
+            bytes=int(number(data, "bytes")),
+            failures=texts(data, "failures"),
         )
 
 

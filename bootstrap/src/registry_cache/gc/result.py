@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from registry_cache import paths
-from registry_cache.fsutil import read_json, write_file
+from registry_cache.fsutil import number, read_json, text, texts, write_file
 
 KEPT_NAMES = 100  # evicted images named in the file at most
 
@@ -34,21 +34,15 @@ class GcResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GcResult:
         """Read a result file's data back (what is missing or of the wrong type: its default)."""
-        def number(key: str) -> float:
-            value = data.get(key)
-            return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
-
-        error = data.get("error")
-        evicted = data.get("evicted")
         return cls(
-            mirror=str(data.get("mirror", "")),
-            started=float(number("started")),
-            duration=float(number("duration")),
-            bytes_freed=int(number("bytes_freed")),
-            images_evicted=int(number("images_evicted")),
-            used=int(number("used")),
-            evicted=[str(e) for e in evicted] if isinstance(evicted, list) else [],
-            error=error if isinstance(error, str) else None,
+            mirror=text(data, "mirror") or "",
+            started=float(number(data, "started")),
+            duration=float(number(data, "duration")),
+            bytes_freed=int(number(data, "bytes_freed")),
+            images_evicted=int(number(data, "images_evicted")),
+            used=int(number(data, "used")),
+            evicted=texts(data, "evicted"),
+            error=text(data, "error"),
         )
 
 
