@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional, TextIO
+from typing import TYPE_CHECKING, Optional, TextIO
 
 from registry_cache import config as configmod
 from registry_cache import net, paths, record, secure, systemd, written
-from registry_cache.converge import Step, converge
 from registry_cache.plan import Plan, make_plan
-from registry_cache.render import RenderedMirror, render
+
+if TYPE_CHECKING:
+    from registry_cache.converge import Step
+    from registry_cache.render import RenderedMirror
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,9 @@ def apply(
         for line in plan.lines():
             print(line, file=out)
         return plan
+    # past the fast path: the config reader, YAML and the renderer load only now
+    from registry_cache.converge import converge
+
     cfg = configmod.load(config_path, default_if_missing=default_if_missing)
     if cfg.source == configmod.EMBEDDED_DEFAULT:
         print(f"{config_path or 'no config file'} does not exist: using the embedded default "
@@ -129,6 +134,8 @@ def apply_at_boot(root: str, out: TextIO) -> None:
     applied = written.read_applied(root)
     names = list(applied.mirrors) if applied is not None else None
     if names is None:
+        from registry_cache.render import render
+
         cfg = configmod.load(None)
         wanted = render(cfg)
         plan = make_plan(wanted, written.read_rendered(root))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from registry_cache import paths
 from registry_cache.record import only_unread_keys_changed
-from registry_cache.render import RenderedMirror
+
+if TYPE_CHECKING:
+    from registry_cache.render import RenderedMirror
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import os
 
 from registry_cache import paths, proc
 from registry_cache.fsutil import write_file
-from registry_cache.render import templates
 from registry_cache.written import Owner
 
 
@@ -22,6 +21,8 @@ def unit(name: str) -> str:
 
 def render_dropin(name: str, owner: Owner, storage: str) -> str:
     """The per-mirror drop-in: which account runs it and the one folder it may write."""
+    from registry_cache.render import templates  # apply's no-op fast path renders nothing
+
     return templates().get_template("mirror-dropin.conf.j2").render(
         name=name, user=owner.user, group=owner.group, storage=storage
     )

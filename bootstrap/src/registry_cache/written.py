@@ -9,13 +9,15 @@ import os
 import pwd
 import shutil
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from registry_cache import paths
-from registry_cache.config import CacheConfig
 from registry_cache.fsutil import read_json, write_file
 from registry_cache.record import has_record
-from registry_cache.render import RenderedMirror
+
+if TYPE_CHECKING:
+    from registry_cache.config import CacheConfig
+    from registry_cache.render import RenderedMirror
 
 SERVICE_USER = "registry-cache"
 _SECRET_FILES_MODE = 0o600

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 
 import pytest
 from registry_cache import apply as applymod
@@ -158,3 +160,27 @@ def test_the_same_relative_config_name_in_another_folder_is_another_config(agent
 
     assert trips["validate"].calls == 2
     assert (plan.add, plan.remove) == (["ghcr", "hub"], ["default"])
+
+
+NO_OP_AND_MODULES = """\
+import io, json, sys
+from registry_cache import apply
+said = io.StringIO()
+apply.apply(sys.argv[1], sys.argv[2], said)
+print(json.dumps({"said": said.getvalue(), "modules": sorted(sys.modules)}))
+"""
+
+
+@pytest.mark.allow_subprocess
+def test_apply_with_nothing_changed_loads_neither_yaml_nor_the_config_reader(tmp_path):
+    (tmp_path / "hub.token").write_text("dckr_pat_SECRET\n")
+    (tmp_path / "config.yml").write_text(FORMATS["registry-cache"])
+    argv = [sys.executable, "-c", NO_OP_AND_MODULES, str(tmp_path / "config.yml"), str(tmp_path / "root")]
+    subprocess.run(argv, check=True, capture_output=True)  # the first apply renders
+
+    again = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
+
+    assert again["said"].startswith("keep "), "took the slow path"
+    loaded = set(again["modules"])
+    assert not loaded & {"yaml", "jsonschema", "jinja2", "registry_cache.config.read",
+                         "registry_cache.render"}
