@@ -22,7 +22,7 @@ LRU (usage.py) and says when the disk under the cache is full (disk.py).
 Its parts, one job each:
 
 - supervisor.py: the loop: wait for storage, choose the mode, start, switch, restart, stop;
-- modes.py: which mode is due (the upstream's answer, the front, gc's request);
+- modes.py: which mode is due from the upstream's answer and the front (gc's request: hold.py);
 - registry.py: one registry process on private ports, from the mirror's record;
 - frontkeeper.py: the front's lifecycle and counters;
 - keepers.py: the state and usage files, written at a bounded rate;
