@@ -26,7 +26,7 @@ def test_first_download_of_a_blob_is_a_miss_and_the_second_a_hit():
     counter = counters.HitCounter(set())
     assert counter.observe(counters.parse_log_line(BLOB_LINE)) == "miss"
     assert counter.observe(counters.parse_log_line(BLOB_LINE)) == "hit"
-    # what came from the upstream is the front's count, not the registry's (see mirror.py)
+    # what came from the upstream is the front's count, not the registry's (see runner/frontkeeper.py)
     assert counter.counts.as_dict() == {"hits": 1, "misses": 1, "bytes_served": 400498}
 
 
