@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from lab import procs
+from box.run import CommandError
+from box.sizes import KiB, MiB
+from lab import images, procs
 from lab.agent import Cache, pull_all
 
 pytestmark = pytest.mark.integration
@@ -20,22 +25,70 @@ def _blob_gets(upstream, digest: str) -> int:
     )
 
 
-def _node(tmp_path: Path, name: str, upstream, s3_bucket, s3_account, **top) -> Cache:
-    node = Cache(tmp_path / name)
+class Node(Cache):
+    """A cache node with a name of its own in the cluster (REGISTRY_CACHE_NODE: its folder's name)."""
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The agent's environment: the cache's root and the node's name."""
+        return {**super().env, "REGISTRY_CACHE_NODE": self.workdir.name}
+
+
+def _node(tmp_path: Path, name: str, upstream, s3_bucket, s3_account, **hub) -> Node:
+    node = Node(tmp_path / name)
     node.workdir.mkdir()
     storage = node.s3_storage(s3_account.endpoint, s3_bucket.bucket, s3_account.access_key,
                               s3_account.secret_key)
-    node.write_config({"hub": {"upstream": upstream.url}}, storage=storage,
-                      metrics_port=procs.free_port(), **top)
+    node.write_config({"hub": {"upstream": upstream.url, **hub}}, storage=storage,
+                      metrics_port=procs.free_port())
     return node
+
+
+def _nodes(tmp_path, upstream, s3_bucket, s3_account, **hub) -> list[Node]:
+    return [_node(tmp_path, name, upstream, s3_bucket, s3_account, **hub) for name in ("node-a", "node-b")]
 
 
 @pytest.fixture
 def two_nodes(tmp_path, upstream, s3_bucket, s3_account):
-    nodes = [_node(tmp_path, name, upstream, s3_bucket, s3_account) for name in ("node-a", "node-b")]
+    nodes = _nodes(tmp_path, upstream, s3_bucket, s3_account)
     yield nodes
     for node in nodes:
         node.stop()
+
+
+CAP = 4_000_000  # five ~1.1 MB images overflow it; two fit under its low mark (80 %)
+
+
+@pytest.fixture
+def capped_nodes(tmp_path, upstream, s3_bucket, s3_account):
+    """Two nodes on one bucket with a 4 MB cap, five images pulled through them, img0/img1 again last."""
+    imgs = [images.push_oci_image(tmp_path / "layouts", upstream.host, repo=f"test/img{i}", tag="v1",
+                                  layer_sizes=(1 * MiB, 64 * KiB)) for i in range(5)]
+    nodes = _nodes(tmp_path, upstream, s3_bucket, s3_account, max_size=CAP)
+    for node in nodes:
+        node.start()
+    for number, image in enumerate(imgs):
+        _pull(nodes[number % 2], image, tmp_path / "pulls")
+    time.sleep(1.0)
+    for image in imgs[:2]:
+        _pull(nodes[1], image, tmp_path / "pulls")
+    time.sleep(2.0)  # both runners share their pull times (at the hold too)
+    yield nodes, imgs
+    for node in nodes:
+        node.stop()
+
+
+def _pull(node, image, dest: Path) -> str:
+    return images.pull(image.ref(node.host("hub")), dest / f"{image.repo}-{time.monotonic_ns()}").digest
+
+
+def _blob_bytes(bucket) -> int:
+    return sum(size for key, size in bucket.list("hub/docker/registry/v2/blobs/") if key.endswith("/data"))
+
+
+def _stored(bucket, digest: str) -> bool:
+    hexdigest = digest.split(":", 1)[1]
+    return any(bucket.list(f"hub/docker/registry/v2/blobs/sha256/{hexdigest[:2]}/{hexdigest}/data"))
 
 
 def test_a_blob_pulled_through_one_node_is_a_hit_on_the_other_with_one_upstream_transfer(
@@ -89,3 +142,73 @@ def test_apply_refuses_an_unreachable_endpoint_and_keeps_the_running_config(
     assert f"storage.s3.endpoint: the bucket cannot be used: S3 endpoint {dead}" in result.stderr
     assert "ConnectionError (Connection refused)" in result.stderr
     assert (node.root / "mirrors" / "hub" / "proxy.yml").read_text() == applied
+
+
+def test_one_gc_evicts_for_both_nodes_while_both_serve_pulls_and_none_fails(
+    capped_nodes, s3_bucket, tmp_path
+):
+    (a, b), imgs = capped_nodes
+    assert _blob_bytes(s3_bucket) > CAP * 0.9
+    failures: list[str] = []
+    served: list[tuple[str, float]] = []
+    done = threading.Event()
+
+    def pull_loop(node) -> None:
+        while not done.is_set():
+            image = imgs[len(served) % 2]
+            try:
+                assert _pull(node, image, tmp_path / "loop") == image.digest
+                served.append((node.workdir.name, time.monotonic()))
+            except (CommandError, AssertionError) as exc:
+                failures.append(f"{node.workdir.name}: {exc}")
+
+    loops = [threading.Thread(target=pull_loop, args=(node,)) for node in (a, b)]
+    for loop in loops:
+        loop.start()
+    time.sleep(1.0)
+    began = time.monotonic()
+    result = a.agent("gc", "--keep-recent", "0", timeout=300)
+    ended = time.monotonic()
+    time.sleep(1.0)
+    done.set()
+    for loop in loops:
+        loop.join(timeout=120)
+
+    print(result.stdout, result.stderr)
+    assert result.returncode == 0, result.stdout + result.stderr + a.log()[-3000:]
+    assert "read-only on 2 node(s): node-a, node-b" in result.stdout
+    during = {name for name, t in served if began <= t <= ended}
+    print(f"gc took {ended - began:.1f} s; {len(served)} pulls served, {len(failures)} failed")
+    assert failures == []
+    assert during == {"node-a", "node-b"}
+    for old in imgs[2:]:
+        assert not any(_stored(s3_bucket, layer.digest) for layer in old.layers), old.repo
+    assert _blob_bytes(s3_bucket) <= CAP * 0.8
+    for node in (a, b):
+        assert "serving read-only while `registry-cache gc` runs" in node.log()
+        node.wait_state("hub", mode="proxy", hold=None)
+        for recent in imgs[:2]:
+            assert _pull(node, recent, tmp_path / "after") == recent.digest
+
+
+def test_a_killed_gc_nodes_hold_expires_and_both_nodes_return_to_proxy_mode(capped_nodes, tmp_path):
+    (a, b), imgs = capped_nodes
+    gc_run = procs.start("registry-cache gc", [*a_agent(a), "gc", "--keep-recent", "0"],
+                         tmp_path / "gc.log", env={**a.env, "REGISTRY_CACHE_HOLD_LEASE": "5"})
+    for node in (a, b):
+        node.wait_state("hub", mode="read-only", hold="gc", timeout=60)
+    gc_run.signal(signal.SIGKILL)
+    gc_run.wait(10)
+    killed = time.monotonic()
+    for node in (a, b):
+        node.wait_state("hub", mode="proxy", hold=None, timeout=60)
+    print(f"both nodes back in proxy mode {time.monotonic() - killed:.1f} s after the gc node died")
+    for node in (a, b):
+        assert _pull(node, imgs[0], tmp_path / "after") == imgs[0].digest
+
+
+def a_agent(node) -> list[str]:
+    """argv of the agent command line for `node` (its root)."""
+    from lab.agent import AGENT
+
+    return [*AGENT, "--root", str(node.root)]

@@ -176,7 +176,9 @@ def gc_command(args: argparse.Namespace) -> int:
     """`gc`: evict the least recently pulled images of mirrors above their max_size."""
     import time
 
+    from registry_cache import shared
     from registry_cache.gc import GcError, flow
+    from registry_cache.s3 import S3Error
 
     records = _chosen_records(args, "gc")
     if isinstance(records, int):
@@ -185,9 +187,20 @@ def gc_command(args: argparse.Namespace) -> int:
     # a stop (systemctl, vagrant halt) mid-run still withdraws gc's read-only request
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     begun = time.monotonic()
+    # a mirror in a bucket other nodes share is collected for all of them, under the cluster hold
+    buckets = {r.name: b for r in records if (b := shared.read(r.directory)) is not None}
     try:
-        flow.enforce_caps(records, sys.stdout, dry_run=args.dry_run, keep_recent=keep)
-    except (GcError, OSError) as exc:
+        if buckets:
+            from registry_cache import cluster
+            from registry_cache.gc import bucket
+
+            lease = float(os.environ.get("REGISTRY_CACHE_HOLD_LEASE", cluster.DEFAULT_LEASE))
+            bucket.collect([r for r in records if r.name in buckets], buckets, sys.stdout,
+                             dry_run=args.dry_run, keep_recent=keep, lease=lease)
+        local = [r for r in records if r.name not in buckets]
+        if local or not buckets:
+            flow.enforce_caps(local, sys.stdout, dry_run=args.dry_run, keep_recent=keep)
+    except (GcError, OSError, S3Error) as exc:
         print(f"registry-cache gc: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"gc {'planned' if args.dry_run else 'done'} in {time.monotonic() - begun:.1f} s")

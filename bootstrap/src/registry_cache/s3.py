@@ -125,6 +125,11 @@ class Bucket:
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
         """Every object under `prefix` as (key, size), in key order, page by page."""
+        for key, size, _modified in self.list_objects(prefix):
+            yield key, size
+
+    def list_objects(self, prefix: str = "") -> Iterator[tuple[str, int, float]]:
+        """Every object under `prefix` as (key, size, last modified in epoch seconds), in key order."""
         token: Optional[str] = None
         while True:
             query = {"list-type": "2", "prefix": prefix}
@@ -132,7 +137,9 @@ class Bucket:
                 query["continuation-token"] = token
             root = ET.fromstring(self.request("GET", query=query).content)
             for item in root.iter(f"{_NS}Contents"):
-                yield item.findtext(f"{_NS}Key", ""), int(item.findtext(f"{_NS}Size", "0"))
+                modified = item.findtext(f"{_NS}LastModified", "")
+                yield (item.findtext(f"{_NS}Key", ""), int(item.findtext(f"{_NS}Size", "0")),
+                       _epoch(modified))
             if root.findtext(f"{_NS}IsTruncated") != "true":
                 return
             token = root.findtext(f"{_NS}NextContinuationToken")
@@ -201,6 +208,14 @@ def sign_v4(
     )
     del all_headers["host"]  # requests sends it from the URL
     return all_headers
+
+
+def _epoch(iso: str) -> float:
+    """Seconds since the epoch of S3's ISO 8601 time (2026-12-02T10:50:22.064Z); 0 when unreadable."""
+    try:
+        return datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _hmac(key: bytes, text: str) -> bytes:

@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any, Optional, TextIO
 
-from registry_cache import cachelayout, counters, hold, paths
+from registry_cache import cachelayout, cluster, counters, hold, paths, shared
 from registry_cache.handover import Relay
 from registry_cache.record import MirrorRecord
 from registry_cache.runner import modes, registry
@@ -26,6 +26,7 @@ DRAIN_TIMEOUT = 30.0  # how long a retired registry may finish the pulls it serv
 # When the mirror itself stops, clients' idle keep-alive connections (Docker keeps them ~90 s)
 # would hold the drain for its whole timeout and past systemd's TimeoutStopSec: wait briefly.
 STOP_DRAIN_TIMEOUT = 5.0
+USAGE_SHARE_INTERVAL = 15.0  # how often a node on a shared bucket puts its pull times there
 PRUNE_INTERVAL = 10.0  # how often stored blobs leave the list of stores in flight, and the disk is checked
 
 
@@ -46,6 +47,10 @@ class MirrorRunner:
         self.log_reader = LogReader(self.keeper, self.usage, self.disk, out)
         self.relays: list[Relay] = []
         self._waiting_logged = False
+        # a mirror in a bucket other nodes share also obeys the cluster's gc hold (cluster.py)
+        bucket = shared.read(mirror_dir)
+        self.cluster = cluster.RunnerLink(bucket) if bucket is not None else None
+        self._usage_shared = 0.0
 
     @property
     def state(self) -> MirrorState:
@@ -64,6 +69,9 @@ class MirrorRunner:
             self.front.stop()  # after the registry: it may still be storing what the front fetched
         self.usage.save(force=True)
         self.keeper.set(mode=STOPPED, pid=None, hold=None)
+        if self.cluster is not None:
+            self._share_usage(force=True)
+            self.cluster.leave()
 
     def _run(self) -> None:
         backoff = 1.0
@@ -81,7 +89,7 @@ class MirrorRunner:
                 if current is not None:
                     self._retire(current)
                 current = successor
-                if hold.requested(self.storage) and mode == READ_ONLY:
+                if self._gc_holds() and mode == READ_ONLY:
                     self._hold_for_gc()
                 elif self.keeper.state.hold is not None:
                     self.keeper.set(hold=None)
@@ -127,7 +135,7 @@ class MirrorRunner:
         return False
 
     def _choose_mode(self) -> str:
-        if hold.requested(self.storage):
+        if self._gc_holds():
             return READ_ONLY  # for gc: the upstream's state is probed again once it is done
         choice = modes.choose(self.record, self.front.start)
         self.keeper.set(upstream_reachable=choice.reachable, upstream_problem=choice.problem)
@@ -136,10 +144,32 @@ class MirrorRunner:
     def _new_counter(self) -> counters.HitCounter:
         return counters.HitCounter(cachelayout.cached_blobs(self.storage), self.keeper.state.counts)
 
+    def _gc_holds(self) -> bool:
+        """True while a gc asks for read-only: this node's (beside the cache) or the cluster's."""
+        return hold.requested(self.storage) or (self.cluster is not None and self.cluster.held())
+
     def _hold_for_gc(self) -> None:
         """Say gc may go ahead: the mirror serves read-only and the latest pull times are on disk."""
         self.usage.save(force=True)  # gc plans on the latest pull times
         self.keeper.set(hold=GC_HOLD)
+        if self.cluster is not None:
+            self._share_usage(force=True)
+            self._report(force=True)
+
+    def _report(self, *, force: bool = False) -> None:
+        """Tell the cluster this node's mode and counters (a shared bucket only)."""
+        if self.cluster is None:
+            return
+        state = self.keeper.state
+        self.cluster.report(str(state.mode), state.hold == GC_HOLD, state.counts.as_dict(), force=force)
+
+    def _share_usage(self, *, force: bool = False) -> None:
+        """Put this node's pull times in the bucket (every USAGE_SHARE_INTERVAL s, or now)."""
+        due = force or time.monotonic() - self._usage_shared >= USAGE_SHARE_INTERVAL
+        if self.cluster is None or not due:
+            return
+        self._usage_shared = time.monotonic()
+        self.cluster.share_usage(self.usage.usage.text())
 
     def _go_live(self, successor: Registry) -> None:
         """Point the mirror's ports at `successor` (listening on them the first time)."""
@@ -193,13 +223,13 @@ class MirrorRunner:
                                        if not cachelayout.is_stored(self.storage, *b)]
                 self.disk.check()
             on_hold = self.keeper.state.hold == GC_HOLD
-            if mode == READ_ONLY and not on_hold and hold.requested(self.storage):
+            if mode == READ_ONLY and not on_hold and self._gc_holds():
                 self._hold_for_gc()  # already read-only (its upstream is away): gc may go ahead at once
                 on_hold = True
-            if mode == PROXY and hold.requested(self.storage):
+            if mode == PROXY and self._gc_holds():
                 log.info("mirror %s: serving read-only while `registry-cache gc` runs", self.name)
                 return None, True
-            if on_hold and not hold.requested(self.storage):
+            if on_hold and not self._gc_holds():
                 log.info("mirror %s: gc is done; leaving read-only mode", self.name)
                 return None, True
             if mode == READ_ONLY and not on_hold and time.monotonic() >= next_probe:
@@ -210,5 +240,7 @@ class MirrorRunner:
             self.front.read()
             self.keeper.write()
             self.usage.save()
+            self._report()
+            self._share_usage()
             self.stop_event.wait(0.5)
         return child.poll(), False
