@@ -1,0 +1,235 @@
+"""Benchmark of a mirror's port under a CI fleet's load, against a plain Distribution on the same storage.
+
+Prints its figures; asserts nothing. Run as root from the repo root:
+
+    .venv/bin/python -m bench.load [--before /path/to/old/bootstrap/src] [--reps 3]
+
+Side by side in one run, on 127.0.0.1: a plain read-only Distribution serving a warm cache's
+storage, and one mirror (`registry-cache serve`) per agent tree measured ("after" is this
+tree; `--before` adds another, e.g. `git archive <commit> bootstrap/src | tar -x -C /tmp/old`),
+each on a copy of that storage so the runners never share one. Every runner starts with the
+open file limits a systemd unit without LimitNOFILE= gets (soft 1,024; hard 524,288, or the
+bench's own hard limit when lower), set with prlimit as systemd does.
+
+1. Throughput of warm blobs: 32 and 128 concurrent keep-alive clients (one curl with
+   --parallel), the targets interleaved round by round; the median of each, and the ratio to
+   the plain Distribution of the same rounds. CPU-seconds per GiB of the runner (the relay)
+   and of the registry behind it, from /proc.
+2. Threads and memory per connection: the runner's thread count and RSS with 400 idle
+   connections open, against none.
+3. Thousands of idle connections plus a pull: a blob fetched while 3,000 idle connections are
+   open, and again after they have closed (a port that stopped accepting times out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from box.run import CommandError, run
+from lab import images, procs
+from lab.agent import AGENT
+from lab.registry import Registry, start_registry
+
+MiB = images.MiB
+GiB = 1024 * MiB
+UNIT_LIMITS = (1024, 524288)  # systemd's DefaultLimitNOFILE on Debian 12
+CLIENT_TIMEOUT = 120.0
+
+
+@dataclass
+class Target:
+    """One server the clients fetch warm blobs from: a mirror's port or the plain registry."""
+
+    label: str
+    port: int
+    pid: int  # the process serving the port (the runner, or the plain registry)
+    registry_pid: int  # the registry process behind it (the same for the plain one)
+    mib_s: dict[int, list[float]] = field(default_factory=dict)  # clients -> per round
+    cpu_s: float = 0.0  # the port's process, over every round
+    registry_cpu_s: float = 0.0
+    bytes: int = 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _status(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _start_mirror(work: Path, label: str, src: Path | None, upstream: Registry) -> tuple[procs.Process, int]:
+    """`registry-cache serve` of one mirror from agent tree `src` (this one when None)."""
+    folder = work / label
+    folder.mkdir()
+    port = procs.free_port()
+    (folder / "config.yml").write_text(
+        f"listen: 127.0.0.1\nstorage: cache\nmirrors:\n  hub: {{upstream: '{upstream.url}', port: {port}}}\n")
+    env = {**os.environ, "REGISTRY_CACHE_ROOT": str(folder / "root")}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    probe = run([sys.executable, "-c", "import registry_cache; print(registry_cache.__file__)"],
+                capture=True, env=env).stdout.strip()
+    soft, hard = UNIT_LIMITS
+    hard = min(hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1])  # no CAP_SYS_RESOURCE: ours at most
+    process = procs.start(f"serve {label}", ["prlimit", f"--nofile={soft}:{hard}", *AGENT, "serve",
+                                             "--config", str(folder / "config.yml")],
+                          folder / "serve.log", env=env)
+    procs.wait_for_http(f"http://127.0.0.1:{port}/v2/", timeout=60, process=process)
+    print(f"{label}: registry_cache from {probe}, port {port}, open files {soft}:{hard}", flush=True)
+    return process, port
+
+
+def _fetch(port: int, urls: list[str], clients: int, work: Path) -> int:
+    """GET every url over `clients` parallel keep-alive connections; the bytes received."""
+    config = work / f"curl-{port}-{clients}.conf"
+    config.write_text("".join(f'url = "http://127.0.0.1:{port}{u}"\noutput = "/dev/null"\n' for u in urls))
+    result = run(["curl", "--silent", "--show-error", "--fail", "--parallel", "--parallel-immediate",
+                  "--parallel-max", str(clients), "--write-out", "%{size_download}\\n",
+                  "--config", str(config)], capture=True, timeout=CLIENT_TIMEOUT)
+    return sum(int(line) for line in result.stdout.split())
+
+
+def _round(target: Target, urls: list[str], clients: int, work: Path) -> None:
+    cpu0, reg0 = _cpu_seconds(target.pid), _cpu_seconds(target.registry_pid)
+    began = time.monotonic()
+    got = _fetch(target.port, urls, clients, work)
+    took = time.monotonic() - began
+    if target.registry_pid != target.pid:
+        target.cpu_s += _cpu_seconds(target.pid) - cpu0
+    target.registry_cpu_s += _cpu_seconds(target.registry_pid) - reg0
+    target.bytes += got
+    target.mib_s.setdefault(clients, []).append(got / MiB / took)
+
+
+def _idle(port: int, count: int) -> list[socket.socket]:
+    held = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+        held.append(sock)
+    return held
+
+
+def _per_connection(target: Target, count: int) -> tuple[float, float]:
+    """(threads, KiB of RSS) the runner spends per idle connection."""
+    threads0, rss0 = _status(target.pid, "Threads:"), _status(target.pid, "VmRSS:")
+    held = _idle(target.port, count)
+    time.sleep(2)
+    threads1, rss1 = _status(target.pid, "Threads:"), _status(target.pid, "VmRSS:")
+    for sock in held:
+        sock.close()
+    time.sleep(2)
+    return (threads1 - threads0) / count, (rss1 - rss0) / count
+
+
+def _timed_get(port: int, url: str) -> str:
+    began = time.monotonic()
+    try:
+        run(["curl", "--silent", "--show-error", "--fail", "--max-time", "30", "--output", "/dev/null",
+             f"http://127.0.0.1:{port}{url}"], capture=True, timeout=60)
+    except CommandError as exc:
+        return f"FAILED after {time.monotonic() - began:.1f} s ({str(exc).splitlines()[-1]})"
+    return f"{time.monotonic() - began:.2f} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", type=Path, help="another agent tree's bootstrap/src to measure too")
+    parser.add_argument("--reps", type=int, default=3, help="rounds per target and client count")
+    parser.add_argument("--blob-mib", type=int, default=16, help="size of each warm blob")
+    parser.add_argument("--mib-per-client", type=int, default=64, help="bytes each client fetches per round")
+    parser.add_argument("--idle", type=int, default=3000, help="idle connections held during a pull")
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the bench holds thousands of sockets
+    work = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    upstream = start_registry(work / "upstream")
+    started: list[procs.Process] = []
+    plain = None
+    try:
+        image = images.push_oci_image(work / "layouts", upstream.host, repo="bench/load",
+                                      layer_sizes=(args.blob_mib * MiB,) * 4)
+        layers = [f"/v2/{image.repo}/blobs/{b.digest}" for b in image.layers]
+        mirrors: list[Target] = []
+        trees = [("after", None)] + ([("before", args.before.resolve())] if args.before else [])
+        for label, src in trees:
+            process, port = _start_mirror(work, label, src, upstream)
+            started.append(process)
+            images.pull(image.ref(f"127.0.0.1:{port}"), work / "pulls" / label, timeout=300)
+            time.sleep(3)  # Distribution stores a proxied blob after serving it
+            registry = _children(process.popen.pid)[0]
+            mirrors.append(Target(f"mirror ({label})", port, process.popen.pid, registry))
+        storage = work / "after" / "cache" / "hub"
+        plain = start_registry(work / "plain", "plain", storage=storage, readonly=True)
+        plain_pid = plain.process.popen.pid
+        targets = [Target("plain Distribution", plain.port, plain_pid, plain_pid), *mirrors]
+        print(f"warm blobs: {len(layers)} x {image.layers[0].size / MiB:.1f} MiB; "
+              f"{os.cpu_count()} CPUs; {args.reps} interleaved rounds per client count", flush=True)
+        for clients in (32, 128):
+            count = clients * args.mib_per_client // args.blob_mib
+            urls = [layers[i % len(layers)] for i in range(count)]
+            for rep in range(args.reps):
+                for target in targets[rep % len(targets):] + targets[:rep % len(targets)]:
+                    _round(target, urls, clients, work)
+        print("\n1. warm blobs, MiB/s (median of the rounds; ratio to the plain Distribution)")
+        print(f"  {'target':<22}{'32 clients':>20}{'128 clients':>20}{'port CPU-s/GiB':>16}"
+              f"{'registry CPU-s/GiB':>20}")
+        base = {c: statistics.median(targets[0].mib_s[c]) for c in (32, 128)}
+        for target in targets:
+            cells = []
+            for c in (32, 128):
+                median = statistics.median(target.mib_s[c])
+                cells.append(f"{median:8.0f} ({median / base[c]:.2f}x)")
+            gib = target.bytes / GiB
+            port_cpu = f"{target.cpu_s / gib:.3f}" if target.pid != target.registry_pid else "-"
+            print(f"  {target.label:<22}{cells[0]:>20}{cells[1]:>20}{port_cpu:>16}"
+                  f"{target.registry_cpu_s / gib:>20.3f}")
+        print("\n2. per idle connection (400 open), in the runner")
+        for target in mirrors:
+            threads, kib = _per_connection(target, 400)
+            print(f"  {target.label:<22}{threads:6.2f} threads {kib:8.1f} KiB")
+        print(f"\n3. one blob fetched while {args.idle} idle connections are open, then after they closed")
+        for target in mirrors:
+            held = _idle(target.port, args.idle)
+            time.sleep(2)
+            during = _timed_get(target.port, layers[0])
+            for sock in held:
+                sock.close()
+            time.sleep(2)
+            after = _timed_get(target.port, layers[0])
+            print(f"  {target.label:<22} during: {during}; after: {after}")
+    finally:
+        for process in started:
+            process.stop(timeout=40)
+        if plain is not None:
+            plain.stop()
+        upstream.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

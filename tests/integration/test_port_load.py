@@ -1,0 +1,173 @@
+"""The mirror's port under a CI fleet's load: it never stops taking connections, and idle ones end.
+
+The runner (`registry-cache serve`) runs with the open file limits a systemd unit gives it,
+set with prlimit as systemd does; the pulls are real skopeo pulls of images in a real upstream.
+The idle timeout is proved on the relay itself, in front of a real registry.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import resource
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from registry_cache.handover import RETIRED_IDLE, Relay, free_port
+
+from lab import images, procs
+from lab.agent import AGENT, Cache
+from lab.images import TestImages
+from lab.registry import Registry
+
+pytestmark = pytest.mark.integration
+
+# what systemd gives a unit without LimitNOFILE= (Debian 12: DefaultLimitNOFILE=1024:524288)
+UNIT_SOFT_LIMIT = 1024
+
+
+def _start_serve(cache: Cache, upstream: Registry, soft: int, hard: int) -> None:
+    """`registry-cache serve` with one mirror `hub`, under open file limits `soft`:`hard`."""
+    cache.write_config({"hub": {"upstream": upstream.url}})
+    cache.process = procs.start(
+        "registry-cache serve",
+        ["prlimit", f"--nofile={soft}:{hard}", *AGENT, "serve", "--config", str(cache.config)],
+        cache.workdir / "serve.log", env=cache.env,
+    )
+    cache.wait_serving("hub")
+
+
+@contextmanager
+def _idle_connections(port: int, count: int) -> Iterator[list[socket.socket]]:
+    """`count` client connections to 127.0.0.1:`port` that say nothing, closed on leaving."""
+    held: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))  # the kernel completes it into the backlog
+            held.append(sock)
+        yield held
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def _pull(test_images: TestImages, host: str, dest: Path) -> None:
+    image = test_images.oci
+    got = images.pull(image.ref(host), dest / str(time.monotonic_ns()), timeout=60)
+    assert got.digest == image.digest
+
+
+def _wait_for(predicate, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_the_port_takes_connections_again_after_running_out_of_file_descriptors(
+    cache: Cache, upstream: Registry, test_images: TestImages, tmp_path: Path
+):
+    # soft = hard = 1,024: the runner cannot raise its limit; 600 idle clients need ~1,200 fds
+    _start_serve(cache, upstream, UNIT_SOFT_LIMIT, UNIT_SOFT_LIMIT)
+    port = cache.ports["hub"]
+    with _idle_connections(port, 600):
+        _wait_for(lambda: "out of file descriptors" in cache.log(),
+                  "the runner never said it ran out of file descriptors", timeout=30)
+    # the clients have all gone: the port takes (and relays) new pulls again
+    _pull(test_images, cache.host("hub"), tmp_path / "after")
+    _wait_for(lambda: "taking connections again" in cache.log(),
+              "the runner never said it takes connections again", timeout=30)
+    assert re.search(r"port \d+: cannot take new connections, out of file descriptors: "
+                     r"\[Errno 24\] Too many open files", cache.log()), cache.log()
+
+
+def test_a_pull_works_while_2000_idle_connections_are_open_and_after_they_close(
+    cache: Cache, upstream: Registry, test_images: TestImages, tmp_path: Path
+):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 5000:
+        pytest.skip(f"this test needs an open file hard limit of 5,000 or more (it is {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the test holds 2,000 sockets itself
+    try:
+        # a unit's default limits: the runner raises its soft limit to the hard one at start
+        _start_serve(cache, upstream, UNIT_SOFT_LIMIT, hard)
+        port = cache.ports["hub"]
+        with _idle_connections(port, 2000):
+            _pull(test_images, cache.host("hub"), tmp_path / "during")
+        _pull(test_images, cache.host("hub"), tmp_path / "after")
+        assert "cannot take new connections" not in cache.log(), cache.log()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _keepalive_connection(port: int) -> http.client.HTTPConnection:
+    """A client connection that has asked the registry one thing and now keeps quiet."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/v2/")
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200 and not response.will_close
+    return conn
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    sock.settimeout(0)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_an_idle_client_connection_is_closed_after_the_idle_timeout_and_the_drain_reaches_zero(
+    upstream: Registry,
+):
+    port = free_port()
+    relay = Relay("127.0.0.1", port, idle_timeout=2)
+    relay.point_to(upstream.port)
+    try:
+        idle = _keepalive_connection(port)
+        silent = socket.create_connection(("127.0.0.1", port), timeout=5)  # never says a word
+        _wait_for(lambda: relay.open_connections(upstream.port) == 2, "the relay took both", 5)
+        # the kernel probes the client with TCP keepalive (a destroyed VM answers no probe)
+        shown = subprocess.run(["ss", "-tnoH", "state", "established", f"( sport = :{port} )"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout
+        assert shown.count("timer:(keepalive") == 2, shown
+        began = time.monotonic()
+        assert relay.wait_idle(upstream.port, timeout=15)
+        assert 1.5 < time.monotonic() - began < 8
+        assert _closed_by_peer(idle.sock) and _closed_by_peer(silent)
+        # a new connection is served as ever
+        _keepalive_connection(port).close()
+    finally:
+        relay.close()
+
+
+def test_a_switch_closes_the_retired_registrys_idle_keepalive_connections_without_waiting_out_the_drain(
+    registry_factory, upstream: Registry, test_images: TestImages, tmp_path: Path
+):
+    """gc's switch to read-only waits for the old registry's connections: idle keep-alives
+    (Docker keeps them 90 s) end at once instead of holding it for its whole drain timeout."""
+    readonly = registry_factory("readonly", storage=upstream.storage, readonly=True)
+    port = free_port()
+    relay = Relay("127.0.0.1", port)
+    relay.point_to(upstream.port)
+    try:
+        idle = _keepalive_connection(port)
+        relay.point_to(readonly.port)
+        began = time.monotonic()
+        assert relay.wait_idle(upstream.port, timeout=30)
+        assert time.monotonic() - began < RETIRED_IDLE + 5
+        assert _closed_by_peer(idle.sock)
+        _pull(test_images, f"127.0.0.1:{port}", tmp_path / "pull")  # from the registry on duty
+        assert relay.open_connections(upstream.port) == 0
+    finally:
+        relay.close()
