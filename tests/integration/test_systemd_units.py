@@ -62,3 +62,9 @@ def test_boot_unit_is_skipped_once_apply_has_recorded_a_config():
     # the file apply writes, as the agent names it: the enabled mirror units start on their own
     applied = os.path.join(paths.SYSTEM_ROOT, paths.APPLIED)
     assert unit("registry-cache-boot.service")["Unit"]["ConditionPathExists"] == f"!{applied}"
+
+
+def test_mirror_unit_lets_the_runner_hold_thousands_of_client_connections():
+    # two file descriptors per relayed connection; systemd's default soft limit is 1,024
+    soft, _, hard = unit("registry-cache-mirror@.service")["Service"]["LimitNOFILE"].partition(":")
+    assert int(soft) >= 65536 and int(hard or soft) >= 65536

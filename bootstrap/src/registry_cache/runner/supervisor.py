@@ -9,7 +9,7 @@ import time
 from typing import Any, Optional, TextIO
 
 from registry_cache import cachelayout, cluster, counters, hold, paths, shared
-from registry_cache.handover import Relay
+from registry_cache.handover import Relay, raise_fd_limit
 from registry_cache.record import MirrorRecord
 from registry_cache.runner import modes, registry
 from registry_cache.runner.diskwatch import DiskWatch
@@ -61,6 +61,7 @@ class MirrorRunner:
 
     def run(self) -> None:
         """Serve until stopped: wait for storage, pick the mode, run the registry, switch or restart it."""
+        raise_fd_limit()  # each relayed connection holds two file descriptors
         try:
             self._run()
         finally:
