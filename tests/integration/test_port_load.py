@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from registry_cache.handover import RETIRED_IDLE, Relay, free_port
+from registry_cache.handover import Relay, free_port
 
 from lab import images, procs
 from lab.agent import AGENT, Cache
@@ -165,7 +165,7 @@ def test_a_switch_closes_the_retired_registrys_idle_keepalive_connections_withou
         relay.point_to(readonly.port)
         began = time.monotonic()
         assert relay.wait_idle(upstream.port, timeout=30)
-        assert time.monotonic() - began < RETIRED_IDLE + 5
+        assert time.monotonic() - began < 15  # the drain allows 30
         assert _closed_by_peer(idle.sock)
         _pull(test_images, f"127.0.0.1:{port}", tmp_path / "pull")  # from the registry on duty
         assert relay.open_connections(upstream.port) == 0
