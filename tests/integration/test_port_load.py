@@ -2,6 +2,7 @@
 
 The runner (`registry-cache serve`) runs with the open file limits a systemd unit gives it,
 set with prlimit as systemd does; the pulls are real skopeo pulls of images in a real upstream.
+A mirror's own port is the byte relay (handover); the first mirror's is the one endpoint.
 The idle timeout is proved on the relay itself, in front of a real registry.
 """
 
@@ -32,14 +33,16 @@ UNIT_SOFT_LIMIT = 1024
 
 
 def _start_serve(cache: Cache, upstream: Registry, soft: int, hard: int) -> None:
-    """`registry-cache serve` with one mirror `hub`, under open file limits `soft`:`hard`."""
-    cache.write_config({"hub": {"upstream": upstream.url}})
+    """`registry-cache serve` under open file limits `soft`:`hard`, with two mirrors of `upstream`:
+    `hub`, whose port is the one endpoint (the first mirror), and `own`, on a port of its own."""
+    cache.write_config({"hub": {"upstream": upstream.url}, "own": {"upstream": upstream.url}})
     cache.process = procs.start(
         "registry-cache serve",
         ["prlimit", f"--nofile={soft}:{hard}", *AGENT, "serve", "--config", str(cache.config)],
         cache.workdir / "serve.log", env=cache.env,
     )
     cache.wait_serving("hub")
+    cache.wait_serving("own")
 
 
 @contextmanager
@@ -76,22 +79,23 @@ def test_the_port_takes_connections_again_after_running_out_of_file_descriptors(
 ):
     # soft = hard = 1,024: the runner cannot raise its limit; 600 idle clients need ~1,200 fds
     _start_serve(cache, upstream, UNIT_SOFT_LIMIT, UNIT_SOFT_LIMIT)
-    port = cache.ports["hub"]
+    port = cache.ports["own"]
     fds = Path(f"/proc/{cache.process.popen.pid}/fd")
     with _idle_connections(port, 600):
         _wait_for(lambda: len(list(fds.iterdir())) > UNIT_SOFT_LIMIT - 20,
                   "the runner never used up its file descriptors", timeout=30)
         time.sleep(1)
     # the clients have all gone: the port takes (and relays) new pulls again
-    _pull(test_images, cache.host("hub"), tmp_path / "after")
+    _pull(test_images, cache.host("own"), tmp_path / "after")
     assert re.search(r"port \d+: cannot take new connections, out of file descriptors: "
                      r"\[Errno 24\] Too many open files", cache.log()), cache.log()
     _wait_for(lambda: "taking connections again" in cache.log(),
               "the runner never said it takes connections again", timeout=30)
 
 
+@pytest.mark.parametrize("mirror", ["own", "hub"])
 def test_a_pull_works_while_2000_idle_connections_are_open_and_after_they_close(
-    cache: Cache, upstream: Registry, test_images: TestImages, tmp_path: Path
+    cache: Cache, upstream: Registry, test_images: TestImages, tmp_path: Path, mirror: str
 ):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < 5000:
@@ -100,10 +104,9 @@ def test_a_pull_works_while_2000_idle_connections_are_open_and_after_they_close(
     try:
         # a unit's default limits: the runner raises its soft limit to the hard one at start
         _start_serve(cache, upstream, UNIT_SOFT_LIMIT, hard)
-        port = cache.ports["hub"]
-        with _idle_connections(port, 2000):
-            _pull(test_images, cache.host("hub"), tmp_path / "during")
-        _pull(test_images, cache.host("hub"), tmp_path / "after")
+        with _idle_connections(cache.ports[mirror], 2000):
+            _pull(test_images, cache.host(mirror), tmp_path / "during")
+        _pull(test_images, cache.host(mirror), tmp_path / "after")
         assert "cannot take new connections" not in cache.log(), cache.log()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

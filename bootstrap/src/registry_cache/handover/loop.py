@@ -1,20 +1,8 @@
-"""Holds a mirror's ports itself, so its registry can be swapped with no pull ever refused.
+"""The event loop behind a mirror's port: accept, connect to the registry, splice both ways, time out.
 
-Distribution cannot hand a listening socket to a successor, and two processes cannot listen on
-one port: restarting the registry in another mode (read-only for gc, proxy again after it)
-closes the port for as long as the new process takes to start, and a pull arriving then fails.
-So the runner listens on the mirror's port (and its debug port) and relays each connection, as
-bytes, to the registry on duty on a private loopback port. A switch starts the next registry on
-new private ports, waits until it serves, points new connections at it, and stops the previous
-one only once the connections it was serving have ended.
-
-The relay costs next to nothing and never stops taking connections, the way nginx's workers
-work: one event loop per port (no thread per connection); the bytes go socket -> pipe ->
-socket with splice(2), never through Python; an idle keep-alive connection costs two file
-descriptors and no pipe. When the process runs out of file descriptors (or the kernel of
-memory) the loop says so, stops accepting for a moment and accepts again: connections wait in
-the listen backlog meanwhile. Client connections carry TCP keepalive, and one where nothing
-moves for too long is closed, so a CI machine destroyed mid-connection holds nothing for ever.
+One thread per port, never one per connection; the bytes go socket -> pipe -> socket with
+splice(2), never through Python (a pipe is held only while bytes are in it); accept() failing
+for lack of file descriptors or memory pauses accepting, it never ends the loop.
 """
 
 from __future__ import annotations
@@ -31,10 +19,11 @@ import threading
 import time
 from typing import Optional
 
+from registry_cache.handover.ledger import Ledger
+from registry_cache.handover.link import Flow, Link
+
 log = logging.getLogger(__name__)
 
-BIND_RETRY = 30.0  # the previous runner of this mirror may still be releasing the port
-BACKLOG = 1024  # connections the kernel completes while the loop is busy or backing off
 CONNECT_TIMEOUT = 10.0  # for the registry on duty to take a relayed connection
 # A connection where nothing moved either way for this long is closed, as nginx's
 # keepalive_timeout (75 s) does: the client's turn (the registry has answered; an idle
@@ -71,175 +60,22 @@ _PER_CONNECTION = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, e
 _SPLICE = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def raise_fd_limit() -> int:
-    """Raise this process's soft limit of open files to its hard limit; return the soft limit.
-
-    systemd gives a service 1,024 by default, about 500 relayed connections. Go programs
-    (Distribution) raise it themselves at start; Python does not.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = hard
-    if hard == resource.RLIM_INFINITY:
-        with open("/proc/sys/fs/nr_open", encoding="ascii") as handle:  # the kernel's own cap
-            wanted = int(handle.read())
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            soft = wanted
-        except (ValueError, OSError) as exc:
-            log.warning("cannot raise the open file limit from %d to %d: %s", soft, wanted, exc)
-    return soft
-
-
-class Relay:
-    """Listens on one address and relays every connection to the current backend port on 127.0.0.1."""
-
-    def __init__(self, host: str, port: int, *, idle_timeout: float = IDLE_TIMEOUT) -> None:
-        self.address = (host, port)
-        self.idle_timeout = idle_timeout
-        self._target: Optional[int] = None
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._open: dict[int, int] = {}  # backend port -> connections open to it
-        self._retired: set[int] = set()  # backend ports that take no new connection
-        self._closed = False
-        self._loop: Optional[_Loop] = None
-
-    def point_to(self, port: int) -> None:
-        """Send new connections to 127.0.0.1:`port`; the first call starts listening."""
-        with self._lock:
-            if self._target is not None and self._target != port:
-                self._retired.add(self._target)
-            self._retired.discard(port)
-            self._target = port
-        if self._loop is None:
-            self._loop = _Loop(self, self._bind())
-            self._loop.start()
-
-    def open_connections(self, port: int) -> int:
-        """How many relayed connections to backend `port` are still open."""
-        with self._lock:
-            return self._open.get(port, 0)
-
-    def wait_idle(self, port: int, timeout: float) -> bool:
-        """Wait until no connection to backend `port` is open; False when `timeout` passed first.
-
-        Connections to a backend no longer on duty that only wait for their client's next
-        request are closed after RETIRED_IDLE s; those still moving bytes finish.
-        """
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while self._open.get(port, 0):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(min(left, 0.5))
-            return True
-
-    def close(self) -> None:
-        """Stop accepting connections (those open run on until they end)."""
-        with self._lock:
-            self._closed = True
-            if self._target is not None:
-                self._retired.add(self._target)
-        if self._loop is not None:
-            self._loop.stop_listening()
-
-    # -- called by the loop -------------------------------------------------------------
-
-    def _take(self) -> Optional[int]:
-        """The backend port for a new connection, counted as open (None once closed)."""
-        with self._lock:
-            if self._closed or self._target is None:
-                return None
-            self._open[self._target] = self._open.get(self._target, 0) + 1
-            return self._target
-
-    def _done(self, target: int) -> None:
-        with self._changed:
-            self._open[target] -= 1
-            if not self._open[target]:
-                del self._open[target]
-                self._changed.notify_all()
-
-    def _is_retired(self, target: int) -> bool:
-        with self._lock:
-            return target in self._retired
-
-    def _bind(self) -> socket.socket:
-        host, port = self.address
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        deadline = time.monotonic() + BIND_RETRY
-        while True:
-            try:
-                # "::" takes IPv4 clients too, as Distribution's own listener did
-                return socket.create_server((host, port), family=family, backlog=BACKLOG,
-                                            dualstack_ipv6=host == "::")
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-
-class _Flow:
-    """One direction of a relayed connection: bytes from `source` to `sink` through a pipe."""
-
-    def __init__(self, source: socket.socket, sink: socket.socket) -> None:
-        self.source = source
-        self.sink = sink
-        self.pipe: Optional[tuple[int, int]] = None  # (read end, write end) while bytes are in it
-        self.held = 0  # bytes in the pipe (or `copied`), not yet in the sink
-        self.copied = b""  # bytes read without a pipe (none was to be had), not yet sent
-        self.ended = False  # the source ended and the sink was told so
-
-    @property
-    def wants_source(self) -> bool:
-        return not self.ended and not self.held
-
-    @property
-    def wants_sink(self) -> bool:
-        return self.held > 0
-
-
-class _Link:
-    """A relayed connection: the client's socket, the registry's, and a flow each way."""
-
-    def __init__(self, client: socket.socket, backend: socket.socket, target: int) -> None:
-        self.client = client
-        self.backend = backend
-        self.target = target
-        self.connected = False
-        self.started = self.moved = time.monotonic()
-        self.clients_turn = True  # the registry answered last (or nobody said anything yet)
-        self.up = _Flow(client, backend)  # the requests
-        self.down = _Flow(backend, client)  # the answers
-        self.events = {client: 0, backend: 0}
-
-    @property
-    def finished(self) -> bool:
-        return self.up.ended and self.down.ended
-
-
-class _Loop(threading.Thread):
+class Loop(threading.Thread):
     """The event loop of one relay: accepts, connects, splices and times connections out."""
 
-    def __init__(self, relay: Relay, listener: socket.socket) -> None:
-        super().__init__(name=f"relay-{relay.address[1]}", daemon=True)
-        self.relay = relay
+    def __init__(self, port: int, ledger: Ledger, listener: socket.socket, idle_timeout: float) -> None:
+        """Serve `listener` (the mirror's `port`), sending connections where `ledger` says."""
+        super().__init__(name=f"relay-{port}", daemon=True)
+        self.port = port
+        self.ledger = ledger
+        self.idle_timeout = idle_timeout
         self.listener: Optional[socket.socket] = listener
         listener.setblocking(False)
         self.selector = selectors.DefaultSelector()
         self.selector.register(listener, selectors.EVENT_READ, None)
         self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(self.wake_read, selectors.EVENT_READ, None)
-        self.links: set[_Link] = set()
+        self.links: set[Link] = set()
         self.spare: list[tuple[int, int]] = []
         self.stopping = False
         self.paused_until = 0.0  # accept() failed for lack of resources: retry then
@@ -266,7 +102,7 @@ class _Loop(threading.Thread):
                 try:
                     self._turn()
                 except Exception:  # a bug must not take the mirror's port down with it
-                    log.exception("port %d: relay error (the port keeps serving)", self.relay.address[1])
+                    log.exception("port %d: relay error (the port keeps serving)", self.port)
                     time.sleep(0.1)
         finally:
             for link in list(self.links):
@@ -313,7 +149,7 @@ class _Loop(threading.Thread):
                     continue
                 self._pause(exc)
                 return
-            target = self.relay._take()
+            target = self.ledger.take()
             if target is None:
                 client.close()
                 continue
@@ -321,7 +157,7 @@ class _Loop(threading.Thread):
                 link = self._connect(client, target)
             except OSError as exc:
                 client.close()
-                self.relay._done(target)
+                self.ledger.done(target)
                 self._pause(exc)
                 return
             self.links.add(link)
@@ -331,7 +167,7 @@ class _Loop(threading.Thread):
                 self._update(link)
         if self.trouble_since is not None:
             log.warning("port %d: taking connections again after %.1f s (%d accept attempts failed)",
-                        self.relay.address[1], time.monotonic() - self.trouble_since, self.failed_accepts)
+                        self.port, time.monotonic() - self.trouble_since, self.failed_accepts)
             self.trouble_since = None
             self.failed_accepts = 0
             self.backoff = ACCEPT_BACKOFF[0]
@@ -346,7 +182,7 @@ class _Loop(threading.Thread):
                     else "out of resources" if exc.errno in _EXHAUSTED else "accept failed")
             log.error("port %d: cannot take new connections, %s: %s (%d connections open, file "
                       "limit %d); they wait in the backlog, retrying every %.2f-%.0f s",
-                      self.relay.address[1], what, exc, len(self.links), soft,
+                      self.port, what, exc, len(self.links), soft,
                       ACCEPT_BACKOFF[0], ACCEPT_BACKOFF[1])
             self.trouble_logged = now
         if self.trouble_since is None:
@@ -363,7 +199,7 @@ class _Loop(threading.Thread):
         self.listener.close()
         self.listener = None
 
-    def _connect(self, client: socket.socket, target: int) -> _Link:
+    def _connect(self, client: socket.socket, target: int) -> Link:
         backend = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             for sock in (client, backend):
@@ -374,18 +210,18 @@ class _Loop(threading.Thread):
         except OSError:
             backend.close()
             raise
-        link = _Link(client, backend, target)
+        link = Link(client, backend, target)
         if code == 0:
             link.connected = True
         elif code != errno.EINPROGRESS:
             log.warning("port %d: the registry on port %d refused a connection: %s",
-                        self.relay.address[1], target, os.strerror(code))
+                        self.port, target, os.strerror(code))
             link.up.ended = link.down.ended = True
         return link
 
     # -- relaying -----------------------------------------------------------------------
 
-    def _serve(self, link: _Link, sock: socket.socket, mask: int) -> None:
+    def _serve(self, link: Link, sock: socket.socket, mask: int) -> None:
         if link not in self.links:
             return  # closed earlier in this round
         try:
@@ -393,7 +229,7 @@ class _Loop(threading.Thread):
                 code = link.backend.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if code:
                     log.warning("port %d: the registry on port %d refused a connection: %s",
-                                self.relay.address[1], link.target, os.strerror(code))
+                                self.port, link.target, os.strerror(code))
                     self._close(link)
                     return
                 link.connected = True
@@ -407,7 +243,7 @@ class _Loop(threading.Thread):
         else:
             self._update(link)
 
-    def _pump(self, link: _Link, flow: _Flow) -> None:
+    def _pump(self, link: Link, flow: Flow) -> None:
         """Move what can move now from source to sink without blocking."""
         for _ in range(ROUNDS_PER_EVENT):
             if flow.held:
@@ -460,7 +296,7 @@ class _Loop(threading.Thread):
             fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         return pipe
 
-    def _release(self, flow: _Flow) -> None:
+    def _release(self, flow: Flow) -> None:
         """Give an empty pipe back for the next transfer."""
         if flow.pipe is None or flow.held:
             return
@@ -470,7 +306,7 @@ class _Loop(threading.Thread):
             _close_pipe(flow.pipe)
         flow.pipe = None
 
-    def _update(self, link: _Link) -> None:
+    def _update(self, link: Link) -> None:
         """Watch each socket of `link` for what its flows wait on now."""
         if not link.connected:
             wanted = {link.client: 0, link.backend: selectors.EVENT_WRITE}
@@ -493,7 +329,7 @@ class _Loop(threading.Thread):
                 self.selector.modify(sock, events, link)
             link.events[sock] = events
 
-    def _close(self, link: _Link) -> None:
+    def _close(self, link: Link) -> None:
         if link not in self.links:
             return
         self.links.discard(link)
@@ -506,7 +342,7 @@ class _Loop(threading.Thread):
             if flow.pipe is not None:
                 _close_pipe(flow.pipe)  # may hold bytes nobody will read
                 flow.pipe = None
-        self.relay._done(link.target)
+        self.ledger.done(link.target)
 
     def _sweep(self) -> None:
         """Close connections where nothing has moved for longer than their turn allows."""
@@ -516,12 +352,12 @@ class _Loop(threading.Thread):
             if not link.connected:
                 too_long = quiet > CONNECT_TIMEOUT
             elif link.clients_turn:
-                limit = RETIRED_IDLE if self.relay._is_retired(link.target) else self.relay.idle_timeout
+                limit = RETIRED_IDLE if self.ledger.is_retired(link.target) else self.idle_timeout
                 too_long = quiet > limit
             else:
                 too_long = quiet > ANSWER_TIMEOUT
             if too_long:
-                log.debug("port %d: closing a connection quiet for %.0f s", self.relay.address[1], quiet)
+                log.debug("port %d: closing a connection quiet for %.0f s", self.port, quiet)
                 self._close(link)
 
 
