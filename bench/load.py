@@ -5,9 +5,10 @@ Prints its figures; asserts nothing. Run as root from the repo root:
     .venv/bin/python -m bench.load [--before /path/to/old/bootstrap/src] [--reps 3]
 
 Side by side in one run, on 127.0.0.1: a plain read-only Distribution serving a warm cache's
-storage, and one mirror (`registry-cache serve`) per agent tree measured ("after" is this
-tree; `--before` adds another, e.g. `git archive <commit> bootstrap/src | tar -x -C /tmp/old`),
-each on a copy of that storage so the runners never share one. Every runner starts with the
+storage, and a `registry-cache serve` of two mirrors per agent tree measured ("after" is this
+tree; `--before` adds another, e.g. `git archive <commit> bootstrap/src | tar -x -C /tmp/old`):
+a mirror's own port (the byte relay) and the first mirror's port (the one endpoint, where the
+tree has it), each mirror on its own warm storage so no two registries share one. Every runner starts with the
 open file limits a systemd unit without LimitNOFILE= gets (soft 1,024; hard 524,288, or the
 bench's own hard limit when lower), set with prlimit as systemd does.
 
@@ -79,13 +80,16 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _start_mirror(work: Path, label: str, src: Path | None, upstream: Registry) -> tuple[procs.Process, int]:
-    """`registry-cache serve` of one mirror from agent tree `src` (this one when None)."""
+def _start_mirrors(work: Path, label: str, src: Path | None,
+                   upstream: Registry) -> tuple[procs.Process, dict[str, int]]:
+    """`registry-cache serve` from agent tree `src` (this one when None) with two mirrors of `upstream`:
+    `first` (the one endpoint, where the tree has one) and `own` (a port of its own: the relay)."""
     folder = work / label
     folder.mkdir()
-    port = procs.free_port()
+    ports = {"first": procs.free_port(), "own": procs.free_port()}
     (folder / "config.yml").write_text(
-        f"listen: 127.0.0.1\nstorage: cache\nmirrors:\n  hub: {{upstream: '{upstream.url}', port: {port}}}\n")
+        "listen: 127.0.0.1\nstorage: cache\nmirrors:\n" + "".join(
+            f"  {name}: {{upstream: '{upstream.url}', port: {port}}}\n" for name, port in ports.items()))
     env = {**os.environ, "REGISTRY_CACHE_ROOT": str(folder / "root")}
     if src is not None:
         env["PYTHONPATH"] = str(src)
@@ -96,9 +100,18 @@ def _start_mirror(work: Path, label: str, src: Path | None, upstream: Registry) 
     process = procs.start(f"serve {label}", ["prlimit", f"--nofile={soft}:{hard}", *AGENT, "serve",
                                              "--config", str(folder / "config.yml")],
                           folder / "serve.log", env=env)
-    procs.wait_for_http(f"http://127.0.0.1:{port}/v2/", timeout=60, process=process)
-    print(f"{label}: registry_cache from {probe}, port {port}, open files {soft}:{hard}", flush=True)
-    return process, port
+    for port in ports.values():
+        procs.wait_for_http(f"http://127.0.0.1:{port}/v2/", timeout=60, process=process)
+    print(f"{label}: registry_cache from {probe}, ports {ports}, open files {soft}:{hard}", flush=True)
+    return process, ports
+
+
+def _registry_behind(runner: int, mirror: str) -> int:
+    """The pid of the registry child of `runner` that serves `mirror` (its rendered config's folder)."""
+    for pid in _children(runner):
+        if f"/{mirror}/".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
+    raise LookupError(f"no registry child of {runner} serves mirror {mirror}")
 
 
 def _fetch(port: int, urls: list[str], clients: int, work: Path) -> int:
@@ -176,13 +189,18 @@ def main() -> None:
         mirrors: list[Target] = []
         trees = [("after", None)] + ([("before", args.before.resolve())] if args.before else [])
         for label, src in trees:
-            process, port = _start_mirror(work, label, src, upstream)
+            process, ports = _start_mirrors(work, label, src, upstream)
             started.append(process)
-            images.pull(image.ref(f"127.0.0.1:{port}"), work / "pulls" / label, timeout=300)
+            for name, port in ports.items():
+                images.pull(image.ref(f"127.0.0.1:{port}"), work / "pulls" / label / name, timeout=300)
             time.sleep(3)  # Distribution stores a proxied blob after serving it
-            registry = _children(process.popen.pid)[0]
-            mirrors.append(Target(f"mirror ({label})", port, process.popen.pid, registry))
-        storage = work / "after" / "cache" / "hub"
+            runner = process.popen.pid
+            for name, what in (("own", "a mirror's own port"), ("first", "the first mirror's port")):
+                if label == "before" and name == "first":
+                    continue  # the same relay as on its own port
+                registry_pid = _registry_behind(runner, name)
+                mirrors.append(Target(f"{what} ({label})", ports[name], runner, registry_pid))
+        storage = work / "after" / "cache" / "own"
         plain = start_registry(work / "plain", "plain", storage=storage, readonly=True)
         plain_pid = plain.process.popen.pid
         targets = [Target("plain Distribution", plain.port, plain_pid, plain_pid), *mirrors]
@@ -195,7 +213,7 @@ def main() -> None:
                 for target in targets[rep % len(targets):] + targets[:rep % len(targets)]:
                     _round(target, urls, clients, work)
         print("\n1. warm blobs, MiB/s (median of the rounds; ratio to the plain Distribution)")
-        print(f"  {'target':<22}{'32 clients':>20}{'128 clients':>20}{'port CPU-s/GiB':>16}"
+        print(f"  {'target':<36}{'32 clients':>20}{'128 clients':>20}{'port CPU-s/GiB':>16}"
               f"{'registry CPU-s/GiB':>20}")
         base = {c: statistics.median(targets[0].mib_s[c]) for c in (32, 128)}
         for target in targets:
@@ -205,12 +223,12 @@ def main() -> None:
                 cells.append(f"{median:8.0f} ({median / base[c]:.2f}x)")
             gib = target.bytes / GiB
             port_cpu = f"{target.cpu_s / gib:.3f}" if target.pid != target.registry_pid else "-"
-            print(f"  {target.label:<22}{cells[0]:>20}{cells[1]:>20}{port_cpu:>16}"
+            print(f"  {target.label:<36}{cells[0]:>20}{cells[1]:>20}{port_cpu:>16}"
                   f"{target.registry_cpu_s / gib:>20.3f}")
         print("\n2. per idle connection (400 open), in the runner")
         for target in mirrors:
             threads, kib = _per_connection(target, 400)
-            print(f"  {target.label:<22}{threads:6.2f} threads {kib:8.1f} KiB")
+            print(f"  {target.label:<36}{threads:6.2f} threads {kib:8.1f} KiB")
         print(f"\n3. one blob fetched while {args.idle} idle connections are open, then after they closed")
         for target in mirrors:
             held = _idle(target.port, args.idle)
@@ -220,7 +238,7 @@ def main() -> None:
                 sock.close()
             time.sleep(2)
             after = _timed_get(target.port, layers[0])
-            print(f"  {target.label:<22} during: {during}; after: {after}")
+            print(f"  {target.label:<36} during: {during}; after: {after}")
     finally:
         for process in started:
             process.stop(timeout=40)
