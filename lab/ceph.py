@@ -116,6 +116,22 @@ class CephCluster:
         """The radosgw process (for tests that stop the object store)."""
         return next((p for p in self.processes if p.name == "radosgw"), None)
 
+    def stop_gateway(self) -> None:
+        """Stop the S3 gateway alone: the object store is away, the cluster behind it keeps its data."""
+        gateway = self.gateway()
+        if gateway is not None:
+            gateway.stop(timeout=10.0)
+            self.processes.remove(gateway)
+
+    def start_gateway(self, timeout: float = 30.0) -> None:
+        """Start the S3 gateway (again) on its port; return once it answers."""
+        if self.gateway() is not None:
+            return
+        gateway = start("radosgw", self._tool("radosgw", "-f", "-n", "client.rgw"),
+                        self.root / "log" / "rgw.out")
+        self.processes.append(gateway)
+        wait_for_http(f"{self.endpoint}/", timeout=timeout, process=gateway)
+
     def log_tails(self) -> str:
         """The last lines of every daemon's log, for a failure message."""
         parts = []
@@ -174,10 +190,7 @@ def start_cluster(
             capture=True)
         cluster.processes.append(
             start("ceph-osd", cluster._tool("ceph-osd", "-f", "-i", osd_id), root / "log" / "osd.out"))
-        gateway = start("radosgw", cluster._tool("radosgw", "-f", "-n", "client.rgw"),
-                        root / "log" / "rgw.out")
-        cluster.processes.append(gateway)
-        wait_for_http(f"{cluster.endpoint}/", timeout=timeout, process=gateway)
+        cluster.start_gateway(timeout)
     except BaseException as exc:
         tails = cluster.log_tails()
         cluster.stop()

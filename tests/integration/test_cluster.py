@@ -8,11 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from registry_cache.s3 import Bucket
 
 from box.run import CommandError
 from box.sizes import KiB, MiB
 from lab import images, procs
 from lab.agent import Cache, pull_all
+from lab.ceph import start_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +103,13 @@ def test_a_blob_pulled_through_one_node_is_a_hit_on_the_other_with_one_upstream_
     pull_all(b.host("hub"), test_images.all(), tmp_path / "warm-via-b")
     for blob in {blob.digest for img in test_images.all() for blob in img.blobs}:
         assert _blob_gets(upstream, blob) == 1, blob
+    seen = {node.workdir.name: node.status()["hub"] for node in (a, b)}
+    assert seen["node-a"]["storage_bytes"] == seen["node-b"]["storage_bytes"] > 0
+    assert sorted(seen["node-a"]["shared_nodes"]) == ["node-a proxy", "node-b proxy"]
+    # each node's own traffic: what its front fetched upstream, what it served
+    assert seen["node-a"]["blob_transfers"] > 0 and seen["node-b"]["blob_transfers"] == 0
+    assert seen["node-a"]["bytes_served"] == seen["node-b"]["bytes_served"] > 0
+    assert seen["node-a"]["shared"] == seen["node-b"]["shared"]
 
 
 def test_a_node_keeps_serving_the_shared_cache_when_the_other_stops(
@@ -212,3 +221,29 @@ def a_agent(node) -> list[str]:
     from lab.agent import AGENT
 
     return [*AGENT, "--root", str(node.root)]
+
+
+def test_with_the_object_store_down_pulls_fail_status_says_why_and_all_recovers_by_itself(
+    tmp_path, upstream, test_images
+):
+    with start_cluster() as ceph:
+        account = ceph.create_account()
+        bucket = Bucket(account.endpoint, account.region, "down-test", account.access_key, account.secret_key)
+        bucket.create()
+        node = _node(tmp_path, "node", upstream, bucket, account)
+        try:
+            node.start()
+            pull_all(node.host("hub"), [test_images.oci], tmp_path / "before")
+            ceph.stop_gateway()
+            began = time.monotonic()
+            with pytest.raises(CommandError) as caught:
+                images.pull(test_images.oci.ref(node.host("hub")), tmp_path / "while-down")
+            print(f"a pull with the object store down failed after {time.monotonic() - began:.1f} s: "
+                  f"{caught.value.stderr.strip().splitlines()[-1]}")
+            status = node.status()["hub"]
+            assert "the shared cache cannot be read" in status["shared_problem"]
+            assert "ConnectionError (Connection refused)" in status["shared_problem"]
+            ceph.start_gateway()
+            pull_all(node.host("hub"), [test_images.oci], tmp_path / "after")
+        finally:
+            node.stop()

@@ -220,3 +220,26 @@ def last_result(bucket: SharedBucket, client: Optional[Bucket] = None) -> Option
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class SharedSummary:
+    """The shared cache as `status` shows it on any node: its size, its nodes, the hold, the last gc."""
+
+    where: str
+    used: int
+    nodes: tuple[str, ...]  # "NODE MODE", each live node
+    holder: Optional[str]  # the node whose gc holds the cache now, or None
+    last_gc: Optional[dict[str, Any]]
+
+
+def summary(bucket: SharedBucket) -> SharedSummary:
+    """Read the shared cache's size, nodes, hold and last gc from the bucket (S3Error when it cannot)."""
+    client = bucket.client(timeout=5.0)
+    used = sum(size for key, size in client.list(bucket.key_prefix + "docker/registry/v2/blobs/")
+               if key.endswith("/data"))
+    hold = read_hold(bucket, client)
+    nodes = tuple(f"{r.get('node')} {r.get('mode')}" for r in node_reports(bucket, client))
+    return SharedSummary(where=bucket.where, used=used, nodes=nodes,
+                         holder=hold.holder if hold is not None and hold.standing else None,
+                         last_gc=last_result(bucket, client))

@@ -61,6 +61,13 @@ GAUGES: tuple[tuple[str, str, Callable[[Any], Optional[float]]], ...] = (
      lambda s: s.gc_images_evicted),
     ("registry_cache_mirror_disk_full", "1 while the disk under the mirror's cache is full, else 0.",
      lambda s: 1 if s.disk_problem else 0),
+    # a cache in a bucket other nodes share (cluster.py); cache_bytes is then the whole bucket's
+    ("registry_cache_mirror_shared_nodes", "Nodes serving the mirror's shared cache (one bucket).",
+     lambda s: len(s.shared_nodes) if s.shared and not s.shared_problem else None),
+    ("registry_cache_mirror_shared_held", "1 while a gc holds the shared cache read-only, else 0.",
+     lambda s: (1 if s.shared_holder else 0) if s.shared and not s.shared_problem else None),
+    ("registry_cache_mirror_shared_reachable", "1 when this node can read the shared cache's bucket, else 0.",
+     lambda s: (0 if s.shared_problem else 1) if s.shared else None),
 )
 
 

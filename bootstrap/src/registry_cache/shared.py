@@ -50,6 +50,33 @@ class SharedBucket:
                       access_key=self.access_key, secret_key=self.secret_key,
                       path_style=self.path_style, ca_file=self.ca_file, timeout=timeout)
 
+    def cached_blobs(self) -> set[str]:
+        """The digests of the blobs the shared cache holds (empty when the bucket cannot be read)."""
+        from registry_cache.s3 import S3Error
+
+        base = self.key_prefix + "docker/registry/v2/blobs/sha256/"
+        try:
+            keys = [key for key, _size in self.client(timeout=5.0).list(base)]
+        except S3Error as exc:
+            log.warning("cannot list the shared cache: %s", exc)
+            return set()
+        return {"sha256:" + key[len(base):].split("/")[1] for key in keys
+                if key.endswith("/data") and key[len(base):].count("/") == 2}
+
+    def is_stored(self, repo: str, digest: str) -> bool:
+        """True once a blob is in the shared cache and linked into its repository."""
+        from registry_cache.s3 import S3Error
+
+        hexdigest = digest.split(":", 1)[1]
+        base = self.key_prefix + "docker/registry/v2/"
+        client = self.client(timeout=5.0)
+        try:
+            return all(client.request("HEAD", key, ok=(200, 404)).status_code == 200 for key in (
+                f"{base}blobs/sha256/{hexdigest[:2]}/{hexdigest}/data",
+                f"{base}repositories/{repo}/_layers/sha256/{hexdigest}/link"))
+        except S3Error:
+            return False
+
     def text(self) -> str:
         """The content of shared.json."""
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
-from registry_cache import cachelayout, disk, net, paths, record, warmresult
+from registry_cache import cachelayout, disk, net, paths, record, shared, warmresult
 from registry_cache.gc import result as gc_result
 from registry_cache.record import Credentials, MirrorRecord
 from registry_cache.sizes import format_size
@@ -57,6 +57,12 @@ class MirrorStatus:
     blob_joins: int = 0  # blob requests served by a transfer already under way, not the upstream
     blob_failures: int = 0
     blobs_in_flight: int = 0
+    # a cache in a bucket other nodes share (cluster.py): the counters above are this node's,
+    # storage_bytes and the gc fields the whole shared cache's
+    shared: Optional[str] = None  # s3://BUCKET/PREFIX/ at ENDPOINT
+    shared_nodes: tuple[str, ...] = ()  # "NODE MODE" of every live node
+    shared_holder: Optional[str] = None  # the node whose gc holds the shared cache now
+    shared_problem: Optional[str] = None  # the bucket cannot be read: what S3 said
 
     def as_dict(self) -> dict[str, Any]:
         """The status as plain data, for --json."""
@@ -96,7 +102,7 @@ def mirror_status(mirror: MirrorRecord, *, rate_limit: bool = True) -> MirrorSta
     remaining = None
     if rate_limit and mirror.docker_hub:
         remaining = docker_hub_rate_limit(mirror.credentials())
-    return MirrorStatus(
+    status = MirrorStatus(
         name=mirror.name,
         upstream=mirror.upstream,
         port=mirror.port,
@@ -124,6 +130,28 @@ def mirror_status(mirror: MirrorRecord, *, rate_limit: bool = True) -> MirrorSta
         url=mirror.url,
         **{key: front[key] for key in FRONT_KEYS},
     )
+    bucket = shared.read(mirror.directory)
+    return _with_shared_cache(status, bucket) if bucket is not None else status
+
+
+def _with_shared_cache(status: MirrorStatus, bucket: shared.SharedBucket) -> MirrorStatus:
+    """The status with the shared cache's size, nodes, hold and last gc, read from its bucket."""
+    from registry_cache import cluster
+    from registry_cache.s3 import S3Error
+
+    try:
+        seen = cluster.summary(bucket)
+    except S3Error as exc:
+        return dataclasses.replace(status, shared=bucket.where, storage_bytes=0, shared_problem=(
+            f"the shared cache cannot be read: {exc}; this node serves nothing it cannot read "
+            "from the bucket"))
+    gc = gc_result.GcResult.from_dict(seen.last_gc) if seen.last_gc else None
+    return dataclasses.replace(
+        status, shared=seen.where, shared_nodes=seen.nodes, shared_holder=seen.holder,
+        storage_bytes=seen.used,
+        gc_last_run=gc.started if gc else None, gc_bytes_freed=gc.bytes_freed if gc else 0,
+        gc_images_evicted=gc.images_evicted if gc else 0, gc_problem=gc.error if gc else None,
+    )
 
 
 def format_table(statuses: list[MirrorStatus]) -> str:
@@ -147,6 +175,7 @@ def format_table(statuses: list[MirrorStatus]) -> str:
                          f"transfer in flight; {s.blob_failures} failed; {s.blobs_in_flight} in flight now")
         if s.problem:
             lines.append(f"{s.name}: {s.problem}")
+        lines += _shared_lines(s)
         lines += _gc_warm_disk_lines(s)
     return "\n".join(lines)
 
@@ -154,6 +183,19 @@ def format_table(statuses: list[MirrorStatus]) -> str:
 def _cache(s: MirrorStatus) -> str:
     cap = s.max_size or s.cache_max_size
     return f"{format_size(s.storage_bytes)} / {format_size(cap) if cap else 'no cap'}"
+
+
+def _shared_lines(s: MirrorStatus) -> list[str]:
+    """The lines about a cache shared with other nodes: where, who serves it, who holds it."""
+    if s.shared is None:
+        return []
+    lines = [f"{s.name}: shared cache {s.shared}; hits, misses and served are this node's"]
+    if s.shared_problem:
+        return [*lines, f"{s.name}: {s.shared_problem}"]
+    lines.append(f"{s.name}: {len(s.shared_nodes)} node(s) serve it: {', '.join(s.shared_nodes) or 'none'}")
+    if s.shared_holder:
+        lines.append(f"{s.name}: held read-only by the gc of node {s.shared_holder}")
+    return lines
 
 
 def _gc_warm_disk_lines(s: MirrorStatus) -> list[str]:

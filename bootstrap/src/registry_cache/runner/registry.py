@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -73,18 +74,22 @@ def wait_ready(record: MirrorRecord, registry: Registry, stop: threading.Event) 
     return not pending
 
 
-def wait_for_stores(record: MirrorRecord, registry: Registry, lock: threading.Lock) -> None:
+def wait_for_stores(record: MirrorRecord, registry: Registry, lock: threading.Lock,
+                    is_stored: Optional[Callable[[str, str], bool]] = None) -> None:
     """Let the registry finish copying fetched blobs into the cache before it is stopped.
 
     Distribution streams a missed blob to the client and stores it in the background,
     fetching it again; stopping it right after a pull loses the blobs still in flight.
-    `lock` guards the registry's hit counter.
+    `lock` guards the registry's hit counter; `is_stored(repo, digest)` looks into a cache
+    that is not the record's folder (a shared bucket).
     """
+    if is_stored is None:
+        is_stored = functools.partial(cachelayout.is_stored, record.storage)
     deadline = time.monotonic() + STORE_GRACE
     with lock:
         pending = list(registry.counter.fetched)
     while pending and time.monotonic() < deadline:
-        pending = [b for b in pending if not cachelayout.is_stored(record.storage, *b)]
+        pending = [b for b in pending if not is_stored(*b)]
         if pending:
             time.sleep(0.2)
     if pending:

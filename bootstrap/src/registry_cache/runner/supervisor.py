@@ -48,8 +48,8 @@ class MirrorRunner:
         self.relays: list[Relay] = []
         self._waiting_logged = False
         # a mirror in a bucket other nodes share also obeys the cluster's gc hold (cluster.py)
-        bucket = shared.read(mirror_dir)
-        self.cluster = cluster.RunnerLink(bucket) if bucket is not None else None
+        self.bucket = shared.read(mirror_dir)
+        self.cluster = cluster.RunnerLink(self.bucket) if self.bucket is not None else None
         self._usage_shared = 0.0
 
     @property
@@ -143,7 +143,14 @@ class MirrorRunner:
         return choice.mode
 
     def _new_counter(self) -> counters.HitCounter:
-        return counters.HitCounter(cachelayout.cached_blobs(self.storage), self.keeper.state.counts)
+        cached = self.bucket.cached_blobs() if self.bucket else cachelayout.cached_blobs(self.storage)
+        return counters.HitCounter(cached, self.keeper.state.counts)
+
+    def _is_stored(self, repo: str, digest: str) -> bool:
+        """True once a fetched blob is in the cache (the shared bucket, or the cache folder)."""
+        if self.bucket is not None:
+            return self.bucket.is_stored(repo, digest)
+        return cachelayout.is_stored(self.storage, repo, digest)
 
     def _gc_holds(self) -> bool:
         """True while a gc asks for read-only: this node's (beside the cache) or the cluster's."""
@@ -199,7 +206,7 @@ class MirrorRunner:
     def _retire(self, retiring: Registry) -> Optional[int]:
         """Stop a registry once its stores and the pulls it serves have finished."""
         if retiring.child.poll() is None:
-            registry.wait_for_stores(self.record, retiring, self.keeper.lock)
+            registry.wait_for_stores(self.record, retiring, self.keeper.lock, self._is_stored)
             drain = STOP_DRAIN_TIMEOUT if self.stop_event.is_set() else DRAIN_TIMEOUT
             if self.relays and not self.relays[0].wait_idle(retiring.port, drain):
                 log.warning("mirror %s: stopping the %s registry with pulls still open",
@@ -221,7 +228,7 @@ class MirrorRunner:
                 next_prune = time.monotonic() + PRUNE_INTERVAL
                 with self.keeper.lock:
                     counter.fetched = [b for b in counter.fetched
-                                       if not cachelayout.is_stored(self.storage, *b)]
+                                       if not self._is_stored(*b)]
                 self.disk.check()
             on_hold = self.keeper.state.hold == GC_HOLD
             if mode == READ_ONLY and not on_hold and self._gc_holds():
