@@ -136,6 +136,15 @@ class Cache:
         return self.process.log_text() if self.process else ""
 
 
+class ClusterNode(Cache):
+    """A cache node of a cluster on one bucket, named after its folder (REGISTRY_CACHE_NODE)."""
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The agent's environment: the cache's root and the node's name."""
+        return {**super().env, "REGISTRY_CACHE_NODE": self.workdir.name}
+
+
 class TlsCache(Cache):
     """A `registry-cache serve` process with `tls: auto`; each start logs to a file of its own."""
 

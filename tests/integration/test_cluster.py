@@ -13,7 +13,8 @@ from registry_cache.s3 import Bucket
 from box.run import CommandError
 from box.sizes import KiB, MiB
 from lab import images, procs
-from lab.agent import Cache, pull_all
+from lab.agent import ClusterNode as Node
+from lab.agent import pull_all
 from lab.ceph import start_cluster
 
 pytestmark = pytest.mark.integration
@@ -25,15 +26,6 @@ def _blob_gets(upstream, digest: str) -> int:
         if e.get("msg") == "response completed" and e.get("http.request.method") == "GET"
         and e.get("http.request.uri", "").endswith(f"/blobs/{digest}")
     )
-
-
-class Node(Cache):
-    """A cache node with a name of its own in the cluster (REGISTRY_CACHE_NODE: its folder's name)."""
-
-    @property
-    def env(self) -> dict[str, str]:
-        """The agent's environment: the cache's root and the node's name."""
-        return {**super().env, "REGISTRY_CACHE_NODE": self.workdir.name}
 
 
 def _node(tmp_path: Path, name: str, upstream, s3_bucket, s3_account, **hub) -> Node:

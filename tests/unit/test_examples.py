@@ -97,3 +97,16 @@ def test_schema_names_itself_with_an_id_that_points_nowhere_it_is_not():
 
     # a URN: it names the schema without sending editors to a server that may not host it
     assert json.loads(SCHEMA.read_text())["$id"] == "urn:docker-registry-cache:config.yml"
+
+
+def test_the_cluster_example_keeps_the_cache_in_its_bucket_and_node_files_on_the_vm(tmp_path):
+    config = tmp_path / "config.yml"
+    config.write_text((EXAMPLES / "cluster" / "config.yml").read_text())
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "s3.secret").write_text("an-s3-secret\n")
+    cfg = configmod.load(str(config), check_storage=False)
+    (hub,) = cfg.mirrors
+    assert (hub.s3.endpoint, hub.s3.bucket, hub.s3.root(hub.name)) == (
+        "http://192.168.56.60:7480", "registry-cache", "/dockerhub")
+    assert hub.storage == "/var/lib/registry-cache/dockerhub"
+    assert cfg.max_size == 50_000_000_000

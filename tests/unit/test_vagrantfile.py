@@ -29,7 +29,7 @@ def _validate(tmp_path, *args, **settings):
         VAGRANT_HOME=str(tmp_path / "vagrant-home"),
         VAGRANT_DOTFILE_PATH=str(tmp_path / "dot-vagrant"),
         VAGRANT_CHECKPOINT_DISABLE="1",
-        VAGRANT_CWD=str(ROOT),
+        VAGRANT_CWD=str(settings.pop("cwd", ROOT)),
         VAGRANT_DEFAULT_PROVIDER="libvirt",
         # libvirt's built-in test driver: the libvirt provider's checks run without a libvirtd
         LIBVIRT_DEFAULT_URI="test:///default",
@@ -325,3 +325,11 @@ def test_the_qemu_provider_forwards_the_default_mirror_port_without_a_config(tmp
     lines = _recorded(tmp_path, "arm64", "2.4.1")
     forwards = [line for line in lines if "qemu.override.vm.network" in line]
     assert len(forwards) == 1 and ":guest=>5000, :host=>5000" in forwards[0], forwards
+
+
+def test_the_cluster_example_validates_with_a_ceph_node_and_with_an_external_endpoint(tmp_path):
+    folder = ROOT / "examples" / "cluster"
+    for settings in ({}, {"REGISTRY_CACHE_S3_ENDPOINT": "https://s3.example.invalid",
+                          "REGISTRY_CACHE_NODES": "3"}):
+        proc = _validate(tmp_path, cwd=folder, **settings)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
