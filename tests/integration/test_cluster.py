@@ -192,12 +192,17 @@ def test_one_gc_evicts_for_both_nodes_while_both_serve_pulls_and_none_fails(
             assert _pull(node, recent, tmp_path / "after") == recent.digest
 
 
-def test_a_killed_gc_nodes_hold_expires_and_both_nodes_return_to_proxy_mode(capped_nodes, tmp_path):
+def test_a_second_gc_leaves_it_to_the_holder_and_a_killed_holders_hold_expires_on_both_nodes(
+    capped_nodes, tmp_path
+):
     (a, b), imgs = capped_nodes
     gc_run = procs.start("registry-cache gc", [*a_agent(a), "gc", "--keep-recent", "0"],
                          tmp_path / "gc.log", env={**a.env, "REGISTRY_CACHE_HOLD_LEASE": "5"})
     for node in (a, b):
         node.wait_state("hub", mode="read-only", hold="gc", timeout=60)
+    second = b.agent("gc", "--keep-recent", "0")
+    assert second.returncode == 0, second.stderr
+    assert "the shared cache is held by node-a (its gc runs); nothing to do here" in second.stdout
     gc_run.signal(signal.SIGKILL)
     gc_run.wait(10)
     killed = time.monotonic()

@@ -101,7 +101,7 @@ class ClusterHold:
         """Take the hold; HoldTaken when another node's stands (or wins the race for it)."""
         current = read_hold(self.bucket, self.client)
         if current is not None and current.standing and current.token != self.token:
-            raise HoldTaken(f"the shared cache is held by {current.holder} (its gc runs); try later")
+            raise HoldTaken(f"the shared cache is held by {current.holder} (its gc runs)")
         began = time.monotonic()
         self._write()
         if time.monotonic() - began > SETTLE / 2:
@@ -111,7 +111,7 @@ class ClusterHold:
         current = read_hold(self.bucket, self.client)
         if current is None or current.token != self.token:
             holder = current.holder if current else "another node"
-            raise HoldTaken(f"the shared cache is held by {holder} (its gc runs); try later")
+            raise HoldTaken(f"the shared cache is held by {holder} (its gc runs)")
 
     def renew(self) -> None:
         """Keep the hold standing (call often; it writes every RENEW_EVERY s)."""
