@@ -127,3 +127,18 @@ def test_the_unit_runs_the_metrics_command_as_the_mirrors_account_not_root():
     assert "ExecStart=/usr/local/bin/registry-cache --root /etc/registry-cache metrics\n" in text
     assert "User=registry-cache\n" in text and "NoNewPrivileges=yes" in text
     assert "WantedBy=multi-user.target" in text
+
+
+def test_a_mirror_on_a_shared_bucket_exports_its_nodes_the_gc_hold_and_whether_the_bucket_answers():
+    shared = a_status(shared="s3://cache/hub/ at http://rgw:7480", shared_nodes=("a proxy", "b read-only"),
+                      shared_holder="b", storage_bytes=10_000)
+    down = a_status(name="ghcr", shared="s3://cache/ghcr/ at http://rgw:7480", shared_problem="refused")
+    samples = exposition([shared, down, a_status(name="local")])
+    hub, ghcr = (("mirror", "hub"),), (("mirror", "ghcr"),)
+    assert samples[("registry_cache_mirror_shared_nodes", hub)] == 2
+    assert samples[("registry_cache_mirror_shared_held", hub)] == 1
+    assert samples[("registry_cache_mirror_shared_reachable", hub)] == 1
+    assert samples[("registry_cache_mirror_cache_bytes", hub)] == 10_000  # the whole bucket's
+    assert samples[("registry_cache_mirror_shared_reachable", ghcr)] == 0
+    assert ("registry_cache_mirror_shared_nodes", ghcr) not in samples
+    assert ("registry_cache_mirror_shared_reachable", (("mirror", "local"),)) not in samples
