@@ -235,13 +235,15 @@ class Loop(threading.Thread):
                 link.connected = True
             self._pump(link, link.up)
             self._pump(link, link.down)
+            if link.finished:
+                self._close(link)
+            else:
+                self._update(link)
         except OSError:
             self._close(link)  # reset by either side
-            return
-        if link.finished:
+        except Exception:  # a bug costs this one connection, never the port
+            log.exception("port %d: relay error; one connection closed", self.port)
             self._close(link)
-        else:
-            self._update(link)
 
     def _pump(self, link: Link, flow: Flow) -> None:
         """Move what can move now from source to sink without blocking."""
