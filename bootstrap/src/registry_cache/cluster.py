@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from registry_cache.s3 import Bucket, S3Error
-from registry_cache.shared import SharedBucket, node_name
+from registry_cache.shared import SharedBucket
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,12 @@ def read_hold(bucket: SharedBucket, client: Optional[Bucket] = None) -> Optional
 class ClusterHold:
     """This node's hold on a shared cache while its gc runs: taken, renewed, released."""
 
-    def __init__(self, bucket: SharedBucket, lease: float = DEFAULT_LEASE) -> None:
+    def __init__(self, bucket: SharedBucket, node: str, lease: float = DEFAULT_LEASE) -> None:
         self.bucket = bucket
         self.client = bucket.client()
         self.lease = lease
         self.token = secrets.token_hex(8)
-        self.holder = node_name()
+        self.holder = node
         self._renewed = 0.0
 
     def _write(self) -> None:
@@ -131,10 +131,10 @@ class ClusterHold:
 class RunnerLink:
     """What a mirror's runner does with the bucket: obey the hold, report itself, share pull times."""
 
-    def __init__(self, bucket: SharedBucket, name: Optional[str] = None) -> None:
+    def __init__(self, bucket: SharedBucket, node: str) -> None:
         self.bucket = bucket
         self.client = bucket.client(timeout=5.0)
-        self.node = name or node_name()
+        self.node = node
         self._held = False
         self._checked = 0.0
         self._reported: tuple[Any, ...] = ()

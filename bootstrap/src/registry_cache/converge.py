@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Protocol, TextIO
 
-from registry_cache import secure, upstream, written
+from registry_cache import secure, shared, upstream, written
 from registry_cache.config import CacheConfig
 from registry_cache.plan import Plan, make_plan
 from registry_cache.render import RenderedMirror, render
@@ -49,6 +49,8 @@ def prepare(config: CacheConfig, root: str, *, dry_run: bool = False) -> Step:
     if not dry_run:
         owner = written.prepare_cache(config.storage, [m.storage for m in config.mirrors])
         ids = (owner.uid, owner.gid) if os.geteuid() == 0 else None
+        if config.s3 is not None:
+            shared.node_name(root)  # this node's name in the cluster, chosen once, before any runner
     # the generated certificate and the client passwords' hashes, before rendering
     config, security = secure.prepare(config, root, ids, current, write=not dry_run)
     wanted = render(config, security)

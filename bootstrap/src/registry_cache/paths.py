@@ -31,6 +31,8 @@ HTPASSWD = "htpasswd"
 WARM_LOGIN = "warm-login.json"
 # A mirror kept in a bucket other nodes share: the bucket, its prefix and keys (0600; shared.py).
 SHARED_BUCKET = "shared.json"
+# Under the root: this node's name in a cluster on a shared bucket, chosen once (shared.py).
+NODE_ID = "node-id"
 # The first mirror's only: the one endpoint's routing table and the other mirrors' ports (public).
 ENDPOINT = "endpoint.json"
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import socket
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from registry_cache import paths
+from registry_cache.fsutil import write_file
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,35 @@ def registry_env(directory: Optional[str]) -> dict[str, str]:
     return {"SSL_CERT_FILE": bucket.ca_file}
 
 
-def node_name() -> str:
-    """This node's name in the cluster (the host name): in hold objects and last-pull records."""
-    return os.environ.get("REGISTRY_CACHE_NODE") or socket.gethostname()
+def node_name(root: str) -> str:
+    """This node's name in the cluster: in hold objects, node reports and last-pull records.
+
+    $REGISTRY_CACHE_NODE, else the name kept in ROOT/node-id, chosen once as the host name and
+    a random suffix: boxes from one Vagrantfile all have the same host name, and two nodes
+    under one name would overwrite each other's reports.
+    """
+    if os.environ.get("REGISTRY_CACHE_NODE"):
+        return os.environ["REGISTRY_CACHE_NODE"]
+    path = os.path.join(root, paths.NODE_ID)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            name = handle.read().strip()
+        if name:
+            return name
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot read %s (%s): naming this node by its host name", path, exc)
+        return socket.gethostname()
+    name = f"{socket.gethostname()}-{secrets.token_hex(3)}"
+    try:
+        write_file(path, name + "\n")
+    except OSError as exc:
+        log.warning("cannot keep this node's name in %s (%s): naming it by its host name", path, exc)
+        return socket.gethostname()
+    return name
+
+
+def root_of(directory: str) -> str:
+    """The agent's root above a rendered mirror's folder (ROOT/mirrors/NAME)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(directory)))

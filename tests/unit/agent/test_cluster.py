@@ -36,3 +36,17 @@ def test_registries_never_get_aws_ca_bundle_and_get_a_private_endpoints_ca(tmp_p
 def test_a_mirror_on_a_folder_has_no_shared_bucket(tmp_path):
     assert shared.read(str(tmp_path)) is None
     assert shared.registry_env(str(tmp_path)) == {}
+
+
+def test_a_nodes_name_is_its_host_name_with_a_suffix_chosen_once_and_kept(tmp_path, monkeypatch):
+    monkeypatch.delenv("REGISTRY_CACHE_NODE", raising=False)
+    monkeypatch.setattr(shared.socket, "gethostname", lambda: "registry-cache")
+    first = shared.node_name(str(tmp_path))
+    assert first.startswith("registry-cache-") and first != "registry-cache"
+    assert shared.node_name(str(tmp_path)) == first
+    other = tmp_path / "other-box"
+    other.mkdir()
+    assert shared.node_name(str(other)) != first  # two boxes of one Vagrantfile: two names
+    monkeypatch.setenv("REGISTRY_CACHE_NODE", "cache-1")
+    assert shared.node_name(str(tmp_path)) == "cache-1"
+    assert shared.root_of(str(tmp_path / "mirrors" / "hub")) == str(tmp_path)

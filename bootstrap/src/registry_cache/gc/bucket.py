@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, TextIO
 
-from registry_cache import cluster, paths, proc
+from registry_cache import cluster, paths, proc, shared
 from registry_cache.gc import GcError
 from registry_cache.gc.eviction import DEFAULT_KEEP_RECENT, EvictionPlan, MirrorPlan, plan
 from registry_cache.gc.flow import garbage_collect
@@ -228,7 +228,8 @@ def collect(records: list[MirrorRecord], buckets: dict[str, SharedBucket], out: 
     holds = {}
     for record in records:
         bucket = buckets[record.name]
-        holds.setdefault((bucket.endpoint, bucket.bucket, bucket.root), cluster.ClusterHold(bucket, lease))
+        holds.setdefault((bucket.endpoint, bucket.bucket, bucket.root),
+                         cluster.ClusterHold(bucket, node_name(record), lease))
     renewers = []
     started = time.time()
     try:
@@ -283,6 +284,11 @@ def _collect_one(record: MirrorRecord, bucket: SharedBucket, client: Bucket,
           f"in {result.duration:.1f} s; {format_size(after)} used now in {bucket.where}", file=out)
 
 
+def node_name(record: MirrorRecord) -> str:
+    """This node's name in the cluster (kept under the agent's root above the mirror's folder)."""
+    return shared.node_name(shared.root_of(record.directory or "."))
+
+
 def _save(record: MirrorRecord, bucket: SharedBucket, result: GcResult) -> None:
     """Keep the result beside this node's cache files and in the bucket, for every node's status."""
     if record.storage_ready:
@@ -290,6 +296,6 @@ def _save(record: MirrorRecord, bucket: SharedBucket, result: GcResult) -> None:
     data = asdict(result)
     data["evicted"] = data["evicted"][:KEPT_NAMES]
     try:
-        cluster.save_result(bucket, {**data, "node": cluster.node_name()})
+        cluster.save_result(bucket, {**data, "node": node_name(record)})
     except S3Error as exc:
         log.warning("cannot keep the gc result in the bucket: %s", exc)

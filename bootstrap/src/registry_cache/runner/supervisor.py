@@ -49,7 +49,9 @@ class MirrorRunner:
         self._waiting_logged = False
         # a mirror in a bucket other nodes share also obeys the cluster's gc hold (cluster.py)
         self.bucket = shared.read(mirror_dir)
-        self.cluster = cluster.RunnerLink(self.bucket) if self.bucket is not None else None
+        self.cluster = None
+        if self.bucket is not None:
+            self.cluster = cluster.RunnerLink(self.bucket, shared.node_name(shared.root_of(mirror_dir)))
         self._usage_shared = 0.0
 
     @property
