@@ -6,8 +6,9 @@ Prints its figures; asserts nothing. Run as root from the repo root:
 
 The upstream registry sits in a network namespace behind a shaped veth pair (lab/netem.py),
 on port 80 of its address, so its registry host is that address alone (a valid image-name
-prefix). `registry-cache serve` runs two mirrors: `first` (its port is the endpoint; its own
-upstream is never asked here) and `other`, whose upstream is that registry. Side by side, in
+prefix). The cache runs two mirrors as the box does (one `registry-cache run-mirror` process each):
+`first` (its port is the endpoint; its own upstream is never asked here) and `other`, whose
+upstream is that registry. Side by side, in
 rounds that alternate and each start from an empty cache: a cold pull then `--warm` warm pulls
 of one image through `other`'s own port, and the same through the endpoint
 (`HOST:FIRST_PORT/UPSTREAM/NAME`). Upstream bytes come from the upstream's own access log.
@@ -45,8 +46,9 @@ def one_round(label: str, image: images.TestImage, upstream: Registry, upstream_
               warm_pulls: int) -> dict[str, float]:
     """A fresh cache: one cold and `warm_pulls` warm pulls via the endpoint or via the mirror's own port."""
     cache = Cache(workdir)
+    workdir.mkdir(parents=True)
     cache.write_config({"first": {"upstream": "http://127.0.0.1:9"}, "other": {"upstream": upstream.url}})
-    cache.start()
+    runners = run_as_the_box_does(cache, workdir)
     try:
         host = cache.host("other") if label == "own port" else f"{cache.host('first')}/{upstream_host}"
         mark = len(upstream.json_log())
@@ -61,13 +63,32 @@ def one_round(label: str, image: images.TestImage, upstream: Registry, upstream_
             images.pull(image.ref(host), workdir / f"warm-{index}", timeout=600)
             warm.append(time.monotonic() - start)
         blob = max(image.layers, key=lambda b: b.size)
-        url = f"http://{host.split('/', 1)[0]}/v2/{host.partition('/')[2] + '/' if '/' in host else ''}" \
-              f"{image.repo}/blobs/{blob.digest}"
+        address, _, prefix = host.partition("/")
+        url = f"http://{address}/v2/{prefix + '/' if prefix else ''}{image.repo}/blobs/{blob.digest}"
         rates = [_curl_rate(url) for _ in range(5)]
         return {"cold": cold, "warm": statistics.median(warm), "cold_bytes": cold_bytes,
                 "blob_mib_s": statistics.median(rates)}
     finally:
-        cache.stop()
+        for runner in runners:
+            runner.stop(timeout=40)
+
+
+def run_as_the_box_does(cache: Cache, workdir: Path) -> list:
+    """Render the cache's mirrors (`serve` once), then run each in its own `run-mirror` process.
+
+    As under systemd: one process per mirror, so the endpoint and another mirror's port relay
+    share no interpreter lock, as they do inside a single `serve`.
+    """
+    cache.start()
+    cache.stop()
+    runners = []
+    for name in cache.ports:
+        argv = [*AGENT, "--root", str(cache.root), "run-mirror", name]
+        log_path = workdir / f"run-mirror-{name}.log"
+        runners.append(start(f"run-mirror {name}", argv, log_path, env=cache.env))
+    for name in cache.ports:
+        wait_for_http(f"http://{cache.host(name)}/v2/", timeout=120)
+    return runners
 
 
 def _curl_rate(url: str) -> float:
@@ -104,14 +125,7 @@ def mirrors_memory(count: int, workdir: Path) -> None:
         cache = Cache(workdir / "memory")
         cache.workdir.mkdir()
         cache.write_config({f"m{n}": {"upstream": u.url} for n, u in enumerate(upstreams)})
-        cache.start()  # renders every mirror under its root, then serves; stopped to run them apart
-        cache.stop()
-        for name in cache.ports:
-            argv = [*AGENT, "--root", str(cache.root), "run-mirror", name]
-            log_path = workdir / f"run-mirror-{name}.log"
-            runners.append(start(f"run-mirror {name}", argv, log_path, env=cache.env))
-        for name in cache.ports:
-            wait_for_http(f"http://{cache.host(name)}/v2/", timeout=120)
+        runners = run_as_the_box_does(cache, workdir)
         for name in cache.ports:
             images.pull(image.ref(cache.host(name)), workdir / f"pull-{name}", timeout=120)
         time.sleep(3)

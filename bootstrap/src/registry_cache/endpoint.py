@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -44,6 +45,8 @@ READ_TIMEOUT = 300.0  # a mirror silent this long mid-answer (its upstream stall
 KEEPALIVE_TIMEOUT = 75.0  # an idle client connection is closed after this long (nginx's default)
 SHUTDOWN_TIMEOUT = 2.0  # how long a stop waits for answers still streaming
 STOP_WAIT = 10.0
+SPLICE_MIN = 256 * 1024  # bodies at least this big go by splice(2) where both sides are plain HTTP
+SPLICE_PIPE = 1024 * 1024  # bytes a splice pipe holds
 TABLE_CHECK_INTERVAL = 1.0  # how often a request looks whether apply rewrote the routing table
 
 HOP_BY_HOP = frozenset({
@@ -325,6 +328,8 @@ class Endpoint:
             await response.prepare(request)
             if bodiless:
                 return response
+            if self._can_splice(request, answer):
+                return await self._splice_body(request, response, answer, decision)
             try:
                 while True:
                     chunk = await answer.content.read(CHUNK)
@@ -340,6 +345,109 @@ class Endpoint:
             return response
         finally:
             answer.release()
+
+
+    def _can_splice(self, request: web.Request, answer: aiohttp.ClientResponse) -> bool:
+        """Whether a body goes from the mirror to the client by splice(2): a big one, plain HTTP both ways."""
+        length = answer.content_length
+        return (self._server_ssl is None and request.method == "GET" and answer.status == 200
+                and length is not None and length >= SPLICE_MIN and answer.connection is not None
+                and request.transport is not None)
+
+    async def _splice_body(self, request: web.Request, response: web.StreamResponse,
+                           answer: aiohttp.ClientResponse, decision: routing.Decision) -> web.StreamResponse:
+        """Move a blob's body from the mirror's socket to the client's in the kernel (no copy through Python).
+
+        The mirror's connection stops being read by aiohttp; what it had read already is sent
+        first, the rest spliced; that connection is then closed (its parser never saw the body).
+        """
+        assert answer.connection is not None and answer.connection.transport is not None
+        assert request.transport is not None and answer.content_length is not None
+        backend = answer.connection.transport
+        # in this order, with no await between: draining aiohttp's buffer may resume reading
+        # the socket (its flow control), which must stay paused for every byte left
+        head = answer.content.read_nowait(-1)
+        backend.pause_reading()
+        try:
+            if head:
+                await response.write(head)
+            remaining = answer.content_length - len(head)
+            await _flushed(request.transport)
+            source = backend.get_extra_info("socket").fileno()
+            sink = request.transport.get_extra_info("socket").fileno()
+            await _splice(source, sink, remaining)
+            await response.write_eof()
+        except (OSError, asyncio.TimeoutError, EOFError) as exc:
+            log.warning("endpoint: %s %s: mirror %s broke off: %s", request.method, request.path,
+                        decision.mirror, exc)
+            _cut(request)
+        finally:
+            answer.close()  # its parser is out of step with the socket: never reused
+        return response
+
+
+async def _flushed(transport: Any) -> None:
+    """Wait until everything written to `transport` has left its buffer (the head before the body)."""
+    deadline = time.monotonic() + READ_TIMEOUT
+    while transport.get_write_buffer_size() and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+    if transport.get_write_buffer_size():
+        raise asyncio.TimeoutError("the client reads nothing")
+
+
+async def _splice(source: int, sink: int, count: int) -> None:
+    """Move `count` bytes from socket `source` to socket `sink` through a pipe, waiting on both."""
+    loop = asyncio.get_running_loop()
+    # the sockets belong to transports, which asyncio will not share: wait on copies of the fds
+    watch_in, watch_out = os.dup(source), os.dup(sink)
+    pipe_out, pipe_in = os.pipe()
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(pipe_in, fcntl.F_SETPIPE_SZ, SPLICE_PIPE)
+    flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+    in_pipe = 0
+    try:
+        while count or in_pipe:
+            moved = False
+            if count and in_pipe < SPLICE_PIPE:
+                with contextlib.suppress(BlockingIOError):
+                    got = os.splice(source, pipe_in, min(count, SPLICE_PIPE - in_pipe), flags=flags)
+                    if got == 0:
+                        raise EOFError(f"the mirror closed with {count} bytes of the body unsent")
+                    count -= got
+                    in_pipe += got
+                    moved = True
+            if in_pipe:
+                with contextlib.suppress(BlockingIOError):
+                    sent = os.splice(pipe_out, sink, in_pipe, flags=flags)
+                    in_pipe -= sent
+                    moved = moved or sent > 0
+            if not moved:
+                await _ready(loop, watch_in if count and in_pipe < SPLICE_PIPE else None,
+                             watch_out if in_pipe else None)
+    finally:
+        for fd in (watch_in, watch_out, pipe_out, pipe_in):
+            os.close(fd)
+
+
+async def _ready(loop: asyncio.AbstractEventLoop, readable: Optional[int], writable: Optional[int]) -> None:
+    """Wait until `readable` can be read or `writable` written (READ_TIMEOUT at most)."""
+    woken = loop.create_future()
+
+    def wake() -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    if readable is not None:
+        loop.add_reader(readable, wake)
+    if writable is not None:
+        loop.add_writer(writable, wake)
+    try:
+        await asyncio.wait_for(woken, READ_TIMEOUT)
+    finally:
+        if readable is not None:
+            loop.remove_reader(readable)
+        if writable is not None:
+            loop.remove_writer(writable)
 
 
 def _cut(request: web.Request) -> None:
