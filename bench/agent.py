@@ -125,12 +125,17 @@ def before_front(image: images.TestImage, upstream: Registry, workdir: Path) -> 
 
 
 def after_front(image: images.TestImage, upstream: Registry, workdir: Path) -> dict[str, float]:
-    """Two mirrors under `registry-cache serve`, each with its front."""
-    cache = Cache(workdir)
-    cache.write_config({name: {"upstream": upstream.url} for name in ("single", "herd")})
-    cache.start()
+    """Two mirrors of the upstream, each with its front, each under a `registry-cache serve` of its own.
+
+    (Two caches: one config holds one mirror per registry.)
+    """
+    cache, herd = Cache(workdir / "single"), Cache(workdir / "herd")
+    for each, name in ((cache, "single"), (herd, "herd")):
+        each.workdir.mkdir(parents=True, exist_ok=True)
+        each.write_config({name: {"upstream": upstream.url}})
+        each.start()
     try:
-        hosts = (cache.host("single"), cache.host("herd"))
+        hosts = (cache.host("single"), herd.host("herd"))
         figures = measure_mirror("after", image, upstream, hosts, workdir)
         time.sleep(2)
         state = cache.state("single")
@@ -139,10 +144,11 @@ def after_front(image: images.TestImage, upstream: Registry, workdir: Path) -> d
               f"bytes_from_upstream {format_size(state['bytes_from_upstream'])}", flush=True)
         time.sleep(3)
         serve_pid = cache.process.pid if cache.process else 0
-        for label, pid in (("docker-registry", state["pid"]), ("serve, 2 mirrors", serve_pid)):
+        for label, pid in (("docker-registry", state["pid"]), ("serve, 1 mirror", serve_pid)):
             print(f"{'idle memory: ' + label + ' (RSS)':<44} {format_size(rss_kib(pid) * 1024, 'MiB'):>12}")
         return figures
     finally:
+        herd.stop()
         cache.stop()
 
 

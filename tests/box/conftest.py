@@ -91,7 +91,7 @@ def lab() -> Iterator[Lab]:
     if os.geteuid() != 0:
         pytest.fail("box tests need root (network namespace, libvirtd)", pytrace=False)
     for tool in ("ip", "vagrant", "libvirtd", "virtlogd", "virsh", "qemu-system-x86_64", "ssh",
-                 "skopeo", "docker-registry", "unshare"):
+                 "skopeo", "docker-registry", "unshare", "containerd", "ctr"):
         if shutil.which(tool) is None:
             pytest.fail(f"box tests need {tool}: run `./invoke install-deps --groups vagrant,test`",
                         pytrace=False)

@@ -14,6 +14,7 @@ import yaml
 
 from lab import images
 from lab.boot import LIBVIRT_HOST_SIDE
+from lab.containerd import Containerd, write_hosts_dir
 from lab.machines import MIRROR_UNIT, Machine, config_yaml
 from tests.box.boxes import SECOND_PORT, LibvirtVM
 
@@ -143,6 +144,25 @@ def test_provision_with_a_second_upstream_starts_it_and_leaves_the_first_mirror_
     first_after = machine.unit("team")
     assert first_after["MainPID"] == first_before["MainPID"], "the first mirror was restarted"
     assert first_after["ActiveEnterTimestamp"] == first_before["ActiveEnterTimestamp"]
+
+
+def test_port_5000_serves_both_upstreams_to_containerd_by_ns(libvirt_vm: LibvirtVM, lab, tmp_path: Path):
+    """After the second upstream's provision, the first mirror's port 5000 answers for both.
+
+    containerd's own resolver is told only that port, for every registry (`_default/hosts.toml`):
+    it names each image's registry with `?ns=`. Its fallback to a registry itself goes over https,
+    which these plain-HTTP upstreams do not speak: the digests can only have come through port 5000.
+    """
+    machine = libvirt_vm.machine
+    machine.wait_all_serving()
+    assert "second" in machine.mirrors, "runs after the provision that adds the second upstream"
+    ca = tmp_path / "ca.crt"
+    ca.write_text(machine.ssh("registry-cache ca"))
+    hosts = write_hosts_dir(tmp_path / "certs.d", f"https://{machine.mirror_host('team')}", ca_file=ca)
+    with Containerd(tmp_path / "containerd") as containerd:
+        for upstream, image in ((lab.upstream, lab.image), (lab.second_upstream, lab.second_image)):
+            ref = f"{LIBVIRT_HOST_SIDE}:{upstream.port}/{image.repo}:{image.tag}"
+            assert containerd.pull(ref, hosts) == image.digest, ref
 
 
 def test_broken_config_fails_provision_naming_file_line_key_and_mirrors_keep_serving(

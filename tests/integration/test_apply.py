@@ -20,7 +20,7 @@ mirrors:
     username: alice
     password_file: hub.token
   ghcr:
-    upstream: http://127.0.0.1:9
+    upstream: http://127.0.0.1:8
     port: 5001
 """
 SECRET = "dckr_pat_SECRET_do_not_print"

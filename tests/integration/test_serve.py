@@ -182,7 +182,9 @@ def test_a_mirror_added_by_reload_serves_and_the_old_one_is_not_restarted(
 
 
 def test_sigterm_stops_every_registry_it_started(cache, upstream):
-    cache.write_config({"a": {"upstream": upstream.url}, "b": {"upstream": upstream.url}})
+    # one registry under two names: a mirror per registry
+    other_name = upstream.url.replace("127.0.0.1", "localhost")
+    cache.write_config({"a": {"upstream": upstream.url}, "b": {"upstream": other_name}})
     cache.start()
     pids = [cache.wait_state(n, mode="proxy")["pid"] for n in ("a", "b")]
     assert cache.stop() == 0

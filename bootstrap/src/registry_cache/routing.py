@@ -45,12 +45,11 @@ def upstream_url(value: str) -> str:
     """The upstream URL a config value means: a host alone is `https://HOST`; Docker Hub's names its API.
 
     `ghcr.io` -> `https://ghcr.io`; `docker.io` (or `index.docker.io`) ->
-    `https://registry-1.docker.io`. A value with a scheme is returned as it is, less a final '/'.
+    `https://registry-1.docker.io`. A value with a scheme is returned as it is.
     """
-    value = value.strip()
     if "://" in value:
-        return value.rstrip("/")
-    host = value.rstrip("/")
+        return value
+    host = value.strip().rstrip("/")
     if is_docker_hub(host):
         return f"https://{DOCKER_HUB_API}"
     return f"https://{host}"

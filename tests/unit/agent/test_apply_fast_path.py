@@ -21,7 +21,7 @@ FORMATS = {
     "registry-cache": (
         "listen: 127.0.0.1\nstorage: cache\nmirrors:\n"
         "  hub: {upstream: 'http://127.0.0.1:9', port: 5000, username: alice, password_file: hub.token}\n"
-        "  ghcr: {upstream: 'http://127.0.0.1:9', port: 5001}\n"
+        "  ghcr: {upstream: 'http://127.0.0.1:8', port: 5001}\n"
     ),
     # a plain Distribution config (version: 0.1 and proxy:), run as the mirror "default"
     "seed": (

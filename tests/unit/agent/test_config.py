@@ -78,7 +78,7 @@ BAD_CONFIGS = [
     pytest.param(
         "mirrors:\n  hub:\n    upstrem: https://ghcr.io\n    port: 5000\n",
         ["2: mirrors.hub.upstream: missing; add it. Root URL of the upstream registry, "
-         "e.g. https://registry-1.docker.io",
+         "e.g. https://registry-1.docker.io, or its host alone (ghcr.io)",
          "3: mirrors.hub.upstrem: unknown key; did you mean 'upstream'?"],
         id="unknown-key-did-you-mean",
     ),
@@ -124,8 +124,8 @@ BAD_CONFIGS = [
         id="port-as-string",
     ),
     pytest.param(
-        "mirrors:\n  a: {upstream: 'ghcr.io', port: 5000}\n",
-        ["2: mirrors.a.upstream: 'ghcr.io' is not an http(s) URL; use the registry root, e.g. https://ghcr.io"],
+        "mirrors:\n  a: {upstream: 'ftp://ghcr.io', port: 5000}\n",
+        ["2: mirrors.a.upstream: 'ftp://ghcr.io' is not an http(s) URL; use the registry root, e.g. https://ghcr.io"],
         id="upstream-not-a-url",
     ),
     pytest.param(

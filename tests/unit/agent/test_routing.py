@@ -65,7 +65,7 @@ def test_an_unknown_registry_is_refused_naming_the_configured_ones(path, query):
 
 @pytest.mark.parametrize("value,url", [("ghcr.io", "https://ghcr.io"), ("docker.io", "https://registry-1.docker.io"),
                                         ("index.docker.io", "https://registry-1.docker.io"),
-                                        ("quay.io/", "https://quay.io"), ("http://r:5000/", "http://r:5000")])
+                                        ("quay.io/", "https://quay.io"), ("http://r:5000", "http://r:5000")])
 def test_an_upstream_given_by_host_alone_means_its_https_root(value, url):
     assert routing.upstream_url(value) == url
 

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from registry_cache.config.document import Document, KeyPath, is_int
+from registry_cache.config.endpoint import check_registries, upstream_url
 from registry_cache.config.files import check_storage, read_secret
 from registry_cache.config.model import (
     DEBUG_PORT_OFFSET,
@@ -83,6 +84,7 @@ class Checker:
                         mirror = dataclasses.replace(mirror, s3=shared)
                     if mirror is not None:
                         mirrors.append(mirror)
+        check_registries(self.doc, [(m.name, m.upstream) for m in mirrors])
         max_size = self._size(("max_size",), data.get("max_size"))
         tls = check_tls(self.doc, data.get("tls"), self.base_dir, listen)
         auth = check_auth(self.doc, data.get("auth"), tls, self.base_dir)
@@ -108,6 +110,7 @@ class Checker:
         base: KeyPath = ("mirrors", name)
         upstream = spec.get("upstream")
         if isinstance(upstream, str):
+            upstream = upstream_url(upstream)
             problem = upstream_problem(upstream)
             if problem:
                 self.doc.add((*base, "upstream"), problem)

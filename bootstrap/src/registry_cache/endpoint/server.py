@@ -1,28 +1,9 @@
-"""The one endpoint: the first mirror's port answers for every configured upstream.
-
-The runner of the mirror that owns the endpoint (the first one in config.yml) listens on its
-port with this HTTP router instead of the plain byte relay (handover.Relay), with the same
-handover interface (`point_to`, `wait_idle`, `close`). Each request is routed by routing.py —
-containerd's `ns` parameter, else a registry prefix in the path, else the endpoint's own
-mirror — and sent on to that mirror: its own registry on duty (a private loopback port the
-runner points it at) or another mirror's own port on this machine. So every upstream keeps its
-own single-flight front, size cap, TLS, client login, counters, status and metrics; the
-endpoint adds none of its own and never dials anything but the configured mirrors.
-
-What changes on the way: the registry prefix leaves the path (and `ns` the query) going in,
-and comes back into `Location` and `Link` URLs coming out. The client's `Host` and
-`Authorization` pass unchanged: a mirror's client login (htpasswd) answers with a `Basic`
-challenge, which names a realm but no URL, so a client logs in to the endpoint's address as it
-would to the mirror's. With TLS the endpoint serves the mirrors' certificate and reaches them
-over TLS, checked against their CA.
-"""
+"""The one endpoint's HTTP server: routes each request to its mirror and streams the answer back."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import json
 import logging
 import os
 import ssl
@@ -32,9 +13,18 @@ from typing import Any, Optional
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 
 from registry_cache import paths, routing
+from registry_cache.endpoint import splice
+from registry_cache.endpoint.protocol import (
+    API_VERSION,
+    backend_query,
+    cut,
+    forward_request_headers,
+    forward_response_headers,
+    read_table,
+    unavailable,
+)
 from registry_cache.net import connect_host
 
 log = logging.getLogger(__name__)
@@ -46,54 +36,7 @@ KEEPALIVE_TIMEOUT = 75.0  # an idle client connection is closed after this long 
 SHUTDOWN_TIMEOUT = 2.0  # how long a stop waits for answers still streaming
 STOP_WAIT = 10.0
 SPLICE_MIN = 256 * 1024  # bodies at least this big go by splice(2) where both sides are plain HTTP
-SPLICE_PIPE = 1024 * 1024  # bytes a splice pipe holds
 TABLE_CHECK_INTERVAL = 1.0  # how often a request looks whether apply rewrote the routing table
-
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-})
-API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
-
-
-def read_table(directory: str) -> Optional[routing.Table]:
-    """The endpoint's table rendered into a mirror's folder; None when that mirror is no endpoint."""
-    try:
-        with open(os.path.join(directory, paths.ENDPOINT), encoding="utf-8") as handle:
-            return routing.Table.from_json(handle.read())
-    except FileNotFoundError:
-        return None
-
-
-def forward_request_headers(headers: Any) -> CIMultiDict:
-    """A client's request headers as sent to a mirror: hop-by-hop ones dropped, Host kept."""
-    out: CIMultiDict = CIMultiDict()
-    for key, value in headers.items():
-        if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
-            out.add(key, value)
-    return out
-
-
-def forward_response_headers(headers: Any, decision: routing.Decision) -> CIMultiDict:
-    """A mirror's answer headers as the client gets them: `Location` and `Link` under the client's name."""
-    out: CIMultiDict = CIMultiDict()
-    for key, value in headers.items():
-        lower = key.lower()
-        if lower in HOP_BY_HOP or lower == "content-length":
-            continue
-        if lower == "location":
-            value = routing.client_url(value, decision)
-        elif lower == "link":
-            value = routing.client_link(value, decision)
-        out.add(key, value)
-    return out
-
-
-def backend_query(query: str) -> str:
-    """The query string a mirror gets: containerd's `ns` is the endpoint's, not the mirror's."""
-    kept = [part for part in query.split("&") if part and part.split("=", 1)[0] != routing.NS_PARAMETER]
-    return "&".join(kept)
-
 
 class Endpoint:
     """Listens on the endpoint's port and routes each request to its mirror (see the module doc)."""
@@ -291,7 +234,7 @@ class Endpoint:
                                 content_type="application/json", headers=API_VERSION)
         port = self._backend_port(decision.mirror)
         if port is None:
-            return _unavailable(f"mirror {decision.mirror} has no port known to the endpoint")
+            return unavailable(f"mirror {decision.mirror} has no port known to the endpoint")
         kept = backend_query(query)
         url = f"{self._scheme}://{self._backend_host}:{port}{decision.path}" + (f"?{kept}" if kept else "")
         with self._lock:
@@ -315,7 +258,7 @@ class Endpoint:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             log.warning("endpoint: %s %s: mirror %s does not answer: %s", request.method, request.path,
                         decision.mirror, exc)
-            return _unavailable(f"mirror {decision.mirror} does not answer: {type(exc).__name__}")
+            return unavailable(f"mirror {decision.mirror} does not answer: {type(exc).__name__}")
         try:
             response = web.StreamResponse(status=answer.status, reason=answer.reason,
                                           headers=forward_response_headers(answer.headers, decision))
@@ -339,7 +282,7 @@ class Endpoint:
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 log.warning("endpoint: %s %s: mirror %s broke off: %s", request.method, request.path,
                             decision.mirror, exc)
-                _cut(request)
+                cut(request)
             except ConnectionResetError:
                 log.debug("endpoint: %s %s: the client left", request.method, request.path)
             return response
@@ -372,91 +315,15 @@ class Endpoint:
             if head:
                 await response.write(head)
             remaining = answer.content_length - len(head)
-            await _flushed(request.transport)
+            await splice.flushed(request.transport, READ_TIMEOUT)
             source = backend.get_extra_info("socket").fileno()
             sink = request.transport.get_extra_info("socket").fileno()
-            await _splice(source, sink, remaining)
+            await splice.splice(source, sink, remaining, READ_TIMEOUT)
             await response.write_eof()
         except (OSError, asyncio.TimeoutError, EOFError) as exc:
             log.warning("endpoint: %s %s: mirror %s broke off: %s", request.method, request.path,
                         decision.mirror, exc)
-            _cut(request)
+            cut(request)
         finally:
             answer.close()  # its parser is out of step with the socket: never reused
         return response
-
-
-async def _flushed(transport: Any) -> None:
-    """Wait until everything written to `transport` has left its buffer (the head before the body)."""
-    deadline = time.monotonic() + READ_TIMEOUT
-    while transport.get_write_buffer_size() and time.monotonic() < deadline:
-        await asyncio.sleep(0.001)
-    if transport.get_write_buffer_size():
-        raise asyncio.TimeoutError("the client reads nothing")
-
-
-async def _splice(source: int, sink: int, count: int) -> None:
-    """Move `count` bytes from socket `source` to socket `sink` through a pipe, waiting on both."""
-    loop = asyncio.get_running_loop()
-    # the sockets belong to transports, which asyncio will not share: wait on copies of the fds
-    watch_in, watch_out = os.dup(source), os.dup(sink)
-    pipe_out, pipe_in = os.pipe()
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(pipe_in, fcntl.F_SETPIPE_SZ, SPLICE_PIPE)
-    flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
-    in_pipe = 0
-    try:
-        while count or in_pipe:
-            moved = False
-            if count and in_pipe < SPLICE_PIPE:
-                with contextlib.suppress(BlockingIOError):
-                    got = os.splice(source, pipe_in, min(count, SPLICE_PIPE - in_pipe), flags=flags)
-                    if got == 0:
-                        raise EOFError(f"the mirror closed with {count} bytes of the body unsent")
-                    count -= got
-                    in_pipe += got
-                    moved = True
-            if in_pipe:
-                with contextlib.suppress(BlockingIOError):
-                    sent = os.splice(pipe_out, sink, in_pipe, flags=flags)
-                    in_pipe -= sent
-                    moved = moved or sent > 0
-            if not moved:
-                await _ready(loop, watch_in if count and in_pipe < SPLICE_PIPE else None,
-                             watch_out if in_pipe else None)
-    finally:
-        for fd in (watch_in, watch_out, pipe_out, pipe_in):
-            os.close(fd)
-
-
-async def _ready(loop: asyncio.AbstractEventLoop, readable: Optional[int], writable: Optional[int]) -> None:
-    """Wait until `readable` can be read or `writable` written (READ_TIMEOUT at most)."""
-    woken = loop.create_future()
-
-    def wake() -> None:
-        if not woken.done():
-            woken.set_result(None)
-
-    if readable is not None:
-        loop.add_reader(readable, wake)
-    if writable is not None:
-        loop.add_writer(writable, wake)
-    try:
-        await asyncio.wait_for(woken, READ_TIMEOUT)
-    finally:
-        if readable is not None:
-            loop.remove_reader(readable)
-        if writable is not None:
-            loop.remove_writer(writable)
-
-
-def _cut(request: web.Request) -> None:
-    """Abort the client's connection mid-body, so it cannot take a part for the whole."""
-    if request.transport is not None:
-        request.transport.abort()
-
-
-def _unavailable(message: str) -> web.Response:
-    body = {"errors": [{"code": "UNAVAILABLE", "message": message}]}
-    return web.Response(status=503, body=json.dumps(body).encode(), content_type="application/json",
-                        headers=API_VERSION)
