@@ -35,7 +35,9 @@ UNIT_SOFT_LIMIT = 1024
 def _start_serve(cache: Cache, upstream: Registry, soft: int, hard: int) -> None:
     """`registry-cache serve` under open file limits `soft`:`hard`, with two mirrors of `upstream`:
     `hub`, whose port is the one endpoint (the first mirror), and `own`, on a port of its own."""
-    cache.write_config({"hub": {"upstream": upstream.url}, "own": {"upstream": upstream.url}})
+    # one mirror per registry: `own` reaches the same upstream by its other name
+    other_name = upstream.url.replace("127.0.0.1", "localhost")
+    cache.write_config({"hub": {"upstream": upstream.url}, "own": {"upstream": other_name}})
     cache.process = procs.start(
         "registry-cache serve",
         ["prlimit", f"--nofile={soft}:{hard}", *AGENT, "serve", "--config", str(cache.config)],

@@ -55,8 +55,9 @@ def test_warm_images_are_cached_after_start_so_the_first_client_pull_is_a_hit(
 
 def test_warm_command_shows_progress_and_fails_when_an_image_cannot_be_warmed(cache, upstream, test_images):
     docker = test_images.docker
+    other_name = upstream.url.replace("127.0.0.1", "localhost")  # one mirror per registry (name)
     cache.write_config({"hub": {"upstream": upstream.url, "warm": f'["{docker.repo}:{docker.tag}"]'},
-                        "other": {"upstream": upstream.url, "warm": '["test/missing:v1"]'}})
+                        "other": {"upstream": other_name, "warm": '["test/missing:v1"]'}})
     cache.start()
 
     ok = cache.agent("warm", "hub", timeout=120)
