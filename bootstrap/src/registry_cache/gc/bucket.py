@@ -24,7 +24,7 @@ from registry_cache.gc import GcError
 from registry_cache.gc.eviction import DEFAULT_KEEP_RECENT, EvictionPlan, MirrorPlan, plan
 from registry_cache.gc.flow import garbage_collect
 from registry_cache.gc.result import KEPT_NAMES, GcResult
-from registry_cache.gc.scan import Image, Inventory
+from registry_cache.gc.scan import Image, Inventory, repo_images
 from registry_cache.record import MirrorRecord
 from registry_cache.s3 import Bucket, S3Error
 from registry_cache.shared import SharedBucket
@@ -111,24 +111,10 @@ def scan(record: MirrorRecord, bucket: SharedBucket, usage: Usage, client: Optio
                 times = tag_times.setdefault(repo, {})
                 times[digest] = max(times.get(digest, 0.0), listing.times[rel])
     for repo, manifests_stored in sorted(stored.items()):
-        repo_tags = tags.get(repo, {})
-        refs = {d: _references(client, bucket, d) for d in manifests_stored}
-        children = {c for d in manifests_stored for c in refs[d][0]}
-        for digest in manifests_stored:
-            if digest in children and digest not in repo_tags:
-                continue  # a platform of an index: evicted with its index
-            platforms = [c for c in refs[digest][0] if c in manifests_stored]
-            manifests = frozenset([digest, *platforms])
-            blobs = set(manifests) | set(refs[digest][1])
-            for child in platforms:
-                blobs |= set(refs[child][1])
-            pulled = usage.last_pull(repo, [*repo_tags.get(digest, []), *manifests])
-            last = max([manifests_stored[d] for d in manifests]
-                       + [tag_times.get(repo, {}).get(digest, 0.0), pulled or 0.0])
-            inventory.images.append(Image(
-                mirror=record.name, repo=repo, digest=digest, tags=tuple(sorted(repo_tags.get(digest, []))),
-                manifests=manifests, blobs=frozenset(blobs), last_pull=last,
-            ))
+        repo_tags = {d: sorted(t) for d, t in tags.get(repo, {}).items()}
+        inventory.images += repo_images(record.name, repo, manifests_stored, repo_tags,
+                                        tag_times.get(repo, {}),
+                                        lambda d: _references(client, bucket, d), usage)
     return inventory, listing
 
 

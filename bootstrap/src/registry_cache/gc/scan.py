@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from registry_cache import cachelayout
 from registry_cache.usage import Usage
@@ -64,20 +64,41 @@ def scan(mirror: str, storage: str, usage: Optional[Usage] = None) -> Inventory:
             if digest in stored:
                 tags.setdefault(digest, []).append(tag)
                 tag_times[digest] = max(tag_times.get(digest, 0.0), written)
-        refs = {d: cachelayout.references(storage, d) for d in stored}
-        children = {c for d in stored for c in refs[d][0]}
-        for digest in stored:
-            if digest in children and digest not in tags:
-                continue  # a platform of an index: evicted with its index
-            platforms = [c for c in refs[digest][0] if c in stored]
-            manifests = frozenset([digest, *platforms])
-            blobs = set(manifests) | set(refs[digest][1])
-            for child in platforms:
-                blobs |= set(refs[child][1])
-            pulled = usage.last_pull(repo, [*tags.get(digest, []), *manifests])
-            last = max([stored[d] for d in manifests] + [tag_times.get(digest, 0.0), pulled or 0.0])
-            inventory.images.append(Image(
-                mirror=mirror, repo=repo, digest=digest, tags=tuple(tags.get(digest, [])),
-                manifests=manifests, blobs=frozenset(blobs), last_pull=last,
-            ))
+        inventory.images += repo_images(mirror, repo, stored, tags, tag_times,
+                                        lambda d: cachelayout.references(storage, d), usage)
     return inventory
+
+
+def repo_images(
+    mirror: str,
+    repo: str,
+    stored: dict[str, float],
+    tags: dict[str, list[str]],
+    tag_times: dict[str, float],
+    references: Callable[[str], tuple[list[str], list[str]]],
+    usage: Usage,
+) -> list[Image]:
+    """The images of one repository from what its storage holds, wherever that is (folder or bucket).
+
+    `stored`: each manifest revision and when it was stored; `tags`: the tags pointing at each
+    manifest, `tag_times` when the latest of them was written; `references(digest)`: the platform
+    manifests and blobs a manifest names. A platform manifest of an index goes with its index.
+    """
+    refs = {d: references(d) for d in stored}
+    children = {c for d in stored for c in refs[d][0]}
+    images = []
+    for digest in stored:
+        if digest in children and digest not in tags:
+            continue  # a platform of an index: evicted with its index
+        platforms = [c for c in refs[digest][0] if c in stored]
+        manifests = frozenset([digest, *platforms])
+        blobs = set(manifests) | set(refs[digest][1])
+        for child in platforms:
+            blobs |= set(refs[child][1])
+        pulled = usage.last_pull(repo, [*tags.get(digest, []), *manifests])
+        last = max([stored[d] for d in manifests] + [tag_times.get(digest, 0.0), pulled or 0.0])
+        images.append(Image(
+            mirror=mirror, repo=repo, digest=digest, tags=tuple(tags.get(digest, [])),
+            manifests=manifests, blobs=frozenset(blobs), last_pull=last,
+        ))
+    return images
