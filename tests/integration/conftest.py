@@ -53,23 +53,27 @@ def cache(tmp_path: Path) -> Iterator[Cache]:
     c.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ceph() -> Iterator[CephCluster]:
-    """A single-node Ceph cluster with its S3 gateway on 127.0.0.1, shared by the session's tests."""
+    """A single-node Ceph cluster with its S3 gateway on 127.0.0.1, shared by one test module's tests.
+
+    Per module, not per session: it starts in about a second, and a cluster left running past its
+    module would be found by the tests that check the lab leaves no process behind.
+    """
     cluster = start_cluster()
     yield cluster
     cluster.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def s3_account(ceph: CephCluster) -> S3Account:
-    """An account (access key and secret) on the session's Ceph S3 gateway."""
+    """An account (access key and secret) on the module's Ceph S3 gateway."""
     return ceph.create_account("registry-cache-tests")
 
 
 @pytest.fixture
 def s3_bucket(s3_account: S3Account, request: pytest.FixtureRequest) -> Bucket:
-    """A new, empty bucket of the test's own on the session's Ceph S3 gateway."""
+    """A new, empty bucket of the test's own on the module's Ceph S3 gateway."""
     name = f"t-{secrets.token_hex(4)}-{request.node.name[:40]}".lower().replace("_", "-").strip("-")
     bucket = Bucket(s3_account.endpoint, s3_account.region, name,
                     s3_account.access_key, s3_account.secret_key)
