@@ -111,7 +111,9 @@ def test_pulls_running_during_gc_never_fail(cache, upstream, tmp_path):
     print(f"gc took {ended - began:.1f} s; {len(during)} pulls served during it, "
           f"{len(served)} in all, {len(failures)} failed")
     assert failures == []
-    assert len(during) >= 3
+    # at least one pull began and ended inside gc's read-only window (how many depends on the
+    # machine's load: a gc of 1.4 s saw 2 on a busy 2-core machine, 9 on an idle one)
+    assert len(during) >= 1
     assert "serving read-only while `registry-cache gc` runs" in cache.log()
     assert "gc is done; leaving read-only mode" in cache.log()
 
