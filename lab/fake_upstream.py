@@ -1,5 +1,6 @@
 """Misbehaving upstreams on 127.0.0.1 for the front's tests: a relay to a real registry that
-cuts, corrupts or redirects blob GETs, a CDN it redirects to, and a generator of one huge blob.
+cuts, resets, stalls, slows, corrupts or redirects blob GETs (or drops a HEAD's length), a CDN
+it redirects to, and a generator of one huge blob.
 
 Everything else the relay forwards to the real registry as it is (method, path, `Authorization`,
 `Accept`), so Distribution behind the front sees a normal registry apart from the injected fault.
@@ -8,7 +9,10 @@ Everything else the relay forwards to the real registry as it is (method, path, 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import socket
+import struct
 import threading
 import urllib.error
 import urllib.request
@@ -28,6 +32,7 @@ class Seen:
     method: str
     path: str
     authorization: Optional[str]
+    range: Optional[str] = None
 
 
 class _Server:
@@ -36,6 +41,7 @@ class _Server:
     def __init__(self) -> None:
         self.seen: list[Seen] = []
         self.lock = threading.Lock()
+        self.closing = threading.Event()
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -57,7 +63,8 @@ class _Server:
 
     def _record(self, handler: BaseHTTPRequestHandler) -> None:
         with self.lock:
-            self.seen.append(Seen(handler.command, handler.path, handler.headers.get("Authorization")))
+            self.seen.append(Seen(handler.command, handler.path, handler.headers.get("Authorization"),
+                                  handler.headers.get("Range")))
 
     def gets(self, suffix: str) -> list[Seen]:
         """The GETs whose path ends with `suffix`."""
@@ -72,6 +79,7 @@ class _Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.closing.set()  # a stalled answer gives up
         self._server.shutdown()
         self._server.server_close()
 
@@ -85,15 +93,33 @@ def _send(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str],
         handler.wfile.write(body)
 
 
+def _send_chunked(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes) -> None:
+    handler.send_response(status)
+    for key, value in headers.items():
+        if key != "Content-Length":
+            handler.send_header(key, value)
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    for start in range(0, len(body), 64 * 1024):
+        piece = body[start : start + 64 * 1024]
+        handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+    handler.wfile.write(b"0\r\n\r\n")
+
+
 @dataclass
 class Faults:
     """What the relay does to blob GETs; `cut_times` counts down as cuts happen."""
 
-    cut_times: int = 0  # send half the body, then close the connection
+    cut_times: int = 0  # send half the body, then close the connection (a short body)
+    reset_times: int = 0  # send half the body, then reset the connection (TCP RST)
+    stall_times: int = 0  # send half the body, then nothing until the relay closes
+    pause: float = 0.0  # send half the body, wait this long, then send the rest
     corrupt: bool = False  # send the right length of wrong bytes
     redirect_to: Optional[str] = None  # 307 to `<redirect_to>/<digest>?signature=...`
+    head_without_length: bool = False  # answer blob HEADs without `Content-Length`
+    chunked: bool = False  # send blob bodies chunked, without `Content-Length`
     only: Optional[str] = None  # the one digest to misbehave on (None: every blob)
-    cut: list[str] = field(default_factory=list)  # digests cut so far
+    cut: list[str] = field(default_factory=list)  # digests cut, reset or stalled so far
 
 
 class FaultyRelay(_Server):
@@ -107,6 +133,12 @@ class FaultyRelay(_Server):
     def answer(self, handler: BaseHTTPRequestHandler) -> None:
         match = _BLOB.match(handler.path)
         faults = self.faults
+        if match and handler.command == "HEAD" and faults.head_without_length:
+            status, headers, body = self._forward(handler)
+            headers.pop("Content-Length", None)
+            _send(handler, status, headers, b"")
+            handler.close_connection = True  # no length: the end of the answer is the end of the connection
+            return
         hit = match and handler.command == "GET" and faults.only in (None, match[1])
         if hit and faults.redirect_to:
             location = f"{faults.redirect_to}/{match[1]}?signature=s3cr3t"
@@ -117,20 +149,37 @@ class FaultyRelay(_Server):
             _send(handler, status, headers, body)
             return
         with self.lock:
-            cut = faults.cut_times > 0
-            if cut:
-                faults.cut_times -= 1
+            fault = next((name for name in ("cut_times", "reset_times", "stall_times")
+                          if getattr(faults, name) > 0), None)
+            if fault:
+                setattr(faults, fault, getattr(faults, fault) - 1)
                 faults.cut.append(match[1])
-        if cut:
+        if fault or faults.pause:
             handler.send_response(200)
+            for key, value in headers.items():
+                if key != "Content-Length":
+                    handler.send_header(key, value)
             handler.send_header("Content-Length", str(len(body)))
             handler.end_headers()
             handler.wfile.write(body[: len(body) // 2])
             handler.wfile.flush()
+            if fault == "stall_times":
+                self.closing.wait()
+            elif fault == "reset_times":  # linger 0 and closed at once: RST, no FIN before it
+                handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                os.close(handler.connection.detach())
+            elif not fault:
+                self.closing.wait(faults.pause)
+                handler.wfile.write(body[len(body) // 2 :])
+                handler.wfile.flush()
+                return
             handler.close_connection = True
             return
         if faults.corrupt:
             body = bytes(b ^ 0xFF for b in body)
+        if faults.chunked:
+            _send_chunked(handler, status, headers, body)
+            return
         _send(handler, status, headers, body)
 
     def _forward(self, handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
@@ -151,6 +200,7 @@ class FaultyRelay(_Server):
             "Docker-Distribution-Api-Version",
             "Location",
             "Content-Length",
+            "Content-Range",
         )
         headers = {k: v for k in keep for v in raw_headers.get_all(k) or []}
         if handler.command != "HEAD":

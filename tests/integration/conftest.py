@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from registry_cache.front import FrontHandle, start_front
 from registry_cache.record import Credentials
 from registry_cache.s3 import Bucket
 
@@ -154,3 +155,22 @@ def htpasswd_upstream(
         {upstream_credentials.username: upstream_credentials.password},
     )
     return registry_factory("htpasswd-upstream", auth=auth)
+
+
+@pytest.fixture
+def front_factory(tmp_path: Path) -> Iterator[Callable[..., FrontHandle]]:
+    """Start fronts in this process with `factory(upstream_url, credentials=None, **start_front kwargs)`.
+
+    Each spools under tmp_path unless `spool_dir` says where; all stop after the test.
+    """
+    started: list[FrontHandle] = []
+
+    def factory(upstream_url: str, credentials: Credentials | None = None, **kwargs: Any) -> FrontHandle:
+        spool = kwargs.pop("spool_dir", None) or str(tmp_path / f"front-{len(started)}" / "spool")
+        handle = start_front(upstream_url, credentials, spool, **kwargs)
+        started.append(handle)
+        return handle
+
+    yield factory
+    for handle in started:
+        handle.stop()

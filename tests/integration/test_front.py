@@ -7,62 +7,24 @@ or to a relay in front of one that cuts, corrupts or redirects blob GETs.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from registry_cache.cachelayout import is_stored
-from registry_cache.front import FrontHandle, start_front
-from registry_cache.record import Credentials
 
 from box.run import CommandError
 from box.sizes import KiB, MiB
-from box.wait import wait_until
 from lab import images, procs
 from lab.agent import front_memory
 from lab.fake_upstream import Faults, FaultyRelay, StorageCdn
 from lab.images import pull_image
+from lab.pullcheck import assert_pulled_intact, broken_stored_blobs, wait_until_stored
 from lab.registry import REGISTRY_BIN, registry_config, write_config
 
 pytestmark = pytest.mark.integration
 
-
-
-@pytest.fixture
-def front_factory(tmp_path):
-    """Start fronts with `factory(upstream_url, credentials=None)`; all stop after the test."""
-    started: list[FrontHandle] = []
-
-    def factory(upstream_url: str, credentials: Credentials | None = None, **kwargs) -> FrontHandle:
-        n = len(started)
-        handle = start_front(upstream_url, credentials, str(tmp_path / f"front-{n}" / "spool"), **kwargs)
-        started.append(handle)
-        return handle
-
-    yield factory
-    for handle in started:
-        handle.stop()
-
-
-def _assert_pulled_intact(image, result) -> None:
-    """The pull got the image's manifest, and every blob file matches its digest."""
-    assert result.digest == image.digest
-    for blob in image.blobs:
-        data = (result.dest / blob.digest.split(":", 1)[1]).read_bytes()
-        assert "sha256:" + hashlib.sha256(data).hexdigest() == blob.digest
-
-
-def _stored_blobs_are_intact(storage: Path) -> list[str]:
-    """Every blob in a mirror's storage whose bytes do not match its digest (none, we hope)."""
-    bad = []
-    for data in (storage / "docker/registry/v2/blobs/sha256").glob("*/*/data"):
-        if hashlib.sha256(data.read_bytes()).hexdigest() != data.parent.name:
-            bad.append(data.parent.name)
-    return bad
 
 
 def _upstream_blob_gets(upstream, digest: str, since: int = 0) -> int:
@@ -73,17 +35,6 @@ def _upstream_blob_gets(upstream, digest: str, since: int = 0) -> int:
         and e.get("http.request.method") == "GET"
         and e.get("http.request.uri", "").endswith(f"/blobs/{digest}")
     )
-
-
-def _wait_until_stored(mirror, image, timeout: float = 30) -> None:
-    pending = [b.digest for b in image.blobs]
-
-    def stored() -> bool:
-        pending[:] = [d for d in pending if not is_stored(str(mirror.storage), image.repo, d)]
-        return not pending
-
-    wait_until(stored, "the mirror storing every blob", timeout=timeout,
-               detail=lambda: f"missing {pending}", error=AssertionError)
 
 
 @pytest.fixture
@@ -109,14 +60,14 @@ def test_eight_concurrent_cold_pulls_fetch_each_blob_once_from_the_upstream(
                               range(8)))
 
     for result in pulls:
-        _assert_pulled_intact(herd_image, result)
+        assert_pulled_intact(herd_image, result)
     for blob in herd_image.blobs:
         assert _upstream_blob_gets(upstream, blob.digest, log_before) == 1, blob
     counters = front.counters()
     assert counters["blob_transfers"] == len(herd_image.blobs)
     assert counters["blob_joins"] >= len(herd_image.blobs)  # Distribution's own second GET, at least
-    _wait_until_stored(mirror, herd_image)
-    assert _stored_blobs_are_intact(mirror.storage) == []
+    wait_until_stored(mirror.storage, [herd_image])
+    assert broken_stored_blobs(mirror.storage) == []
 
 
 def test_front_counts_the_bytes_the_upstream_access_log_shows(
@@ -139,28 +90,52 @@ def test_front_counts_the_bytes_the_upstream_access_log_shows(
     assert sent >= sum(image.blob_bytes for image in test_images.all())
 
 
-def test_a_blob_cut_mid_body_is_not_cached_and_the_next_pull_succeeds(
+@pytest.mark.parametrize("fault", ["cut_times", "reset_times"])
+def test_a_blob_whose_connection_drops_twice_is_resumed_with_range_and_stored_intact(
+    registry_factory, upstream, front_factory, tmp_path, fault
+):
+    image = images.push_oci_image(
+        tmp_path / "layouts", upstream.host, repo="test/cut", layer_sizes=(2 * MiB, 256 * KiB)
+    )
+    layer = image.layers[0].digest
+    with FaultyRelay(upstream.url, Faults(**{fault: 2}, only=layer)) as relay:
+        front = front_factory(relay.url)
+        mirror = registry_factory("mirror", proxy={"remoteurl": front.url})
+
+        assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "first"))
+        wait_until_stored(mirror.storage, [image])
+    assert relay.faults.cut == [layer, layer]
+    # one whole GET, then two asking for the rest from where each connection dropped
+    ranges = [seen.range for seen in relay.gets(layer)]
+    assert ranges[0] is None and len(ranges) == 3
+    assert all(r and r.startswith("bytes=") and r.endswith("-") for r in ranges[1:])
+    counters = front.counters()
+    assert (counters["blob_resumes"], counters["blob_failures"], counters["blob_transfers"]) == (2, 0, 2)
+    assert broken_stored_blobs(mirror.storage) == []
+
+
+def test_a_blob_that_keeps_dropping_fails_after_a_few_resumptions_and_nothing_broken_is_kept(
     registry_factory, upstream, front_factory, tmp_path
 ):
     image = images.push_oci_image(
         tmp_path / "layouts", upstream.host, repo="test/cut", layer_sizes=(2 * MiB, 256 * KiB)
     )
     layer = image.layers[0].digest
-    with FaultyRelay(upstream.url, Faults(cut_times=1, only=layer)) as relay:
+    with FaultyRelay(upstream.url, Faults(cut_times=100, only=layer)) as relay:
         front = front_factory(relay.url)
         mirror = registry_factory("mirror", proxy={"remoteurl": front.url})
 
-        # failing is right too: what matters is that nothing broken is kept
-        with contextlib.suppress(CommandError):
-            _assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "first"))
-        assert relay.faults.cut == [layer]
-        assert front.counters()["blob_failures"] == 1
-        assert _stored_blobs_are_intact(mirror.storage) == []
-
-        _assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "second"))
-        _wait_until_stored(mirror, image)
-    assert _stored_blobs_are_intact(mirror.storage) == []
-    assert len(relay.gets(layer)) == 2  # the cut transfer and one clean retry
+        with pytest.raises(CommandError):
+            pull_image(image, mirror.host, tmp_path / "first")
+        time.sleep(1)  # Distribution's background store of the same blob ends with the same cut
+        assert not is_stored(str(mirror.storage), image.repo, layer)
+        assert front.counters()["blob_failures"] >= 1
+        # each transfer: one GET and MAX_RESUMES (3) Range requests, then it gives up
+        per_transfer = len(relay.gets(layer)) / front.counters()["blob_failures"]
+        assert per_transfer <= 4
+        relay.faults.cut_times = 0
+        assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "second"))
+    assert broken_stored_blobs(mirror.storage) == []
 
 
 def test_a_blob_with_wrong_bytes_is_refused_and_never_cached(
@@ -178,7 +153,7 @@ def test_a_blob_with_wrong_bytes_is_refused_and_never_cached(
         time.sleep(1)  # Distribution's background store of the same blob ends with the same cut
         assert not is_stored(str(mirror.storage), image.repo, layer)
         assert front.counters()["blob_failures"] >= 1
-    assert _stored_blobs_are_intact(mirror.storage) == []
+    assert broken_stored_blobs(mirror.storage) == []
 
 
 def test_front_logs_in_to_a_basic_auth_upstream_that_distribution_cannot(
@@ -190,7 +165,7 @@ def test_front_logs_in_to_a_basic_auth_upstream_that_distribution_cannot(
     front = front_factory(htpasswd_upstream.url, upstream_credentials)
     mirror = registry_factory("mirror", proxy={"remoteurl": front.url})
 
-    _assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "p"))
+    assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "p"))
 
 
 def test_token_auth_passes_through_the_front_unchanged(
@@ -224,7 +199,7 @@ def test_front_follows_a_blob_redirect_to_another_server_without_the_upstream_cr
         front = front_factory(relay.url, upstream_credentials)
         mirror = registry_factory("mirror", proxy={"remoteurl": front.url})
 
-        _assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "p"))
+        assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "p"))
 
     for blob in image.blobs:
         assert len(cdn.gets(blob.digest)) == 1
@@ -253,7 +228,7 @@ def test_distribution_takes_the_front_from_REGISTRY_PROXY_REMOTEURL(
     try:
         procs.wait_for_v2(f"http://127.0.0.1:{port}", process=process)
         pulled = pull_image(test_images.oci, f"127.0.0.1:{port}", tmp_path / "p")
-        _assert_pulled_intact(test_images.oci, pulled)
+        assert_pulled_intact(test_images.oci, pulled)
     finally:
         process.stop()
     assert front.counters()["blob_transfers"] == len(test_images.oci.blobs)
@@ -266,13 +241,13 @@ def test_mirror_behind_the_front_starts_and_serves_its_cache_while_the_upstream_
     mirror = registry_factory("mirror", proxy={"remoteurl": front.url})
     image = test_images.docker
     pull_image(image, mirror.host, tmp_path / "warm")
-    _wait_until_stored(mirror, image)
+    wait_until_stored(mirror.storage, [image])
     upstream.stop()
 
-    _assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "mid-run"))
+    assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "mid-run"))
     mirror.stop()
     mirror.start()  # Distribution alone panics here: its start-up probe of the upstream fails
-    _assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "restarted"))
+    assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "restarted"))
 
 
 def test_front_memory_stays_small_while_two_clients_read_a_large_blob(tmp_path):

@@ -7,7 +7,6 @@ the judge of what crossed the upstream link.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from lab import images
 from lab.agent import Cache
 from lab.fake_upstream import Faults, FaultyRelay, StorageCdn
 from lab.images import pull_image
+from lab.pullcheck import assert_pulled_intact
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +39,6 @@ def _pull_as_docker_does(image, host, dest):
         if "500" not in str(exc):
             raise
         return pull_image(image, host, dest.with_name(dest.name + "-retry"))
-
-
-def _assert_pulled_intact(image, result) -> None:
-    assert result.digest == image.digest
-    for blob in image.blobs:
-        data = (result.dest / blob.digest.split(":", 1)[1]).read_bytes()
-        assert "sha256:" + hashlib.sha256(data).hexdigest() == blob.digest
 
 
 def _completed(upstream, since: int = 0) -> list[dict]:
@@ -92,7 +85,7 @@ def test_eight_concurrent_cold_pulls_through_a_mirror_fetch_each_blob_once_from_
         ))
 
     for result in pulls:
-        _assert_pulled_intact(image, result)
+        assert_pulled_intact(image, result)
     for blob in image.blobs:
         assert _blob_gets(upstream, blob.digest, log_before) == 1, blob
     state = _wait_settled(cache, "hub", blob_transfers=len(image.blobs))
@@ -139,7 +132,7 @@ def test_basic_auth_upstream_pulls_with_password_file_credentials(
     cache.start()
 
     for image in pushed.all():  # the client itself is anonymous: the mirror logs in
-        _assert_pulled_intact(image, pull_image(image, cache.host("private"), tmp_path / image.kind))
+        assert_pulled_intact(image, pull_image(image, cache.host("private"), tmp_path / image.kind))
     state = cache.wait_state("private", mode="proxy")
     assert state["upstream_problem"] is None
     assert upstream_credentials.password not in cache.log() + json.dumps(cache.status())
@@ -153,7 +146,7 @@ def test_upstream_that_redirects_blobs_to_another_server_pulls(cache, upstream, 
         cache.write_config({"hub": {"upstream": relay.url}})
         cache.start()
         for image in test_images.all():
-            _assert_pulled_intact(image, pull_image(image, cache.host("hub"), tmp_path / image.kind))
+            assert_pulled_intact(image, pull_image(image, cache.host("hub"), tmp_path / image.kind))
     for digest in {b.digest for image in test_images.all() for b in image.blobs}:
         assert len(cdn.gets(digest)) == 1, digest
 

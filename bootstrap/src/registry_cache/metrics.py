@@ -48,6 +48,10 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
      "Blob requests served by a download already under way, not by a new one from the upstream."),
     ("blob_failures", "registry_cache_mirror_blob_failures",
      "Blob downloads from the upstream that failed (cut, short or with the wrong digest)."),
+    ("blob_resumes", "registry_cache_mirror_blob_resumes",
+     "Blob downloads carried on with a Range request after their upstream connection dropped."),
+    ("blob_unshared", "registry_cache_mirror_blob_unshared",
+     "Blob requests streamed straight from the upstream, unshared and not stored: no room on disk."),
 )
 # Size cap, gc and disk (gc/, disk.py): (metric name, help, value of a MirrorStatus; None: no sample).
 GAUGES: tuple[tuple[str, str, Callable[[Any], Optional[float]]], ...] = (

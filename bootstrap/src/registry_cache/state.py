@@ -37,6 +37,8 @@ FRONT_TOTALS = (
     ("blob_transfers", "blob_transfers"),
     ("blob_joins", "blob_joins"),
     ("blob_failures", "blob_failures"),
+    ("blob_resumes", "blob_resumes"),
+    ("blob_unshared", "blob_unshared"),
 )
 
 
@@ -76,6 +78,11 @@ class MirrorState:
                   for name, key in FRONT_TOTALS}
         totals["blobs_in_flight"] = int(self.front_now.get("blobs_in_flight", 0))
         return totals
+
+    def front_disk_problem(self) -> Optional[str]:
+        """What the running front says of its spool's disk (no room for a blob), or None."""
+        problem = self.front_now.get("disk_problem")
+        return str(problem) if problem else None
 
     def front_stopped(self, final: dict[str, Any]) -> None:
         """Keep a stopped front's final counters in the totals of earlier runs."""

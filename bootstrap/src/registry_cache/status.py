@@ -19,7 +19,15 @@ DOCKER_HUB_TOKEN_URL = (
     "https://auth.docker.io/token?service=registry.docker.io&scope=repository:ratelimitpreview/test:pull"
 )
 DOCKER_HUB_PROBE_URL = "https://registry-1.docker.io/v2/ratelimitpreview/test/manifests/latest"
-FRONT_KEYS = ("upstream_requests", "blob_transfers", "blob_joins", "blob_failures", "blobs_in_flight")
+FRONT_KEYS = (
+    "upstream_requests",
+    "blob_transfers",
+    "blob_joins",
+    "blob_failures",
+    "blob_resumes",
+    "blob_unshared",
+    "blobs_in_flight",
+)
 
 
 @dataclass
@@ -56,6 +64,8 @@ class MirrorStatus:
     blob_transfers: int = 0
     blob_joins: int = 0  # blob requests served by a transfer already under way, not the upstream
     blob_failures: int = 0
+    blob_resumes: int = 0  # blob downloads carried on with a `Range` request after their connection dropped
+    blob_unshared: int = 0  # blob requests streamed straight from the upstream: no room on disk to spool them
     blobs_in_flight: int = 0
     # a cache in a bucket other nodes share (cluster.py): the counters above are this node's,
     # storage_bytes and the gc fields the whole shared cache's

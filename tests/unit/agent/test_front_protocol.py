@@ -147,3 +147,21 @@ def test_error_descriptions_leave_out_signed_query_strings():
     text = protocol.describe(ValueError("cannot reach https://cdn.example/b?X-Amz-Signature=abc&e=1 now"))
 
     assert "abc" not in text and "cdn.example/b" in text
+
+
+@pytest.mark.parametrize(
+    ("value", "start"),
+    [
+        ("bytes 100-199/200", 100),
+        ("bytes 0-9/*", 0),
+        (None, None),
+        ("bytes */200", None),
+        ("items 1-2/3", None),
+    ],
+)
+def test_the_first_byte_of_a_partial_answer_is_read_from_content_range(value, start):
+    assert protocol.content_range_start(value) == start
+
+
+def test_a_resumed_request_asks_for_the_rest_of_the_body():
+    assert protocol.range_header(1048576) == "bytes=1048576-"

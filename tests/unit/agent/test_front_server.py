@@ -7,74 +7,29 @@ test can hold the upstream mid-body and look at what the readers got meanwhile.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable
-from typing import Callable
 
 import aiohttp
 import pytest
 from aiohttp import web
-from registry_cache.front import Front, start_front
+from registry_cache.front import start_front
 from registry_cache.front.transfer import HOLDBACK
 from registry_cache.record import Credentials
 
-BODY = bytes(range(256)) * 4096  # 1 MiB
-DIGEST = "sha256:" + hashlib.sha256(BODY).hexdigest()
-BLOB = f"/v2/team/app/blobs/{DIGEST}"
-HALF = len(BODY) // 2
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class Upstream:
-    """An upstream whose answer a test sets (`handler`); it records every request."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.seen: list[tuple[str, str, str | None]] = []
-        self.app = web.Application()
-        self.app.router.add_route("*", "/{tail:.*}", self._handle)
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.seen.append((request.method, request.path, request.headers.get("Authorization")))
-        return await self.handler(request)
-
-    def gets(self, path: str = BLOB) -> int:
-        return sum(1 for method, p, _ in self.seen if method == "GET" and p == path)
-
-
-async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
-
-
-def _run(scenario: Callable[..., Awaitable[None]], tmp_path, handler: Handler, **front_kwargs) -> None:
-    """Run `scenario(front_url, upstream, front, client)` with a front in front of `handler`."""
-
-    async def main() -> None:
-        upstream = Upstream(handler)
-        up_runner, up_url = await _serve(upstream.app)
-        front = Front(up_url, str(tmp_path / "spool"), **front_kwargs)
-        front_runner, front_url = await _serve(front.app())
-        try:
-            async with aiohttp.ClientSession() as client:
-                await asyncio.wait_for(scenario(front_url, upstream, front, client), 20)
-        finally:
-            await front_runner.cleanup()
-            await up_runner.cleanup()
-
-    asyncio.run(main())
-
-
-async def _whole_blob(request: web.Request) -> web.StreamResponse:
-    return web.Response(body=BODY, content_type="application/octet-stream")
+from tests.unit.agent.front_harness import (
+    BLOB,
+    BODY,
+    DIGEST,
+    HALF,
+    Handler,
+    emptied,
+    run_front,
+    serve,
+    whole_blob,
+)
 
 
 def test_readers_stream_while_the_upstream_still_sends_and_only_one_transfer_runs(tmp_path):
@@ -105,7 +60,7 @@ def test_readers_stream_while_the_upstream_still_sends_and_only_one_transfer_run
         assert upstream.gets() == 1
         assert front.counters.blob_transfers == 1 and front.counters.blob_joins == 1
 
-    _run(scenario, tmp_path, slow)
+    run_front(scenario, tmp_path, slow)
 
 
 def test_a_digest_mismatch_cuts_the_reader_and_the_next_request_fetches_again(tmp_path):
@@ -124,7 +79,7 @@ def test_a_digest_mismatch_cuts_the_reader_and_the_next_request_fetches_again(tm
         assert upstream.gets() == 2
         assert front.counters.blob_failures == 1
 
-    _run(scenario, tmp_path, handler)
+    run_front(scenario, tmp_path, handler)
 
 
 def test_a_short_body_cuts_the_reader_mid_body(tmp_path):
@@ -144,9 +99,9 @@ def test_a_short_body_cuts_the_reader_mid_body(tmp_path):
                     got += chunk
         assert len(got) < len(BODY)
         assert front.counters.blob_failures == 1
-        assert not list((tmp_path / "spool").iterdir())  # the broken spool is gone
+        assert await emptied(tmp_path / "spool")  # the broken spool is gone
 
-    _run(scenario, tmp_path, short)
+    run_front(scenario, tmp_path, short)
 
 
 def test_a_non_200_blob_answer_passes_back_and_is_not_kept(tmp_path):
@@ -160,7 +115,7 @@ def test_a_non_200_blob_answer_passes_back_and_is_not_kept(tmp_path):
                 assert (await response.json())["errors"][0]["code"] == "BLOB_UNKNOWN"
         assert upstream.gets() == 2
 
-    _run(scenario, tmp_path, missing)
+    run_front(scenario, tmp_path, missing)
 
 
 def test_a_late_get_is_served_from_the_finished_spool(tmp_path):
@@ -171,7 +126,7 @@ def test_a_late_get_is_served_from_the_finished_spool(tmp_path):
         assert upstream.gets() == 1
         assert front.counters.blob_joins == 2
 
-    _run(scenario, tmp_path, _whole_blob)
+    run_front(scenario, tmp_path, whole_blob)
 
 
 def test_a_finished_spool_is_deleted_after_its_keep_time(tmp_path):
@@ -179,12 +134,12 @@ def test_a_finished_spool_is_deleted_after_its_keep_time(tmp_path):
         async with client.get(url + BLOB) as response:
             assert await response.read() == BODY
         await asyncio.sleep(0.3)
-        assert not list((tmp_path / "spool").iterdir())
+        assert await emptied(tmp_path / "spool")
         async with client.get(url + BLOB) as response:
             assert await response.read() == BODY
         assert upstream.gets() == 2
 
-    _run(scenario, tmp_path, _whole_blob, keep_seconds=0.1)
+    run_front(scenario, tmp_path, whole_blob, keep_seconds=0.1)
 
 
 def test_a_blob_head_is_answered_by_an_upstream_head(tmp_path):
@@ -195,7 +150,7 @@ def test_a_blob_head_is_answered_by_an_upstream_head(tmp_path):
         assert [method for method, _, _ in upstream.seen] == ["HEAD"]
         assert front.counters.upstream_bytes == 0
 
-    _run(scenario, tmp_path, _whole_blob)
+    run_front(scenario, tmp_path, whole_blob)
 
 
 def test_manifests_pass_through_with_the_requesters_headers(tmp_path):
@@ -214,7 +169,7 @@ def test_manifests_pass_through_with_the_requesters_headers(tmp_path):
         assert front.counters.upstream_bytes == len(manifest)
         assert front.counters.blob_transfers == 0
 
-    _run(scenario, tmp_path, handler)
+    run_front(scenario, tmp_path, handler)
 
 
 def test_the_front_answers_a_basic_challenge_with_its_credentials(tmp_path):
@@ -233,7 +188,7 @@ def test_the_front_answers_a_basic_challenge_with_its_credentials(tmp_path):
         # one challenge taught the front: the blob GET carried basic auth from the start
         assert [auth is not None for _, _, auth in upstream.seen] == [False, True, True]
 
-    _run(scenario, tmp_path, basic, credentials=creds)
+    run_front(scenario, tmp_path, basic, credentials=creds)
 
 
 def test_a_bearer_challenge_and_the_requesters_token_pass_through_untouched(tmp_path):
@@ -251,7 +206,7 @@ def test_a_bearer_challenge_and_the_requesters_token_pass_through_untouched(tmp_
         async with client.get(url + BLOB, headers={"Authorization": "Bearer t0k3n"}) as response:
             assert await response.read() == BODY
 
-    _run(scenario, tmp_path, bearer, credentials=Credentials("alice", "s3cr3t"))
+    run_front(scenario, tmp_path, bearer, credentials=Credentials("alice", "s3cr3t"))
 
 
 def test_a_redirect_to_another_server_is_followed_without_authorization(tmp_path):
@@ -262,7 +217,7 @@ def test_a_redirect_to_another_server_is_followed_without_authorization(tmp_path
         return web.Response(body=BODY)
 
     async def scenario(url, upstream, front, client):
-        cdn_runner, cdn_url = await _serve(_app(cdn))
+        cdn_runner, cdn_url = await serve(_app(cdn))
         try:
             upstream.handler = _redirect_to(cdn_url + "/blob?sig=1")
             async with client.get(url + BLOB, headers={"Authorization": "Bearer t0k3n"}) as response:
@@ -273,7 +228,7 @@ def test_a_redirect_to_another_server_is_followed_without_authorization(tmp_path
         assert upstream.seen[0][2] == "Bearer t0k3n"
         assert front.counters.upstream_requests == 2
 
-    _run(scenario, tmp_path, _whole_blob)
+    run_front(scenario, tmp_path, whole_blob)
 
 
 def test_an_unreachable_upstream_is_a_bad_gateway(tmp_path):
@@ -284,7 +239,7 @@ def test_an_unreachable_upstream_is_a_bad_gateway(tmp_path):
         async with client.get(url + BLOB) as response:
             assert response.status == 502
 
-    _run(scenario, tmp_path, _whole_blob)
+    run_front(scenario, tmp_path, whole_blob)
 
 
 def _app(handler: Handler) -> web.Application:
@@ -337,4 +292,4 @@ def test_a_spool_that_cannot_be_opened_fails_the_blob_instead_of_hanging_it(tmp_
                 assert answer.status == 502
         assert front.board.in_flight() == 0
 
-    _run(scenario, tmp_path, _whole_blob)
+    run_front(scenario, tmp_path, whole_blob)

@@ -47,3 +47,16 @@ def test_a_registry_that_logs_a_full_disk_puts_the_problem_in_the_mirror_state(t
     # the disk is not full in fact (a test folder): the next check says space is back
     reader.disk.check()
     assert keeper.state.disk_problem is None
+
+
+def test_the_fronts_full_spool_disk_shows_in_the_mirror_state_until_a_blob_fits_again(tmp_path):
+    _, keeper, _, _ = _reader(tmp_path)
+    watch = DiskWatch(keeper)
+    keeper.state.front_now = {"blob_unshared": 1, "disk_problem": "no room to spool a 1.0 GB blob"}
+    watch.check()
+    assert keeper.state.disk_problem == "no room to spool a 1.0 GB blob"
+    assert keeper.state.as_dict()["blob_unshared"] == 1
+
+    keeper.state.front_now = {"blob_unshared": 1, "disk_problem": None}
+    watch.check()
+    assert keeper.state.disk_problem is None

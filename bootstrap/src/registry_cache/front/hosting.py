@@ -11,7 +11,7 @@ from typing import Any, Optional
 from aiohttp import web
 from yarl import URL
 
-from registry_cache.front.client import READ_TIMEOUT
+from registry_cache.front.client import STALL_TIMEOUT
 from registry_cache.front.server import Front
 from registry_cache.front.transfer import KEEP_SECONDS
 from registry_cache.record import Credentials
@@ -71,22 +71,25 @@ def start_front(
     credentials: Optional[Credentials],
     spool_dir: str,
     *,
+    storage: Optional[str] = None,
     host: str = "127.0.0.1",
     port: int = 0,
     keep_seconds: float = KEEP_SECONDS,
-    read_timeout: float = READ_TIMEOUT,
+    stall_timeout: float = STALL_TIMEOUT,
 ) -> FrontHandle:
     """Start a front for `upstream_url` in a daemon thread; return once it listens.
 
-    `port` 0 picks a free one (`handle.port`). Raises the startup error (port taken,
+    `port` 0 picks a free one (`handle.port`). With `storage` (the mirror's cache) a spool is
+    deleted as soon as Distribution has stored its blob. Raises the startup error (port taken,
     spool folder not writable) in the caller's thread.
     """
     front = Front(
         upstream_url,
         spool_dir,
         credentials=credentials,
+        storage=storage,
         keep_seconds=keep_seconds,
-        read_timeout=read_timeout,
+        stall_timeout=stall_timeout,
     )
     loop = asyncio.new_event_loop()
     ready = threading.Event()

@@ -135,6 +135,17 @@ def redirect_target(current: URL, status: int, location: Optional[str], method: 
     return current.join(URL(location, encoded=True))
 
 
+def range_header(offset: int) -> str:
+    """The `Range` header asking for a body from byte `offset` to its end."""
+    return f"bytes={offset}-"
+
+
+def content_range_start(value: Optional[str]) -> Optional[int]:
+    """The first byte a `Content-Range: bytes FIRST-LAST/SIZE` answer carries, or None."""
+    match = re.fullmatch(r"\s*bytes\s+(\d+)-\d+/(?:\d+|\*)\s*", value or "")
+    return int(match[1]) if match else None
+
+
 def describe(exc: BaseException) -> str:
     """An error for the log, without query strings (CDN redirect URLs carry signatures)."""
     text = re.sub(r"\?\S*", "?…", str(exc))

@@ -7,20 +7,16 @@ import logging
 import time
 from typing import Any, Optional
 
-import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from registry_cache.front import spool
-from registry_cache.front.client import READ_TIMEOUT, UpstreamClient
-from registry_cache.front.protocol import (
-    BlobRef,
-    describe,
-    forward_request_headers,
-    forward_response_headers,
-    parse_blob_path,
-)
-from registry_cache.front.spool import CHUNK, bad_gateway
+from registry_cache import cachelayout
+from registry_cache.front.answers import pass_through
+from registry_cache.front.client import STALL_TIMEOUT, UpstreamClient
+from registry_cache.front.fill import Filler
+from registry_cache.front.protocol import BlobRef, forward_request_headers, parse_blob_path
+from registry_cache.front.readers import Readers
+from registry_cache.front.spool import SpoolDisk
 from registry_cache.front.transfer import (
     KEEP_SECONDS,
     BlobTransfer,
@@ -32,6 +28,8 @@ from registry_cache.record import Credentials
 
 log = logging.getLogger(__name__)
 
+COMMIT_POLL = 0.2  # how often a finished spool looks for its blob in Distribution's storage
+
 
 class Front:
     """The front's aiohttp application: blob GETs single-flight, everything else passed through."""
@@ -42,15 +40,21 @@ class Front:
         spool_dir: str,
         *,
         credentials: Optional[Credentials] = None,
+        storage: Optional[str] = None,
         keep_seconds: float = KEEP_SECONDS,
-        read_timeout: float = READ_TIMEOUT,
+        stall_timeout: float = STALL_TIMEOUT,
     ) -> None:
+        """A front for `upstream`; with `storage` (the mirror's cache) a spool goes once it is stored."""
         self.upstream = URL(upstream.rstrip("/"))
+        self.storage = storage
         self.board = TransferBoard(spool_dir, keep_seconds)
         self.counters = FrontCounters()
         self.client = UpstreamClient(
-            self.upstream, self.counters, credentials=credentials, read_timeout=read_timeout
+            self.upstream, self.counters, credentials=credentials, stall_timeout=stall_timeout
         )
+        self.disk = SpoolDisk(spool_dir)
+        self.filler = Filler(self.client, self.disk, stall_timeout)
+        self.readers = Readers(self.client, self.disk)
         self._tasks: set[asyncio.Task] = set()
 
     def app(self) -> web.Application:
@@ -74,6 +78,7 @@ class Front:
         await self.client.close()
         for transfer in self.board.all():
             self.board.forget(transfer)
+        self.disk.shutdown()
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -82,8 +87,13 @@ class Front:
         return task
 
     def stats(self) -> dict[str, Any]:
-        """The counters plus the transfers in flight, as `status` shows them."""
-        return {**self.counters.as_dict(), "blobs_in_flight": self.board.in_flight(), "updated": time.time()}
+        """The counters, the transfers in flight and the spool's disk problem, as `status` shows them."""
+        return {
+            **self.counters.as_dict(),
+            "blobs_in_flight": self.board.in_flight(),
+            "disk_problem": self.filler.no_room,
+            "updated": time.time(),
+        }
 
     # ------------------------------------------------------------ requests from Distribution
 
@@ -92,47 +102,7 @@ class Front:
         blob = parse_blob_path(request.path)
         if blob is not None and request.method == "GET" and "Range" not in request.headers:
             return await self._blob_get(request, blob)
-        return await self._pass_through(request)
-
-    async def _pass_through(self, request: web.Request) -> web.StreamResponse:
-        """Forward a request upstream and stream the answer back as it comes."""
-        data = request.content if request.body_exists else None
-        blob = parse_blob_path(request.path) is not None
-        headers = forward_request_headers(request.headers, blob=blob)
-        try:
-            upstream = await self.client.send(request.method, request.raw_path, headers, data)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            log.warning("front: %s %s: upstream unreachable: %s", request.method, request.path, describe(exc))
-            return bad_gateway(exc)
-        try:
-            response = web.StreamResponse(
-                status=upstream.status,
-                reason=upstream.reason,
-                headers=forward_response_headers(upstream.headers),
-            )
-            length = upstream.headers.get("Content-Length")
-            bodiless = request.method == "HEAD" or upstream.status in (204, 304)
-            if length is not None and length.isdigit():
-                response.content_length = int(length)
-            elif bodiless:
-                response.content_length = 0  # no chunked terminator where no body may follow
-            await response.prepare(request)
-            if bodiless:
-                return response
-            try:
-                async for chunk in upstream.content.iter_chunked(CHUNK):
-                    self.counters.upstream_bytes += len(chunk)
-                    await response.write(chunk)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                log.warning(
-                    "front: %s %s: upstream broke off: %s", request.method, request.path, describe(exc)
-                )
-                spool.cut(request)
-            except ConnectionResetError:  # Distribution often closes before reading a small body
-                log.debug("front: %s %s: the requester left", request.method, request.path)
-            return response
-        finally:
-            upstream.release()
+        return await pass_through(self.client, request)
 
     async def _blob_get(self, request: web.Request, blob: BlobRef) -> web.StreamResponse:
         """Serve a blob GET from the one transfer of its digest, starting it if none runs."""
@@ -141,18 +111,51 @@ class Front:
             if transfer is None:
                 transfer = self._start_transfer(request, blob)
                 await transfer.wait_started()
-                return await spool.serve(request, transfer)
+                return await self.readers.serve(request, transfer, blob)
             await transfer.wait_started()
             if transfer.answer is None:
+                if blob.name not in transfer.authorized and not await self._authorized(request, blob):
+                    # the upstream has not let this repository read the blob: its own answer
+                    return await pass_through(self.client, request)
+                transfer.authorized.add(blob.name)
                 self.counters.blob_joins += 1
-                return await spool.serve(request, transfer)
+                return await self.readers.serve(request, transfer, blob)
             # the upstream's 401 or 404 answered the leader's request (its auth): ask for ours
-        return await self._pass_through(request)
+        return await pass_through(self.client, request)
+
+    async def _authorized(self, request: web.Request, blob: BlobRef) -> bool:
+        """Whether the upstream answers 200 to a HEAD of the blob with this request's repository and auth."""
+        headers = forward_request_headers(request.headers, blob=True)
+        try:
+            answer = await self.client.send("HEAD", request.raw_path, headers)
+        except Exception:  # unreachable now: the GET passed through says so in its own words
+            return False
+        answer.release()
+        return answer.status == 200
 
     def _start_transfer(self, request: web.Request, blob: BlobRef) -> BlobTransfer:
-        transfer = self.board.start(blob.digest)
+        transfer = self.board.start(blob.digest, blob.name)
         headers = forward_request_headers(request.headers, blob=True)
         self.counters.blob_transfers += 1
         # its own task: the transfer goes on when the requester that started it goes away
-        self._spawn(spool.fill(self.client, self.board, transfer, blob, request.raw_path, headers))
+        self._spawn(self._transfer(transfer, blob, request.raw_path, headers))
         return transfer
+
+    async def _transfer(self, transfer: BlobTransfer, blob: BlobRef, raw_path: str, headers: Any) -> None:
+        """Fill the spool once, keep it until Distribution has stored the blob, then delete it."""
+        try:
+            await self.filler.fill(transfer, blob, raw_path, headers)
+            if transfer.done:
+                await self._wait_until_stored(transfer)
+        finally:
+            self.board.drop(transfer)
+            await self.disk.delete(transfer.spool_path)
+
+    async def _wait_until_stored(self, transfer: BlobTransfer) -> None:
+        """Wait until Distribution committed the blob (no later GET can need the spool), or `keep_seconds`."""
+        deadline = time.monotonic() + self.board.keep_seconds
+        stored = cachelayout.blob_path(self.storage, transfer.digest) if self.storage else None
+        while time.monotonic() < deadline:
+            if stored and await self.disk.exists(stored):
+                return
+            await asyncio.sleep(COMMIT_POLL if stored else max(0.0, deadline - time.monotonic()))

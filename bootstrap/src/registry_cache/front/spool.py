@@ -1,151 +1,114 @@
-"""Blob bodies: the upstream's body into a spool file once, checked; the growing spool to every reader."""
+"""The spool files on the cache's disk, read and written off the event loop.
+
+The cache may live on a synced folder (9p, vboxsf) where one write takes a network round trip:
+every open, write, read and unlink of a spool runs in the front's own small thread pool, so a
+slow disk slows the transfer that waits for it, never the others.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import logging
+import errno
 import os
-import time
-from typing import Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Optional, TypeVar
 
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
+from registry_cache.front.transfer import delete_spool
 
-from registry_cache.front.client import UpstreamClient
-from registry_cache.front.protocol import BlobRef, describe, forward_response_headers
-from registry_cache.front.transfer import BlobTransfer, TransferBoard, TransferFailed, UpstreamAnswer
+T = TypeVar("T")
 
-log = logging.getLogger(__name__)
-
-CHUNK = 256 * 1024  # bytes per read/write: memory stays a few chunks per request
+DISK_THREADS = 8  # spool reads and writes at once (more wait their turn; the loop never does)
+# Spool a blob only when, with it and Distribution's own copy in place, this much stays free:
+# a blob that does not fit is streamed to its requesters unshared instead of failing them.
+SPOOL_RESERVE = 16 * 1024 * 1024
 
 
-async def fill(
-    client: UpstreamClient,
-    board: TransferBoard,
-    transfer: BlobTransfer,
-    blob: BlobRef,
-    raw_path: str,
-    headers: CIMultiDict,
-) -> None:
-    """Fetch the blob once into its spool, checking size and digest while it streams."""
-    counters = client.counters
-    started = time.monotonic()
-    fd: Optional[int] = None
-    upstream: Optional[aiohttp.ClientResponse] = None
-    try:
-        # inside the try: a spool that cannot be opened (disk, permissions, no file handle
-        # left) fails the transfer, so its requesters get an error instead of waiting forever
-        fd = os.open(transfer.spool_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        upstream = await client.send("GET", raw_path, headers)
-        if upstream.status != 200:
-            body = await client.read_small(upstream)
-            transfer.rejected(
-                UpstreamAnswer(
-                    upstream.status,
-                    upstream.reason or "",
-                    forward_response_headers(upstream.headers),
-                    body,
-                )
-            )
-            return
-        size = upstream.content_length
-        response_headers = forward_response_headers(upstream.headers)
-        response_headers["Docker-Content-Digest"] = blob.digest
-        transfer.started(size, response_headers)
-        hasher = hashlib.new(blob.algorithm)
-        async for chunk in upstream.content.iter_chunked(CHUNK):
-            _write_all(fd, chunk)
-            hasher.update(chunk)
-            counters.upstream_bytes += len(chunk)
-            transfer.wrote(len(chunk))
-        if size is not None and transfer.written != size:
-            raise TransferFailed(f"got {transfer.written} of {size} bytes")
-        if hasher.hexdigest() != blob.hex:
-            raise TransferFailed(f"content does not match its digest (got {hasher.hexdigest()})")
-        transfer.finish()
-        log.info(
-            "front: blob %s: %d bytes from upstream in %.1f s, %d reader(s) so far",
-            blob.digest,
-            transfer.written,
-            time.monotonic() - started,
-            transfer.readers,
-        )
-    except asyncio.CancelledError:
-        transfer.fail("front stopping")
-        raise
-    except (TransferFailed, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-        counters.blob_failures += 1
-        log.warning("front: blob %s: transfer failed, readers cut: %s", blob.digest, describe(exc))
-        transfer.fail(describe(exc))
-    finally:
-        if fd is not None:
-            os.close(fd)
-        if upstream is not None:
-            upstream.release()
-        if transfer.done:
-            asyncio.get_running_loop().call_later(board.keep_seconds, board.forget, transfer)
-        else:
-            board.forget(transfer)
+class NoRoom(Exception):
+    """The spool's disk has no room for the blob (checked beforehand, or ENOSPC/EDQUOT while writing)."""
 
 
-async def serve(request: web.Request, transfer: BlobTransfer) -> web.StreamResponse:
-    """Stream a transfer's spool to one requester as it grows; cut it if the transfer breaks."""
-    if transfer.answer is not None:
-        answer = transfer.answer
-        return web.Response(
-            status=answer.status, reason=answer.reason, headers=answer.headers, body=answer.body
-        )
-    if transfer.failed:
-        # broke before a byte came: an error answer, not a cut connection
-        return bad_gateway(TransferFailed(transfer.error or "transfer failed"))
-    # open before any await: the spool may be deleted later, this reader keeps its copy
-    fd = os.open(transfer.spool_path, os.O_RDONLY)
-    transfer.readers += 1
-    try:
-        response = web.StreamResponse(status=200, headers=transfer.headers)
-        if transfer.size is not None:
-            response.content_length = transfer.size
-        await response.prepare(request)
-        offset = 0
-        while True:
-            progress = transfer.progress()
-            if transfer.failed:
-                cut(request)
-                return response
-            limit = transfer.readable()
-            if offset < limit:
-                chunk = os.pread(fd, min(CHUNK, limit - offset), offset)
-                offset += len(chunk)
-                try:
-                    await response.write(chunk)
-                except ConnectionResetError:
-                    log.debug("front: blob %s: a reader left at byte %d", transfer.digest, offset)
-                    return response
-                continue
-            if transfer.done:
-                return response
-            await progress.wait()
-    finally:
-        os.close(fd)
+def no_room_errno(exc: OSError) -> bool:
+    """Whether an OS error says the disk (or the quota) is full."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def fits(free: int, size: int, reserve: int = SPOOL_RESERVE) -> bool:
+    """Whether a blob of `size` bytes may be spooled with `free` bytes free: spool + stored copy + reserve."""
+    return free >= 2 * size + reserve
+
+
+class SpoolDisk:
+    """The spool folder's file operations, each run in a thread of the front's own pool."""
+
+    def __init__(self, spool_dir: str, threads: int = DISK_THREADS) -> None:
+        self.spool_dir = spool_dir
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="front-disk")
+
+    async def _run(self, func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
+
+    async def create(self, path: str) -> int:
+        """Create a new spool file for writing; return its descriptor."""
+        return await self._run(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    async def open_read(self, path: str) -> int:
+        """Open a spool for reading (FileNotFoundError once it was released)."""
+        return await self._run(os.open, path, os.O_RDONLY)
+
+    async def write(self, fd: int, data: bytes, offset: int) -> None:
+        """Write `data` at `offset`; NoRoom when the disk is full."""
+        try:
+            await self._run(_pwrite_all, fd, data, offset)
+        except OSError as exc:
+            if no_room_errno(exc):
+                raise NoRoom(f"no space left on the spool's disk ({self.spool_dir})") from exc
+            raise
+
+    async def read(self, fd: int, size: int, offset: int) -> bytes:
+        """Up to `size` bytes of a spool from `offset`."""
+        return await self._run(os.pread, fd, size, offset)
+
+    async def hash_prefix(self, fd: int, length: int, hasher: Any) -> None:
+        """Feed the first `length` bytes of a spool to `hasher`."""
+        await self._run(_hash_prefix, fd, length, hasher)
+
+    async def close(self, fd: int) -> None:
+        """Close a spool descriptor."""
+        await self._run(os.close, fd)
+
+    async def delete(self, path: str) -> None:
+        """Delete a spool file (readers that have it open keep their copy)."""
+        await self._run(delete_spool, path)
+
+    async def free(self) -> Optional[int]:
+        """Bytes free to unprivileged users on the spool's disk (None when it cannot be read)."""
+        try:
+            stats = await self._run(os.statvfs, self.spool_dir)
+        except OSError:
+            return None
+        return stats.f_bavail * stats.f_frsize
+
+    async def exists(self, path: str) -> bool:
+        """Whether a file exists (Distribution's committed blob, say)."""
+        return await self._run(os.path.exists, path)
+
+    def shutdown(self) -> None:
+        """Let the threads end once their last operation is done (a frozen disk holds one forever)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
-def cut(request: web.Request) -> None:
-    """Abort the requester's connection mid-body, so it cannot mistake a part for the whole."""
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
-
-
-def bad_gateway(exc: BaseException) -> web.Response:
-    """A 502 answer in the registry's error format, naming what went wrong upstream."""
-    body = {"errors": [{"code": "UNAVAILABLE", "message": f"upstream: {describe(exc)}"}]}
-    return web.json_response(body, status=502)
+def _hash_prefix(fd: int, length: int, hasher: Any, chunk: int = 1024 * 1024) -> None:
+    offset = 0
+    while offset < length:
+        data = os.pread(fd, min(chunk, length - offset), offset)
+        if not data:
+            raise OSError(errno.EIO, f"the spool ends at {offset} of {length} bytes")
+        hasher.update(data)
+        offset += len(data)

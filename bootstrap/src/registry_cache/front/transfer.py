@@ -15,7 +15,9 @@ from typing import Optional
 from multidict import CIMultiDict
 
 HOLDBACK = 1  # bytes readers wait for until the digest is verified (any > 0 blocks completion)
-KEEP_SECONDS = 60.0  # a finished spool serves Distribution's late second GET this long
+# A finished spool is released as soon as Distribution has committed the blob; this long at
+# most when it never does (its store failed, or a front with no storage to watch).
+KEEP_SECONDS = 60.0
 
 
 class TransferFailed(Exception):
@@ -35,9 +37,13 @@ class UpstreamAnswer:
 class BlobTransfer:
     """One upstream transfer of a blob into a spool file, and what its readers may read."""
 
-    def __init__(self, digest: str, spool_path: str) -> None:
+    def __init__(self, digest: str, spool_path: str, repo: str = "") -> None:
         self.digest = digest
         self.spool_path = spool_path
+        # repositories the upstream let read this blob: the first requester's, then every one
+        # whose own HEAD it answered 200 (a request for another repository asks first)
+        self.authorized: set[str] = {repo} if repo else set()
+        self.unshared: Optional[str] = None  # why the spool cannot hold it: readers fetch their own
         self.size: Optional[int] = None
         self.written = 0
         self.headers: CIMultiDict = CIMultiDict()
@@ -81,6 +87,14 @@ class BlobTransfer:
         self.finished_at = time.monotonic()
         self._notify()
 
+    def go_unshared(self, reason: str) -> None:
+        """The spool cannot hold the blob (no room): every reader goes on with its own upstream request."""
+        self.unshared = reason
+        if self.error is None:
+            self.error = reason
+        self._headers_ready.set()
+        self._notify()
+
     def fail(self, reason: str) -> None:
         """The transfer broke: wake every reader so it cuts its requester."""
         if self.error is None:
@@ -118,19 +132,22 @@ class TransferBoard:
             return None
         return transfer
 
-    def start(self, digest: str) -> BlobTransfer:
-        """Register a new transfer of `digest` with a fresh spool file name."""
+    def start(self, digest: str, repo: str = "") -> BlobTransfer:
+        """Register a new transfer of `digest` for `repo` with a fresh spool file name."""
         name = f"{digest.replace(':', '-')}.{uuid.uuid4().hex[:12]}.spool"
-        transfer = BlobTransfer(digest, os.path.join(self.spool_dir, name))
+        transfer = BlobTransfer(digest, os.path.join(self.spool_dir, name), repo)
         self._transfers[digest] = transfer
         return transfer
 
-    def forget(self, transfer: BlobTransfer) -> None:
-        """Drop a failed or expired transfer and delete its spool (open readers keep their copy)."""
+    def drop(self, transfer: BlobTransfer) -> None:
+        """Stop offering a transfer to new requesters (its spool is deleted apart: `delete_spool`)."""
         if self._transfers.get(transfer.digest) is transfer:
             del self._transfers[transfer.digest]
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(transfer.spool_path)
+
+    def forget(self, transfer: BlobTransfer) -> None:
+        """Drop a failed or expired transfer and delete its spool (open readers keep their copy)."""
+        self.drop(transfer)
+        delete_spool(transfer.spool_path)
 
     def in_flight(self) -> int:
         """How many transfers are still running."""
@@ -139,6 +156,12 @@ class TransferBoard:
     def all(self) -> list[BlobTransfer]:
         """Every transfer known right now."""
         return list(self._transfers.values())
+
+
+def delete_spool(path: str) -> None:
+    """Delete a spool file; readers that have it open go on reading their copy."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def empty_spool_dir(spool_dir: str) -> int:
@@ -164,7 +187,10 @@ class FrontCounters:
     blob_transfers: int = 0  # blob bodies fetched from the upstream
     blob_joins: int = 0  # blob GETs served by a transfer in flight or a kept spool (no upstream GET)
     blob_failures: int = 0  # transfers cut for an upstream error, a short body or a wrong digest
+    blob_resumes: int = 0  # `Range` requests that carried on a transfer after its connection dropped
+    blob_unshared: int = 0  # blob requests streamed straight from the upstream: no room to spool them
 
     def as_dict(self) -> dict[str, int]:
         """The counters as plain data."""
         return dataclasses.asdict(self)
+

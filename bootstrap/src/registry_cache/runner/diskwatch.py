@@ -23,7 +23,8 @@ class DiskWatch:
     def check(self) -> None:
         """Measure the free space; say so when the disk fills up or has room again."""
         state = self.keeper.state
-        problem = disk.full_problem(self.storage, seen_enospc=self.seen_enospc)
+        # the front finds a full disk first when a blob it spools does not fit: said the same way
+        problem = disk.full_problem(self.storage, seen_enospc=self.seen_enospc) or state.front_disk_problem()
         if problem and not state.disk_problem:
             log.error("mirror %s: %s", self.name, problem)
         elif not problem and state.disk_problem:

@@ -1,4 +1,4 @@
-"""The mirror's front (front.py) for as long as the runner lives: started once, its counters kept."""
+"""The mirror's front (the front package) for as long as the runner lives: started once, its counters kept."""
 
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ class FrontKeeper:
 
         try:
             spool = paths.front_spool(self.record.storage)
-            self._front = front.start_front(self.record.upstream, credentials, spool)
+            self._front = front.start_front(
+                self.record.upstream, credentials, spool, storage=self.record.storage
+            )
         except OSError as exc:
             log.error("mirror %s: its front cannot start: %s", self.record.name, exc)
             return False
