@@ -145,7 +145,7 @@ class FaultyRelay(_Server):
             _send(handler, 307, {"Location": location, "Content-Length": "0"}, b"")
             return
         status, headers, body = self._forward(handler)
-        if not hit or status != 200:
+        if not hit or status not in (200, 206):  # a `Range` request's 206 misbehaves as well
             _send(handler, status, headers, body)
             return
         with self.lock:
@@ -155,7 +155,7 @@ class FaultyRelay(_Server):
                 setattr(faults, fault, getattr(faults, fault) - 1)
                 faults.cut.append(match[1])
         if fault or faults.pause:
-            handler.send_response(200)
+            handler.send_response(status)
             for key, value in headers.items():
                 if key != "Content-Length":
                     handler.send_header(key, value)
