@@ -64,7 +64,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--stats", help="JSON file the counters are written to every second")
     parser.add_argument("--username", help="for upstreams that want basic auth")
     parser.add_argument("--password-file", help=f"file holding the password (or set ${PASSWORD_ENV})")
-    parser.add_argument("--keep", type=float, default=KEEP_SECONDS, help="seconds a finished spool is kept")
+    keep_help = "seconds a finished spool is kept (a front run by hand does not see it stored)"
+    parser.add_argument("--keep", type=float, default=KEEP_SECONDS, help=keep_help)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     handle = start_front(
