@@ -1,6 +1,6 @@
 """Benchmark of a mirror's port under a CI fleet's load, against a plain Distribution on the same storage.
 
-Prints its figures; asserts nothing. Run as root from the repo root:
+Prints its figures; asserts nothing. Run as root from the repo root (section 4 needs it):
 
     .venv/bin/python -m bench.load [--before /path/to/old/bootstrap/src] [--reps 3]
 
@@ -20,6 +20,9 @@ bench's own hard limit when lower), set with prlimit as systemd does.
    connections open, against none.
 3. Thousands of idle connections plus a pull: a blob fetched while 3,000 idle connections are
    open, and again after they have closed (a port that stopped accepting times out).
+4. The handover the kernel could do instead: the plain Distribution in a network namespace of
+   the bench's own, reached on its port and through an nftables redirect (iptables-nft, nat
+   OUTPUT REDIRECT) from another port, interleaved the same way.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from box.run import CommandError, run
-from lab import images, procs
+from lab import images, netns, procs
 from lab.agent import AGENT
 from lab.registry import Registry, start_registry
 
@@ -158,6 +161,36 @@ def _per_connection(target: Target, count: int) -> tuple[float, float]:
     return (threads1 - threads0) / count, (rss1 - rss0) / count
 
 
+def _kernel_redirect(storage: Path, urls: dict[int, list[str]], reps: int, work: Path) -> None:
+    """Section 4: a registry on its port against the same through an nftables redirect."""
+    namespace = netns.NetworkNamespace.create("load")
+    try:
+        with namespace.entered():
+            registry = start_registry(work / "redirected", "redirected", storage=storage, readonly=True)
+            try:
+                pid = registry.process.popen.pid
+                port = procs.free_port()
+                run(["iptables-nft", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1",
+                     "--dport", str(port), "-j", "REDIRECT", "--to-ports", str(registry.port)], capture=True)
+                targets = [Target("its own port", registry.port, pid, pid),
+                           Target("an nftables redirect", port, pid, pid)]
+                for clients, wanted in urls.items():
+                    for rep in range(reps):
+                        for target in targets[rep % 2:] + targets[:rep % 2]:
+                            _round(target, wanted, clients, work)
+            finally:
+                registry.stop()
+    finally:
+        namespace.delete()
+    print("\n4. the plain Distribution in a namespace, MiB/s (ratio to its own port)")
+    for target in targets:
+        cells = [f"{statistics.median(target.mib_s[c]):8.0f} "
+                 f"({statistics.median(target.mib_s[c]) / statistics.median(targets[0].mib_s[c]):.2f}x)"
+                 for c in urls]
+        print(f"  {target.label:<36}{cells[0]:>20}{cells[1]:>20}"
+              f"{target.registry_cpu_s / (target.bytes / GiB):>20.3f} CPU-s/GiB")
+
+
 def _timed_get(port: int, url: str) -> str:
     began = time.monotonic()
     try:
@@ -206,12 +239,12 @@ def main() -> None:
         targets = [Target("plain Distribution", plain.port, plain_pid, plain_pid), *mirrors]
         print(f"warm blobs: {len(layers)} x {image.layers[0].size / MiB:.1f} MiB; "
               f"{os.cpu_count()} CPUs; {args.reps} interleaved rounds per client count", flush=True)
+        per_client = args.mib_per_client // args.blob_mib  # blobs each client fetches per round
+        urls = {c: [layers[i % len(layers)] for i in range(c * per_client)] for c in (32, 128)}
         for clients in (32, 128):
-            count = clients * args.mib_per_client // args.blob_mib
-            urls = [layers[i % len(layers)] for i in range(count)]
             for rep in range(args.reps):
                 for target in targets[rep % len(targets):] + targets[:rep % len(targets)]:
-                    _round(target, urls, clients, work)
+                    _round(target, urls[clients], clients, work)
         print("\n1. warm blobs, MiB/s (median of the rounds; ratio to the plain Distribution)")
         print(f"  {'target':<36}{'32 clients':>20}{'128 clients':>20}{'port CPU-s/GiB':>16}"
               f"{'registry CPU-s/GiB':>20}")
@@ -239,6 +272,10 @@ def main() -> None:
             time.sleep(2)
             after = _timed_get(target.port, layers[0])
             print(f"  {target.label:<36} during: {during}; after: {after}")
+        if os.geteuid() == 0:
+            _kernel_redirect(storage, urls, args.reps, work)
+        else:
+            print("\n4. kernel redirect: skipped (it needs root for its network namespace)")
     finally:
         for process in started:
             process.stop(timeout=40)
