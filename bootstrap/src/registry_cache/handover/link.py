@@ -20,10 +20,12 @@ class Flow:
 
     @property
     def wants_source(self) -> bool:
+        """True while the flow may read more from its source (nothing held, not ended)."""
         return not self.ended and not self.held
 
     @property
     def wants_sink(self) -> bool:
+        """True while bytes wait for the sink to take them."""
         return self.held > 0
 
 
@@ -43,4 +45,5 @@ class Link:
 
     @property
     def finished(self) -> bool:
+        """True once both sides have ended."""
         return self.up.ended and self.down.ended

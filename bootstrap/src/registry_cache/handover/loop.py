@@ -97,6 +97,7 @@ class Loop(threading.Thread):
                 time.sleep(0.01)
 
     def run(self) -> None:
+        """Serve until the listener is closed and the last connection has ended."""
         try:
             while self.listener is not None or self.links:
                 try:
