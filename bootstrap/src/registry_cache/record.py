@@ -137,7 +137,7 @@ class MirrorRecord:
         return net.Endpoint(self.url, os.path.join(self.directory, paths.MIRROR_CA), name)
 
     def loopback_endpoint(self, port: int) -> net.Endpoint:
-        """The registry on duty behind the mirror's relay (handover.py), on 127.0.0.1:`port`.
+        """The registry on duty behind the mirror's relay (handover/), on 127.0.0.1:`port`.
 
         Same scheme and CA as the mirror; with TLS its certificate is checked against the name
         the probe uses, which a generated certificate gives 127.0.0.1 itself.

@@ -7,7 +7,7 @@ an `Inventory` (images, their manifests and blobs, when each was last pulled),
 
 1. it asks the mirror's runner to serve read-only (hold.py) and waits until the runner says so
    (handshake.py): from then on nothing is written into the cache, and pulls of cached images
-   keep being served (the runner hands its port over without closing it, see handover.py);
+   keep being served (the runner hands its port over without closing it, see handover/);
 2. it scans and plans again on the quiet cache, deletes the evicted images' tag, revision and
    layer links (a blob any kept manifest uses keeps its links), then runs Distribution's own
    `docker-registry garbage-collect`, which removes every blob no manifest references;

@@ -15,7 +15,7 @@ registry that dies, counts true hits and misses from the registry's log, and kee
 beside the cache for `status`.
 
 The runner holds the mirror's ports itself and relays connections to the registry on duty
-(handover.py), so switching modes never refuses a pull. `registry-cache gc` asks for read-only
+(handover/), so switching modes never refuses a pull. `registry-cache gc` asks for read-only
 mode with a request beside the cache (hold.py); the runner records each pull's time for gc's
 LRU (usage.py) and says when the disk under the cache is full (disk.py).
 
