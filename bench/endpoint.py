@@ -6,14 +6,13 @@ Prints its figures; asserts nothing. Run as root from the repo root:
 
 The upstream registry sits in a network namespace behind a shaped veth pair (lab/netem.py),
 on port 80 of its address, so its registry host is that address alone (a valid image-name
-prefix). The cache runs two mirrors as the box does (one `registry-cache run-mirror` process each):
-`first` (its port is the endpoint; its own upstream is never asked here) and `other`, whose
-upstream is that registry. Side by side, in
-rounds that alternate and each start from an empty cache: a cold pull then `--warm` warm pulls
-of one image through `other`'s own port, and the same through the endpoint
-(`HOST:FIRST_PORT/UPSTREAM/NAME`). Upstream bytes come from the upstream's own access log.
-Also, per round, blob throughput on loopback (one blob of the image, fetched warm with curl, no
-client-side work) through the mirror's port and through the endpoint.
+prefix). The cache runs two mirrors as the box does (one `registry-cache run-mirror` process
+each): `first` (its port is the endpoint; its own upstream is never asked here) and `other`,
+whose upstream is that registry. Each round starts from an empty cache: one cold pull of the
+image, through `other`'s own port or through the endpoint (`HOST:FIRST_PORT/UPSTREAM/NAME`),
+alternating by round; then `--warm` warm pulls each way, alternating, so that both ways in meet
+the same load from the rest of the machine, each followed by one blob GET with curl (loopback
+throughput, no client-side work). Upstream bytes come from the upstream's own access log.
 
 `--memory N` measures instead what N mirrors cost in memory as the box runs them: one
 `registry-cache run-mirror NAME` process per mirror (its systemd unit's command, holding the
@@ -42,32 +41,33 @@ from lab.registry import Registry, start_registry
 MiB = 1024 * 1024
 
 
-def one_round(label: str, image: images.TestImage, upstream: Registry, upstream_host: str, workdir: Path,
-              warm_pulls: int) -> dict[str, float]:
-    """A fresh cache: one cold and `warm_pulls` warm pulls via the endpoint or via the mirror's own port."""
+def one_round(cold_via: str, image: images.TestImage, upstream: Registry, upstream_host: str, workdir: Path,
+              warm_pulls: int) -> dict[str, dict[str, object]]:
+    """A fresh cache: a cold pull via `cold_via`, then warm pulls alternating between both ways in."""
     cache = Cache(workdir)
     workdir.mkdir(parents=True)
     cache.write_config({"first": {"upstream": "http://127.0.0.1:9"}, "other": {"upstream": upstream.url}})
     runners = run_as_the_box_does(cache, workdir)
+    hosts = {"own port": cache.host("other"), "endpoint": f"{cache.host('first')}/{upstream_host}"}
+    figures: dict[str, dict[str, object]] = {label: {"warm": [], "blob_mib_s": []} for label in hosts}
     try:
-        host = cache.host("other") if label == "own port" else f"{cache.host('first')}/{upstream_host}"
         mark = len(upstream.json_log())
         start = time.monotonic()
-        images.pull(image.ref(host), workdir / "cold", timeout=600)
-        cold = time.monotonic() - start
+        images.pull(image.ref(hosts[cold_via]), workdir / "cold", timeout=600)
+        figures[cold_via]["cold"] = time.monotonic() - start
         time.sleep(2)  # the registry finishes storing before the warm pulls
-        cold_bytes = upstream_bytes(upstream, mark)
-        warm = []
-        for index in range(warm_pulls):
-            start = time.monotonic()
-            images.pull(image.ref(host), workdir / f"warm-{index}", timeout=600)
-            warm.append(time.monotonic() - start)
+        figures[cold_via]["cold_bytes"] = upstream_bytes(upstream, mark)
         blob = max(image.layers, key=lambda b: b.size)
-        address, _, prefix = host.partition("/")
-        url = f"http://{address}/v2/{prefix + '/' if prefix else ''}{image.repo}/blobs/{blob.digest}"
-        rates = [_curl_rate(url) for _ in range(5)]
-        return {"cold": cold, "warm": statistics.median(warm), "cold_bytes": cold_bytes,
-                "blob_mib_s": statistics.median(rates)}
+        # alternating, so that both ways in meet the same load from the rest of the machine
+        for index in range(warm_pulls):
+            for label in (("own port", "endpoint") if index % 2 == 0 else ("endpoint", "own port")):
+                start = time.monotonic()
+                images.pull(image.ref(hosts[label]), workdir / f"warm-{label}-{index}", timeout=600)
+                figures[label]["warm"].append(time.monotonic() - start)  # type: ignore[union-attr]
+                address, _, prefix = hosts[label].partition("/")
+                url = f"http://{address}/v2/{prefix + '/' if prefix else ''}{image.repo}/blobs/{blob.digest}"
+                figures[label]["blob_mib_s"].append(_curl_rate(url))  # type: ignore[union-attr]
+        return figures
     finally:
         for runner in runners:
             runner.stop(timeout=40)
@@ -169,30 +169,39 @@ def main() -> None:
             try:
                 image = images.push_oci_image(workdir / "layouts", upstream.host, repo="bench/big",
                                               layer_sizes=(args.size_mb * MiB // 4,) * 4)
-                results: dict[str, list[dict[str, float]]] = {"own port": [], "endpoint": []}
+                results: dict[str, dict[str, list[float]]] = {
+                    label: {"cold": [], "cold_bytes": [], "warm": [], "blob_mib_s": []}
+                    for label in ("own port", "endpoint")}
                 for number in range(args.rounds):
-                    for label in ("own port", "endpoint") if number % 2 == 0 else ("endpoint", "own port"):
-                        figures = one_round(label, image, upstream, link.ns_addr,
-                                            workdir / f"{label.replace(' ', '-')}-{number}", args.warm)
-                        results[label].append(figures)
-                        print(f"round {number + 1}, {label:<9}: cold {figures['cold']:6.2f} s, warm "
-                              f"{figures['warm']:5.2f} s, upstream {figures['cold_bytes'] / MiB:6.1f} MiB, "
-                              f"blob {figures['blob_mib_s']:6.0f} MiB/s", flush=True)
+                    ways = ("own port", "endpoint") if number % 2 == 0 else ("endpoint", "own port")
+                    for cold_via in ways:
+                        workdir_round = workdir / f"{cold_via.replace(' ', '-')}-{number}"
+                        figures = one_round(cold_via, image, upstream, link.ns_addr, workdir_round, args.warm)
+                        for label, values in figures.items():
+                            for key, value in values.items():
+                                results[label][key] += value if isinstance(value, list) else [value]
+                        cold = figures[cold_via]
+                        print(f"round {number + 1}, cold via {cold_via:<9}: {cold['cold']:6.2f} s, "
+                              f"upstream {cold['cold_bytes'] / MiB:6.1f} MiB; warm medians: "
+                              + ", ".join(f"{label} {statistics.median(v['warm']):.2f} s"
+                                          for label, v in figures.items()), flush=True)
             finally:
                 upstream.stop()
         print_table(results, image.blob_bytes)
 
 
-def print_table(results: dict[str, list[dict[str, float]]], image_bytes: int) -> None:
+def print_table(results: dict[str, dict[str, list[float]]], image_bytes: int) -> None:
     """Medians side by side: the endpoint against the mirror's own port."""
     def median(label: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[label])
+        return statistics.median(results[label][key])
 
+    runs = {key: len(results["endpoint"][key]) for key in ("cold", "warm")}
     print()
     print(f"{'(medians)':<34} {'own port':>10} {'endpoint':>10} {'ratio':>7}  target")
-    for key, label, unit in (("cold", "cold pull", "s"), ("warm", "warm pull", "s")):
+    rows = (("cold", f"cold pull ({runs['cold']} each)"), ("warm", f"warm pull ({runs['warm']} each)"))
+    for key, label in rows:
         own, via = median("own port", key), median("endpoint", key)
-        print(f"{label:<34} {own:>9.2f}{unit} {via:>9.2f}{unit} {via / own:>6.3f}x  <= 1.05x")
+        print(f"{label:<34} {own:>9.2f}s {via:>9.2f}s {via / own:>6.3f}x  <= 1.05x")
     own, via = (median(label, "cold_bytes") / image_bytes for label in ("own port", "endpoint"))
     print(f"{'cold pull: upstream bytes / image':<34} {own:>9.3f}x {via:>9.3f}x {'':>7}  1.00x, equal")
     own, via = median("own port", "blob_mib_s"), median("endpoint", "blob_mib_s")
