@@ -18,6 +18,7 @@ from typing import Callable
 
 import jinja2
 
+from box import arch as arches
 from box.run import output, run, step
 from box.templating import TEMPLATES
 
@@ -72,6 +73,9 @@ PRE_INSTALL_FILES: tuple[tuple[str, str, int], ...] = (
 
 # The partition starts at 1 MiB; extlinux's MBR code sits in the first 440 bytes.
 PARTITION_OFFSET = 1024 * 1024
+# UEFI (arm64): an EFI system partition first, the root filesystem after it. The ESP holds
+# one GRUB binary (a few MiB); FAT16 needs at least 16 MiB.
+ESP_MIB = 32
 MBR_BIN = Path("/usr/lib/syslinux/mbr/mbr.bin")
 # syslinux 6.04 cannot read these ext4 features; the disk is far below 16 TiB anyway
 EXT4_FEATURES = "^64bit,^metadata_csum_seed,^orphan_file"
@@ -88,6 +92,7 @@ class BaseImageSpec:
     packages: tuple[str, ...] = BASE_PACKAGES
     kernel_cmdline: str = "console=tty0 console=ttyS0,115200n8 quiet"
     extlinux_timeout: int = 1
+    arch: str = arches.DEFAULT
     # file contents that end up in the disk: a changed script means a new disk
     assets: dict[str, str] = field(default_factory=lambda: default_assets())
     # how the disk is made (partitions, ext4 features, extlinux): this module's own digest
@@ -100,6 +105,21 @@ class BaseImageSpec:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def packages_for(architecture: arches.Architecture) -> tuple[str, ...]:
+    """Return the base packages with the architecture's kernel and boot loader packages."""
+    common = tuple(p for p in BASE_PACKAGES if not p.startswith("linux-image-"))
+    return (architecture.kernel_package, *common, *architecture.boot_loader_packages)
+
+
+def spec_for(arch: str = arches.DEFAULT, **inputs: str) -> BaseImageSpec:
+    """Return the base disk's inputs for one architecture (amd64: exactly BaseImageSpec())."""
+    architecture = arches.get(arch)
+    if architecture.name == arches.DEFAULT:
+        return BaseImageSpec(**inputs)
+    return BaseImageSpec(**inputs, arch=architecture.name, packages=packages_for(architecture),
+                         kernel_cmdline=f"console={architecture.console} quiet")
+
+
 def _builder_digest() -> str:
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
@@ -110,13 +130,15 @@ def default_assets() -> dict[str, str]:
         "base-image-setup.sh": (ASSETS / "base-image-setup.sh").read_text(),
         "vagrant-insecure-keys.pub": (ASSETS / "vagrant-insecure-keys.pub").read_text(),
         "extlinux.conf.j2": (TEMPLATES / "extlinux.conf.j2").read_text(),
+        "grub.cfg.j2": (TEMPLATES / "grub.cfg.j2").read_text(),
         **{name: (ASSETS / name).read_text() for name, _, _ in PRE_INSTALL_FILES},
     }
 
 
 def image_path(build_dir: Path, spec: BaseImageSpec) -> Path:
     """Return where the base disk for these inputs lives (whether built yet or not)."""
-    return build_dir / "base" / f"debian-{spec.suite}-{spec.key()}.raw"
+    arch = "" if spec.arch == arches.DEFAULT else f"{spec.arch}-"
+    return build_dir / "base" / f"debian-{spec.suite}-{arch}{spec.key()}.raw"
 
 
 # --- mirror and proxy -------------------------------------------------------------------
@@ -196,7 +218,7 @@ def proxy_env() -> dict[str, str]:
 
 def render_extlinux(template: str, *, kernel: str, initrd: str, root_uuid: str, cmdline: str,
                     timeout: int) -> str:
-    """Render extlinux.conf for one kernel and the root filesystem's UUID."""
+    """Render the boot loader's config (extlinux.conf, grub.cfg) for one kernel and root UUID."""
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return env.from_string(template).render(
         kernel=kernel, initrd=initrd, root_uuid=root_uuid, cmdline=cmdline, timeout=timeout
@@ -204,9 +226,10 @@ def render_extlinux(template: str, *, kernel: str, initrd: str, root_uuid: str, 
 
 
 @contextmanager
-def _loop_device(raw: Path, offset: int) -> Iterator[str]:
-    # no udev here, so no loopNp1: attach the partition itself by its offset
-    device = output(["losetup", "--find", "--show", "--offset", str(offset), str(raw)])
+def _loop_device(raw: Path, offset: int, size: int = 0) -> Iterator[str]:
+    # no udev here, so no loopNp1: attach the partition itself by its offset (and size)
+    limit = ["--sizelimit", str(size)] if size else []
+    device = output(["losetup", "--find", "--show", "--offset", str(offset), *limit, str(raw)])
     try:
         yield device
     finally:
@@ -228,8 +251,55 @@ def _chroot(root: Path, argv: list[str], env: dict[str, str]) -> None:
     run(["chroot", str(root), *argv], env=env)
 
 
+def partition_table(architecture: arches.Architecture) -> tuple[str, int]:
+    """Return the disk's sfdisk script and the root partition's byte offset.
+
+    BIOS (extlinux): one bootable partition. UEFI: the EFI system partition first (type
+    ef; UEFI firmware reads an MBR disk's ESP as well as a GPT one's), then the root. Both
+    MBR, so the box's grow-root step works the same on either: the root is the last one.
+    """
+    start = PARTITION_OFFSET // 512
+    if not architecture.efi:
+        return f"label: dos\nstart={start}, type=83, bootable\n", PARTITION_OFFSET
+    esp_sectors = ESP_MIB * 1024 * 1024 // 512
+    script = (f"label: dos\nstart={start}, size={esp_sectors}, type=ef\n"
+              f"start={start + esp_sectors}, type=83\n")
+    return script, PARTITION_OFFSET + ESP_MIB * 1024 * 1024
+
+
+# GRUB's EFI binary carries only what boots the one kernel (and what those modules need)
+GRUB_MODULES = ("part_msdos", "ext2", "search_fs_uuid")
+GRUB_INSTALL_MODULES = (*GRUB_MODULES, "normal", "linux", "search", "configfile", "echo",
+                        "test", "boot", "gzio")
+
+
+def _install_grub_efi(root: Path, raw: Path, grub_cfg: str, env: dict[str, str]) -> None:
+    """Make GRUB's standalone EFI binary in the chroot and put it on the EFI system partition.
+
+    Standalone: its grub.cfg is inside it, so nothing on the disk has to be found by
+    grub-probe (which cannot map a loop device attached at an offset). The packages that
+    made it are purged again.
+    """
+    (root / "tmp/grub.cfg").write_text(grub_cfg)
+    _chroot(root, ["grub-mkstandalone", "--format=arm64-efi", "--output=/tmp/BOOTAA64.EFI",
+                   f"--modules={' '.join(GRUB_MODULES)}",
+                   f"--install-modules={' '.join(GRUB_INSTALL_MODULES)}",
+                   "--locales=", "--themes=", "--fonts=",
+                   "boot/grub/grub.cfg=/tmp/grub.cfg"], env)
+    # FAT written with mtools, not mounted: build machines (containers) often lack vfat
+    with _loop_device(raw, PARTITION_OFFSET, ESP_MIB * 1024 * 1024) as device:
+        run(["mkfs.vfat", "-F", "16", "-n", "EFI", device], capture=True)
+        run(["mmd", "-i", device, "::/EFI", "::/EFI/BOOT"], capture=True)
+        # the removable-media path: UEFI boots it with no boot entry in its NVRAM (a box has none)
+        run(["mcopy", "-i", device, str(root / "tmp/BOOTAA64.EFI"), "::/EFI/BOOT/BOOTAA64.EFI"],
+            capture=True)
+    for name in ("grub.cfg", "BOOTAA64.EFI"):
+        (root / "tmp" / name).unlink()
+
+
 def build(spec: BaseImageSpec, build_dir: Path, env: dict[str, str]) -> Path:
     """Build the base disk for `spec` (needs root and loop devices) and return its path."""
+    architecture = arches.get(spec.arch)
     final = image_path(build_dir, spec)
     work = final.parent / f"tmp-{spec.key()}"
     if work.exists():
@@ -242,17 +312,17 @@ def build(spec: BaseImageSpec, build_dir: Path, env: dict[str, str]) -> Path:
 
     with open(raw, "wb") as disk:
         disk.truncate(spec.size_mib * 1024 * 1024)
-    run(["sfdisk", "--quiet", str(raw)],
-        input=f"label: dos\nstart={PARTITION_OFFSET // 512}, type=83, bootable\n")
+    table, root_offset = partition_table(architecture)
+    run(["sfdisk", "--quiet", str(raw)], input=table)
 
     with ExitStack() as stack:
-        device = stack.enter_context(_loop_device(raw, PARTITION_OFFSET))
+        device = stack.enter_context(_loop_device(raw, root_offset))
         run(["mkfs.ext4", "-q", "-F", "-L", "root", "-U", root_uuid, "-O", EXT4_FEATURES,
              device])
         stack.enter_context(_mounted(device, root))
-        with step(f"debootstrap {spec.suite} from {spec.mirror}"):
-            run(["debootstrap", "--variant=minbase", spec.suite, str(root), spec.mirror],
-                env=env)
+        with step(f"debootstrap {spec.suite} {spec.arch} from {spec.mirror}"):
+            run(["debootstrap", f"--arch={spec.arch}", "--variant=minbase", spec.suite,
+                 str(root), spec.mirror], env=env)
         stack.enter_context(_mounted("proc", root / "proc", "-t", "proc"))
         stack.enter_context(_mounted("sysfs", root / "sys", "-t", "sysfs"))
         stack.enter_context(_mounted("/dev", root / "dev", "--bind"))
@@ -270,6 +340,15 @@ def build(spec: BaseImageSpec, build_dir: Path, env: dict[str, str]) -> Path:
             _chroot(root, ["apt-get", "update", "-q"], env)
             _chroot(root, ["apt-get", "install", "-y", "-q", "--no-install-recommends",
                            *spec.packages], env)
+        kernel = _newest(root / "boot", "vmlinuz-*")
+        initrd = _newest(root / "boot", "initrd.img-*")
+        if architecture.efi:
+            with step("GRUB for UEFI on the EFI system partition"):
+                _install_grub_efi(root, raw, render_extlinux(
+                    assets["grub.cfg.j2"], kernel=f"/boot/{kernel}", initrd=f"/boot/{initrd}",
+                    root_uuid=root_uuid, cmdline=spec.kernel_cmdline, timeout=0), env)
+                _chroot(root, ["apt-get", "purge", "-y", "-q", "--autoremove",
+                               *architecture.boot_loader_packages], env)
         with step("configure the base disk (vagrant user, network, fstab)"):
             for name in ("base-image-setup.sh", "vagrant-insecure-keys.pub"):
                 (root / "tmp" / name).write_text(assets[name])
@@ -279,19 +358,19 @@ def build(spec: BaseImageSpec, build_dir: Path, env: dict[str, str]) -> Path:
             for name in ("base-image-setup.sh", "vagrant-insecure-keys.pub"):
                 (root / "tmp" / name).unlink()
             policy.unlink()
-        with step("install extlinux"):
-            kernel = _newest(root / "boot", "vmlinuz-*")
-            initrd = _newest(root / "boot", "initrd.img-*")
-            conf_dir = root / "boot/extlinux"
-            conf_dir.mkdir(parents=True, exist_ok=True)
-            (conf_dir / "extlinux.conf").write_text(render_extlinux(
-                assets["extlinux.conf.j2"], kernel=f"/boot/{kernel}", initrd=f"/boot/{initrd}",
-                root_uuid=root_uuid, cmdline=spec.kernel_cmdline,
-                timeout=spec.extlinux_timeout))
-            run(["extlinux", "--install", str(conf_dir)])
-    # the MBR boot code jumps to the active partition's extlinux
-    run(["dd", f"if={MBR_BIN}", f"of={raw}", "bs=440", "count=1", "conv=notrunc",
-         "status=none"])
+        if not architecture.efi:
+            with step("install extlinux"):
+                conf_dir = root / "boot/extlinux"
+                conf_dir.mkdir(parents=True, exist_ok=True)
+                (conf_dir / "extlinux.conf").write_text(render_extlinux(
+                    assets["extlinux.conf.j2"], kernel=f"/boot/{kernel}",
+                    initrd=f"/boot/{initrd}", root_uuid=root_uuid, cmdline=spec.kernel_cmdline,
+                    timeout=spec.extlinux_timeout))
+                run(["extlinux", "--install", str(conf_dir)])
+    if not architecture.efi:
+        # the MBR boot code jumps to the active partition's extlinux
+        run(["dd", f"if={MBR_BIN}", f"of={raw}", "bs=440", "count=1", "conv=notrunc",
+             "status=none"])
     os.replace(raw, final)
     final.with_suffix(".json").write_text(json.dumps(
         {**asdict(spec), "assets": sorted(assets), "root_uuid": root_uuid}, indent=2) + "\n")
@@ -325,12 +404,19 @@ def remove_work(work: Path) -> None:
     shutil.rmtree(work)
 
 
-def prune(build_dir: Path, keep: int = 2) -> list[Path]:
-    """Delete all but the `keep` newest cached base disks (each is up to 2 GiB); return them."""
-    disks = sorted((build_dir / "base").glob("debian-*.raw"), key=lambda p: p.stat().st_mtime,
-                   reverse=True)
+def cached_disks(build_dir: Path, arch: str = arches.DEFAULT) -> list[Path]:
+    """Return the cached base disks of one architecture, newest first."""
+    others = [f"-{a}-" for a in arches.ARCHITECTURES if a != arches.DEFAULT]
+    wanted = None if arch == arches.DEFAULT else f"-{arch}-"
+    disks = [p for p in (build_dir / "base").glob("debian-*.raw")
+             if (wanted in p.name if wanted else not any(o in p.name for o in others))]
+    return sorted(disks, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def prune(build_dir: Path, keep: int = 2, arch: str = arches.DEFAULT) -> list[Path]:
+    """Delete all but the `keep` newest cached base disks of one architecture (each up to 2 GiB)."""
     removed = []
-    for disk in disks[keep:]:
+    for disk in cached_disks(build_dir, arch)[keep:]:
         disk.unlink()
         disk.with_suffix(".json").unlink(missing_ok=True)
         removed.append(disk)
@@ -340,5 +426,5 @@ def prune(build_dir: Path, keep: int = 2) -> list[Path]:
 def _newest(directory: Path, pattern: str) -> str:
     names = sorted(p.name for p in directory.glob(pattern))
     if not names:
-        raise FileNotFoundError(f"no {pattern} in {directory}: did linux-image-amd64 install?")
+        raise FileNotFoundError(f"no {pattern} in {directory}: did the linux-image package install?")
     return names[-1]

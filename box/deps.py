@@ -38,6 +38,7 @@ APT_PACKAGES: dict[str, tuple[str, ...]] = {
         "qemu-user-static",
         "qemu-system-arm",
         "qemu-efi-aarch64",
+        "mtools",  # the EFI system partition, written without mounting FAT
     ),
     # catalog checks and VM tests with the real vagrant
     "vagrant": (

@@ -8,6 +8,6 @@ case "$1" in
 prereqs) prereqs; exit 0 ;;
 esac
 . /usr/share/initramfs-tools/hook-functions
-for module in virtio_pci virtio_blk virtio_scsi ahci ata_piix sd_mod ext4 crc32c_generic; do
+for module in virtio_pci virtio_mmio virtio_blk virtio_scsi ahci ata_piix sd_mod ext4 crc32c_generic; do
     manual_add_modules "$module"
 done
