@@ -32,6 +32,7 @@ INPUT_PATHS = (
     "box/ovf.py",
     "box/templating.py",
     "box/qemu.py",  # the VirtualBox disk's VMDK conversion
+    "box/arch.py",  # each architecture's machine, firmware and boot loader
     "box/tasks/build.py",  # the payload (wheel, units) and the boxes' packaging steps
 )
 # Files in those folders that are by-products, not inputs.

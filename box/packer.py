@@ -9,12 +9,14 @@ from pathlib import Path
 
 import jinja2
 
+from box import arch as arches
 from box.boxversion import version_problem
 from box.buildinfo import box_file_stem, box_name_problem
 
 PACKER_DIR = Path(__file__).resolve().parents[1] / "packer"
 TEMPLATE = "registry-cache.pkr.hcl.j2"
-LIBVIRT_VAGRANTFILE = "Vagrantfile.libvirt.j2"
+# the libvirt box's own Vagrantfile, by architecture (arm64 adds its machine and UEFI firmware)
+LIBVIRT_VAGRANTFILE = {"amd64": "Vagrantfile.libvirt.j2", "arm64": "Vagrantfile.libvirt-arm64.j2"}
 
 # The provisioning scripts in the order they run, each with what it is for.
 SCRIPTS: tuple[tuple[str, str], ...] = (
@@ -122,6 +124,7 @@ class PackerSettings:
     # box.img is a compressed qcow2 already: gzip on top only costs time
     compression_level: int = 1
     uploads: tuple[Upload, ...] = field(default=())
+    arch: arches.Architecture = arches.AMD64
 
     def disk_file(self) -> str:
         """Return the file name of the provisioned disk in output_dir."""
@@ -138,6 +141,10 @@ class PackerSettings:
                    self.payload, PAYLOAD_IN_VM),
         )
         return {
+            "arch": self.arch.name,
+            "qemu_binary": self.arch.qemu_binary,
+            "machine_type": self.arch.machine_type,
+            "qemuargs": self.qemuargs(),
             "name": self.box.name,
             "version": self.box.version,
             "memory": self.box.memory,
@@ -156,6 +163,22 @@ class PackerSettings:
             "uploads": uploads,
             "scripts": scripts,
         }
+
+
+    def qemuargs(self) -> list[list[str]]:
+        """Return QEMU's extra arguments: loopback-only SSH, the serial console, the arch's CPU."""
+        args = [
+            # SSH forward on loopback only (Packer's default listens on every address)
+            ["-netdev", "user,id=user.0,hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22"],
+            # the guest's serial console into a file, for debugging a boot
+            ["-serial", f"file:{self.serial_log}"],
+        ]
+        if self.arch.build_firmware:
+            # UEFI: the disk boots GRUB from its EFI system partition
+            args.append(["-bios", self.arch.build_firmware])
+        if self.arch.needs_emulation and self.accelerator == "tcg":
+            args.append(["-cpu", self.arch.emulated_cpu])
+        return args
 
 
 def hcl_quote(value: object) -> str:
@@ -184,7 +207,10 @@ def render_template(settings: PackerSettings, directory: Path = PACKER_DIR) -> s
     return _environment(directory).get_template(TEMPLATE).render(**settings.template_data())
 
 
-def render_libvirt_vagrantfile(box: BoxSettings, directory: Path = PACKER_DIR) -> str:
-    """Return the Vagrantfile the libvirt box carries (memory, CPUs, driver)."""
-    template = _environment(directory).get_template(LIBVIRT_VAGRANTFILE)
-    return template.render(version=box.version, memory=box.memory, cpus=box.cpus)
+def render_libvirt_vagrantfile(box: BoxSettings, directory: Path = PACKER_DIR,
+                               arch: arches.Architecture = arches.AMD64) -> str:
+    """Return the Vagrantfile the libvirt box carries (memory, CPUs, driver; arm64: machine)."""
+    template = _environment(directory).get_template(LIBVIRT_VAGRANTFILE[arch.name])
+    return template.render(version=box.version, memory=box.memory, cpus=box.cpus,
+                           firmware=list(arches.AARCH64_FIRMWARE), cpu=arch.emulated_cpu,
+                           machine_type=arch.machine_type, machine_arch=arch.libvirt_arch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime
 import json
@@ -17,7 +18,8 @@ from pathlib import Path
 from invoke import Context, task
 from invoke.exceptions import Exit
 
-from box import base_image, buildinputs, deps, package, qemu
+from box import arch as arches
+from box import base_image, buildinputs, deps, emulation, package, qemu
 from box.buildinfo import BuildMetadata, BuildMetadataError, load_build_metadata
 from box.files import atomic_write_text
 from box.packer import (
@@ -29,7 +31,7 @@ from box.packer import (
 )
 from box.publish import flow
 from box.publish.errors import PublishError
-from box.run import CommandError, run, step
+from box.run import CommandError, run, start, step
 from box.sizes import format_size
 from box.tasks import ensure_packages
 
@@ -43,7 +45,9 @@ PAYLOAD = BUILD / "payload"
 PAYLOAD_TAR = BUILD / "payload.tar"
 AGENT_INIT = ROOT / "bootstrap" / "src" / "registry_cache" / "__init__.py"
 AGENT_UNITS = ROOT / "bootstrap" / "systemd"
-TEMPLATE_OUT = PACKER_BUILD / "registry-cache.pkr.hcl"
+TEMPLATE_NAME = "registry-cache.pkr.hcl"
+# a Packer build that runs longer than this is stuck (emulated arm64 takes minutes, not hours)
+PACKER_TIMEOUT = 3600.0
 
 
 def _config(c: Context) -> dict:
@@ -66,14 +70,14 @@ def _require_root(what: str) -> None:
         raise Exit(f"{what} needs root (loop devices, mount, chroot): run it with sudo")
 
 
-def _base_spec(c: Context) -> base_image.BaseImageSpec:
+def _base_spec(c: Context, arch: str = arches.DEFAULT) -> base_image.BaseImageSpec:
     """Return the base disk's inputs; the mirror is probed only when no disk is cached for it."""
     conf = _config(c)
     configured = str(conf.get("mirror", base_image.DEFAULT_MIRROR)).rstrip("/")
     suite = str(conf.get("suite", base_image.DEFAULT_SUITE))
     host_mirrors = base_image.host_apt_mirrors()
     for known in (configured, *host_mirrors):
-        cached = base_image.BaseImageSpec(mirror=known.rstrip("/"), suite=suite)
+        cached = base_image.spec_for(arch, mirror=known.rstrip("/"), suite=suite)
         if base_image.image_path(BUILD, cached).exists():
             return cached  # offline rebuilds work, also after a build that fell back to apt's mirror
     mirror = base_image.choose_mirror(configured, suite, host_mirrors)
@@ -84,7 +88,7 @@ def _base_spec(c: Context) -> base_image.BaseImageSpec:
         )
     if mirror != configured:
         print(f"==> {configured} is not reachable; using this machine's apt mirror {mirror}")
-    return base_image.BaseImageSpec(mirror=mirror, suite=suite)
+    return base_image.spec_for(arch, mirror=mirror, suite=suite)
 
 
 def ensure_base_image(c: Context, force: bool = False,
@@ -97,20 +101,38 @@ def ensure_base_image(c: Context, force: bool = False,
         return path
     _require_root("invoke base-image")
     ensure_packages("build")
+    architecture = arches.get(spec.arch)
+    if architecture.needs_emulation:
+        try:
+            print(f"==> {architecture.name} programs: {emulation.ensure_binfmt(architecture)}")
+        except (CommandError, OSError, emulation.EmulationError) as exc:
+            raise Exit(f"running {architecture.name} programs here failed: {exc}") from exc
     try:
         with step(f"base image {path.name}"):
             built = base_image.build(spec, BUILD, base_image.proxy_env())
     except (CommandError, base_image.MountsLeftError) as exc:
         raise Exit(f"base image failed: {exc}") from exc
-    for old in base_image.prune(BUILD):
+    for old in base_image.prune(BUILD, arch=spec.arch):
         print(f"==> removed an older base image: {old.relative_to(ROOT)}")
     return built
 
 
-@task(name="base-image", help={"force": "rebuild even when a disk for the same inputs is cached"})
-def base_image_task(c: Context, force: bool = False) -> None:
+@task(name="base-image", help={
+    "force": "rebuild even when a disk for the same inputs is cached",
+    "arch": "amd64 (default), arm64, amd64,arm64 or all",
+})
+def base_image_task(c: Context, force: bool = False, arch: str = arches.DEFAULT) -> None:
     """Build the Debian base disk with debootstrap (cached in build/base/ by input hash)."""
-    ensure_base_image(c, force=force)
+    for name in _arch_flag(arch):
+        ensure_base_image(c, force=force, spec=_base_spec(c, name))
+
+
+def _arch_flag(value: str) -> tuple[str, ...]:
+    """The architectures --arch names, or an Exit that lists the valid ones."""
+    try:
+        return arches.parse_list(value)
+    except arches.ArchitectureError as exc:
+        raise Exit(str(exc)) from None
 
 
 def project_version(init_file: Path = AGENT_INIT) -> str:
@@ -150,26 +172,38 @@ def _whole_number(what: str, value: object) -> int:
         raise Exit(f"{what} {value!r}: give a whole number") from None
 
 
-def packer_settings(box: BoxSettings, base: Path, accelerator: str) -> PackerSettings:
-    """Return the template's data for this build (paths under build/packer/)."""
+def packer_dir(architecture: arches.Architecture) -> Path:
+    """Where one architecture's template, console log and output go (build/packer/<arch>/)."""
+    return PACKER_BUILD / architecture.name
+
+
+def packer_settings(box: BoxSettings, base: Path, accelerator: str,
+                    architecture: arches.Architecture = arches.AMD64) -> PackerSettings:
+    """Return the template's data for this build (paths under build/packer/<arch>/)."""
+    folder = packer_dir(architecture)
     return PackerSettings(
         box=box,
         base_image=str(base),
         accelerator=accelerator,
-        output_dir=str(PACKER_BUILD / "output"),
-        serial_log=str(PACKER_BUILD / "serial.log"),
-        libvirt_box=str(PACKER_BUILD / package.box_file_name(box.name, box.version, "libvirt")),
-        libvirt_vagrantfile=str(PACKER_BUILD / "Vagrantfile.libvirt"),
+        output_dir=str(folder / "output"),
+        serial_log=str(folder / "serial.log"),
+        libvirt_box=str(folder / package.box_file_name(box.name, box.version, "libvirt",
+                                                       architecture.name)),
+        libvirt_vagrantfile=str(folder / "Vagrantfile.libvirt"),
         payload=str(PAYLOAD_TAR),
+        arch=architecture,
     )
 
 
 def write_template(settings: PackerSettings) -> Path:
-    """Render the Packer template and the libvirt box's Vagrantfile into build/packer/."""
-    PACKER_BUILD.mkdir(parents=True, exist_ok=True)
-    Path(settings.libvirt_vagrantfile).write_text(render_libvirt_vagrantfile(settings.box))
-    TEMPLATE_OUT.write_text(render_template(settings))
-    return TEMPLATE_OUT
+    """Render the Packer template and the libvirt box's Vagrantfile into build/packer/<arch>/."""
+    folder = packer_dir(settings.arch)
+    folder.mkdir(parents=True, exist_ok=True)
+    Path(settings.libvirt_vagrantfile).write_text(
+        render_libvirt_vagrantfile(settings.box, arch=settings.arch))
+    template = folder / TEMPLATE_NAME
+    template.write_text(render_template(settings))
+    return template
 
 
 def build_payload() -> Path:
@@ -199,19 +233,33 @@ def build_payload() -> Path:
     "cpus": "box CPUs (default 2)",
     "disk_size": "box disk size, e.g. 20G (default 20G)",
     "accelerator": "kvm or tcg (default: probe KVM, fall back to tcg)",
+    "arch": "amd64 (default), arm64, amd64,arm64 or all",
 })
 def render(c: Context, version: str = "", name: str = "", memory: int | None = None,
-           cpus: int | None = None, disk_size: str = "", accelerator: str = "") -> None:
-    """Render the Packer template into build/packer/ and check it with packer validate."""
+           cpus: int | None = None, disk_size: str = "", accelerator: str = "",
+           arch: str = arches.DEFAULT) -> None:
+    """Render the Packer template into build/packer/<arch>/ and check it with packer validate."""
     box = box_settings(c, version, name, memory, cpus, disk_size)
     _accelerator_flag(accelerator)
-    base = base_image.image_path(BUILD, _base_spec(c))
-    settings = packer_settings(box, base, qemu.choose_accelerator(accelerator))
     build_payload()
-    path = write_template(settings)
-    print(f"==> rendered {path.relative_to(ROOT)}")
     ensure_packages("build")
-    _packer_check(path)
+    for architecture in map(arches.get, _arch_flag(arch)):
+        base = base_image.image_path(BUILD, _base_spec(c, architecture.name))
+        settings = packer_settings(box, base, _accelerator_for(architecture, accelerator),
+                                   architecture)
+        path = write_template(settings)
+        print(f"==> rendered {path.relative_to(ROOT)}")
+        _packer_check(path)
+
+
+def _accelerator_for(architecture: arches.Architecture, requested: str) -> str:
+    """The accelerator this machine runs the architecture's VMs with (another one's: tcg)."""
+    if emulation.native(architecture):
+        return qemu.choose_accelerator(requested)
+    if requested == "kvm":
+        raise Exit(f"--accelerator kvm: this machine cannot run {architecture.name} guests "
+                   "under KVM (another architecture); leave it out for tcg")
+    return "tcg"
 
 
 def _accelerator_flag(value: str) -> None:
@@ -238,25 +286,30 @@ def _packer_check(path: Path) -> None:
     "disk_size": f"box disk size, e.g. 20G or 8192M, at least {LIMITS.disk_mib_min // 1024}G "
     "(default 20G)",
     "accelerator": "kvm or tcg (default: probe KVM, fall back to tcg)",
-    "keep": "keep build/packer/output (the provisioned qcow2) after packaging",
+    "keep": "keep build/packer/<arch>/output (the provisioned qcow2) after packaging",
     "force": "build again even when dist/ holds a box built from the same inputs",
+    "arch": "amd64 (default: libvirt + VirtualBox), arm64 (libvirt, UEFI), amd64,arm64 or all "
+    "(both, built side by side)",
 })
 def build_box(c: Context, version: str = "", name: str = "", memory: int | None = None,
               cpus: int | None = None, disk_size: str = "", accelerator: str = "",
-              keep: bool = False, force: bool = False) -> None:
-    """Bake the libvirt and VirtualBox boxes into dist/ and its local catalog dist/catalog/."""
+              keep: bool = False, force: bool = False, arch: str = "") -> None:
+    """Bake the boxes (amd64: libvirt + VirtualBox; arm64: libvirt) into dist/ and dist/catalog/."""
     box = box_settings(c, version, name, memory, cpus, disk_size)
     _accelerator_flag(accelerator)
+    names = _arch_flag(arch or str(_config(c).get("arch", arches.DEFAULT)))
     ensure_packages("build")
-    spec = _base_spec(c)
-    digest = buildinputs.inputs_digest(buildinputs.file_digests(ROOT), dataclasses.asdict(box),
-                                       base_image.image_path(BUILD, spec).name)
+    specs = {n: _base_spec(c, n) for n in names}
+    digest = buildinputs.inputs_digest(
+        buildinputs.file_digests(ROOT), {**dataclasses.asdict(box), "arch": list(names)},
+        ",".join(base_image.image_path(BUILD, specs[n]).name for n in names))
     verdict = buildinputs.reuse_verdict(_built(), digest, _dist_sizes())
     if verdict.reuse and not force:
         print(f"==> box up to date: {verdict.why}, reusing (--force builds it again)")
     else:
-        print(f"==> building the box: {'--force' if verdict.reuse else verdict.why}")
-        _bake(c, box, accelerator, keep, digest, spec)
+        print(f"==> building the box ({', '.join(names)}): "
+              f"{'--force' if verdict.reuse else verdict.why}")
+        _bake(c, box, accelerator, keep, digest, specs)
     meta = _built()
     if meta is None:  # just written by _bake: unreadable means a bug, say where
         raise Exit(f"{DIST / 'build.json'} is missing or unreadable after the build")
@@ -265,25 +318,60 @@ def build_box(c: Context, version: str = "", name: str = "", memory: int | None 
 
 
 def _bake(c: Context, box: BoxSettings, accelerator: str, keep: bool, digest: str,
-          spec: base_image.BaseImageSpec) -> None:
-    """Base image, payload, template, packer build, then dist/ (the long part of build-box)."""
+          specs: dict[str, base_image.BaseImageSpec]) -> None:
+    """Base disks, payload, templates, packer builds, then dist/ (the long part of build-box).
+
+    Several architectures are built side by side, one thread each (base disk, then Packer):
+    their emulated CPUs and downloads overlap on the build machine's cores.
+    """
     started = datetime.datetime.now(datetime.timezone.utc)
-    base = ensure_base_image(c, spec=spec)  # the spec the inputs digest named: one mirror probe
     build_payload()
+    architectures = [arches.get(n) for n in specs]
+    accels = {}
     with step("probe the QEMU accelerator"):
-        accel = qemu.choose_accelerator(accelerator)
-    print(f"==> accelerator: {accel}")
-    settings = packer_settings(box, base, accel)
-    template = write_template(settings)
-    _packer_check(template)
-    try:
-        with step(f"packer build ({accel})"):
-            run(["packer", "build", "-force", "-color=false", "-timestamp-ui", template.name],
-                cwd=str(PACKER_BUILD), env={**os.environ, "PACKER_NO_COLOR": "1"})
-    except CommandError as exc:
-        raise Exit(f"packer build failed (exit {exc.returncode}); the guest's console is in "
-                   f"{settings.serial_log}") from exc
-    make_dist(box, settings, started, keep=keep, inputs=digest)
+        for architecture in architectures:
+            accels[architecture.name] = _accelerator_for(architecture, accelerator)
+    print(f"==> accelerator: {', '.join(f'{n} {a}' for n, a in accels.items())}")
+
+    def one(architecture: arches.Architecture, log: Path | None) -> PackerSettings:
+        base = ensure_base_image(c, spec=specs[architecture.name])
+        settings = packer_settings(box, base, accels[architecture.name], architecture)
+        template = write_template(settings)
+        _packer_check(template)
+        _packer_build(settings, template, log)
+        return settings
+
+    if len(architectures) == 1:
+        built = [one(architectures[0], None)]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(len(architectures)) as pool:
+            futures = [pool.submit(one, a, packer_dir(a) / "packer.log") for a in architectures]
+            concurrent.futures.wait(futures)
+            built = [f.result() for f in futures]  # the first failure, as its Exit
+    make_dist(box, built, started, keep=keep, inputs=digest)
+
+
+def _packer_build(settings: PackerSettings, template: Path, log: Path | None) -> None:
+    """Run packer build on one architecture's template (into `log` when builds run side by side)."""
+    name, accel = settings.arch.name, settings.accelerator
+    if log is not None:
+        print(f"==> packer build {name}: its output goes to {log.relative_to(ROOT)}")
+    argv = ["packer", "build", "-force", "-color=false", "-timestamp-ui", template.name]
+    env = {**os.environ, "PACKER_NO_COLOR": "1"}
+    with step(f"packer build {name} ({accel})"):
+        if log is None:
+            exited = run(argv, cwd=str(template.parent), env=env, check=False).returncode
+        else:
+            log.unlink(missing_ok=True)
+            packer = start(f"packer-{name}", argv, log, env=env, cwd=template.parent)
+            try:
+                exited = packer.wait(timeout=PACKER_TIMEOUT)
+            finally:
+                packer.stop()
+    if exited != 0:
+        where = f"; Packer's output is in {log}" if log is not None else ""
+        raise Exit(f"packer build {name} failed (exit {exited}); the guest's console is in "
+                   f"{settings.serial_log}{where}")
 
 
 def _built() -> BuildMetadata | None:
@@ -328,39 +416,50 @@ def next_steps(meta: BuildMetadata, root: Path) -> str:
     ])
 
 
-def make_dist(box: BoxSettings, settings: PackerSettings, started: datetime.datetime,
+def make_dist(box: BoxSettings, built: list[PackerSettings], started: datetime.datetime,
               keep: bool = False, inputs: str | None = None) -> None:
-    """Move both boxes into dist/ with SHA256SUMS and build.json; clean build scratch."""
-    disk = Path(settings.output_dir) / settings.disk_file()
+    """Move the boxes into dist/ with SHA256SUMS and build.json; clean build scratch.
+
+    amd64 gives a libvirt and a VirtualBox box; arm64 a libvirt box only (Debian's arm64
+    kernels have no vboxguest/vboxsf driver: README, "On Apple Silicon").
+    """
     DIST.mkdir(exist_ok=True)
     for old in [*DIST.glob("*.box"), DIST / "SHA256SUMS", DIST / "build.json"]:
         old.unlink(missing_ok=True)
-    libvirt = DIST / package.box_file_name(box.name, box.version, "libvirt")
-    shutil.move(settings.libvirt_box, libvirt)
-    virtualbox = package.make_virtualbox_box(
-        disk, BUILD / "virtualbox", DIST / package.box_file_name(box.name, box.version,
-                                                                "virtualbox"),
-        {"name": box.name, "version": box.version, "cpus": box.cpus, "memory": box.memory},
-    )
+    boxes = []
+    for settings in built:
+        arch = settings.arch.name
+        libvirt = DIST / package.box_file_name(box.name, box.version, "libvirt", arch)
+        shutil.move(settings.libvirt_box, libvirt)
+        boxes.append(("libvirt", libvirt, arch))
+        if settings.arch.name == arches.AMD64.name:
+            disk = Path(settings.output_dir) / settings.disk_file()
+            virtualbox = package.make_virtualbox_box(
+                disk, BUILD / "virtualbox", DIST / package.box_file_name(box.name, box.version,
+                                                                        "virtualbox"),
+                {"name": box.name, "version": box.version, "cpus": box.cpus,
+                 "memory": box.memory},
+            )
+            boxes.append(("virtualbox", virtualbox, arch))
     with step("checksums and build.json"):
-        boxes = [package.box_entry("libvirt", libvirt),
-                 package.box_entry("virtualbox", virtualbox)]
+        entries = [package.box_entry(provider, path, arch) for provider, path, arch in boxes]
         revision, dirty = package.git_state(ROOT)
         tools = package.tool_versions({
             "packer": deps.tool_version(["packer", "version"]),
-            "qemu": deps.tool_version(["qemu-system-x86_64", "--version"]),
+            "qemu": deps.tool_version([built[0].arch.qemu_binary, "--version"]),
             "debootstrap": deps.tool_version(["debootstrap", "--version"]),
         })
         meta = package.build_metadata(
             name=box.name, version=box.version, description=box.description,
-            git_revision=revision, git_dirty=dirty, tools=tools, boxes=boxes, created=started)
+            git_revision=revision, git_dirty=dirty, tools=tools, boxes=entries, created=started)
         if inputs is not None:
             meta["inputs"] = inputs  # what the next build-box compares to reuse this one
-        atomic_write_text(DIST / "SHA256SUMS", package.sha256sums(boxes))
+        atomic_write_text(DIST / "SHA256SUMS", package.sha256sums(entries))
         atomic_write_text(DIST / "build.json", json.dumps(meta, indent=2) + "\n")
     if not keep:
-        shutil.rmtree(settings.output_dir, ignore_errors=True)
-    for entry in boxes:
+        for settings in built:
+            shutil.rmtree(settings.output_dir, ignore_errors=True)
+    for entry in entries:
         print(f"==> dist/{entry['file']}: {format_size(entry['size'])}")
 
 

@@ -64,7 +64,9 @@ variable "disk_size" {
 }
 
 source "qemu" "registry-cache" {
-  # boot the debootstrapped disk itself: no ISO, no installer
+  # boot the debootstrapped amd64 disk itself: no ISO, no installer
+  qemu_binary      = "qemu-system-x86_64"
+  machine_type     = "pc"
   disk_image       = true
   iso_url          = var.base_image
   iso_checksum     = "none"
@@ -83,10 +85,9 @@ source "qemu" "registry-cache" {
   vnc_bind_address = "127.0.0.1"
   output_directory = "/build/packer/output"
   vm_name          = "registry-cache.qcow2"
+  # loopback-only SSH, the serial console into a file; arm64: UEFI firmware, emulated CPU
   qemuargs = [
-    # SSH forward on loopback only (Packer's default listens on every address)
     ["-netdev", "user,id=user.0,hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22"],
-    # the guest's serial console (console=ttyS0) into a file, for debugging a boot
     ["-serial", "file:/build/packer/serial.log"],
   ]
 
