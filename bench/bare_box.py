@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from box import arch as arches
 from box import base_image
 from box.buildinfo import BoxFile, BuildMetadata
 from box.package import box_entry, write_box
@@ -23,17 +24,17 @@ from box.run import run, step
 BARE_NAME = "registry-cache-bare"
 
 
-def base_disk(build_dir: Path, given: str = "") -> Path:
+def base_disk(build_dir: Path, given: str = "", arch: str = arches.DEFAULT) -> Path:
     """The base disk to package: `given`, else the one of today's inputs, else the newest cached."""
     if given:
         return Path(given).resolve()
-    current = base_image.image_path(build_dir, base_image.BaseImageSpec())
+    current = base_image.image_path(build_dir, base_image.spec_for(arch))
     if current.exists():
         return current
-    disks = sorted((build_dir / "base").glob("debian-*.raw"), key=lambda p: p.stat().st_mtime)
+    disks = base_image.cached_disks(build_dir, arch)
     if not disks:
         raise FileNotFoundError(f"no base disk in {build_dir / 'base'}: run `./invoke build-box` first")
-    return disks[-1]
+    return disks[0]
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class BareBox:
     disk: Path  # the qcow2 inside it, for booting in plain QEMU
 
 
-def build(base: Path, work: Path, version: str, disk_size: str = BoxSettings().disk_size) -> BareBox:
+def build(base: Path, work: Path, version: str, disk_size: str = BoxSettings().disk_size,
+          arch: str = arches.DEFAULT) -> BareBox:
     """Package `base` as a libvirt box `registry-cache-bare` at `version` under `work`."""
     if work.exists():
         shutil.rmtree(work)
@@ -56,13 +58,14 @@ def build(base: Path, work: Path, version: str, disk_size: str = BoxSettings().d
         run(["qemu-img", "convert", "-c", "-O", "qcow2", str(base), str(disk)], capture=True)
         run(["qemu-img", "resize", "-q", str(disk), disk_size], capture=True)
         settings = BoxSettings(name=BARE_NAME, version=version)
-        (work / "Vagrantfile").write_text(render_libvirt_vagrantfile(settings))
+        (work / "Vagrantfile").write_text(render_libvirt_vagrantfile(settings,
+                                                                     arch=arches.get(arch)))
         size_gib = int(disk_size[:-1]) // (1 if disk_size.endswith("G") else 1024)
         (work / "metadata.json").write_text(json.dumps(
             {"provider": "libvirt", "format": "qcow2", "virtual_size": size_gib}) + "\n")
         target = work / f"{BARE_NAME}-{version}-libvirt.box"
         write_box(target, {name: work / name for name in ("metadata.json", "Vagrantfile", "box.img")})
-    entry = box_entry("libvirt", target)
+    entry = box_entry("libvirt", target, arch)
     meta = BuildMetadata(name=BARE_NAME, version=version, git_revision="bare", git_dirty=False,
                          created="", boxes=(BoxFile(**entry),))
     return BareBox(meta=meta, dist=work, disk=disk)

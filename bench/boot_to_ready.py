@@ -3,6 +3,7 @@
 Prints its figures; asserts nothing. Run as root from the repo root, after `./invoke build-box`:
 
     .venv/bin/python -m bench.boot_to_ready [--dist dist] [--memory 512] [--no-vagrant] [--explain]
+        [--arch arm64]
 
 The anchor is a bare box (bench/bare_box.py): the base disk build-box starts from, with no
 agent and no mirror, packaged the way Packer packages the appliance, with the same box
@@ -35,13 +36,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench import bare_box
+from box import arch as arches
+from box import emulation
 from box.buildinfo import BuildMetadata, load_build_metadata
 from box.qemu import choose_accelerator
 from box.wait import WaitTimeout, wait_until
 from lab import boot, netns
 from lab.machines import Machine
 from lab.procs import v2_status
-from lab.qemuvm import BoxMachine, libvirt_machine, read_box, unpack_box
+from lab.qemuvm import BoxMachine, read_box, read_libvirt_box, unpack_box
 from lab.registry import start_registry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -230,6 +233,9 @@ def main() -> int:
                         "(default: build/base/, the one build-box used)")
     parser.add_argument("--memory", type=int, default=512, help="guest MiB for the timed boot")
     parser.add_argument("--no-vagrant", action="store_true", help="skip the vagrant figures")
+    parser.add_argument("--arch", default=arches.DEFAULT, choices=list(arches.ARCHITECTURES),
+                        help="the boxes of this architecture (arm64: the libvirt box, booted "
+                        "in qemu-system-aarch64 with UEFI; no vagrant figures unless native)")
     parser.add_argument("--explain", action="store_true",
                         help="print where each timed boot spent its time (systemd-analyze, dmesg)")
     args = parser.parse_args()
@@ -238,7 +244,16 @@ def main() -> int:
         return 2
     dist = Path(args.dist).resolve()
     meta = load_build_metadata(dist / "build.json")
-    accel = choose_accelerator()
+    architecture = arches.get(args.arch)
+    boxes = [b for b in meta.boxes if b.architecture == architecture.name]
+    if not boxes:
+        print(f"{dist}/build.json has no {architecture.name} box: build it with "
+              f"`./invoke build-box --arch {architecture.name}`", file=sys.stderr)
+        return 2
+    # another architecture's guest runs emulated, whatever KVM this machine has
+    accel = choose_accelerator() if emulation.native(architecture) else "tcg"
+    # vagrant-libvirt here runs amd64 guests; an emulated arm64 domain is a separate experiment
+    want_vagrant = not args.no_vagrant and architecture.name == arches.DEFAULT
     appliance: list[dict] = []
     bare: list[dict] = []
     vagrant: dict = {}
@@ -247,17 +262,18 @@ def main() -> int:
     ns = netns.NetworkNamespace.create()
     work = Path(tempfile.mkdtemp(prefix="bench-boot-", dir=PROJECT_ROOT / "build"))
     try:
-        anchor = bare_box.build(bare_box.base_disk(PROJECT_ROOT / "build", args.base),
-                                work / "bare", meta.version)
+        anchor = bare_box.build(bare_box.base_disk(PROJECT_ROOT / "build", args.base,
+                                                   architecture.name),
+                                work / "bare", meta.version, arch=architecture.name)
         with ns.entered():
             upstream = start_registry(work / "upstream", "upstream", bind_host="0.0.0.0")
             try:
-                for box in meta.boxes:
+                for box in boxes:
                     unpacked = unpack_box(dist / box.file, work / box.provider / "box")
                     if box.provider == "virtualbox":
                         machine = read_box(unpacked)
                     else:
-                        machine = libvirt_machine(unpacked / "box.img")
+                        machine = read_libvirt_box(unpacked)
                     appliance.append(bench_disk(box.provider, machine, work / box.provider, accel,
                                                 upstream.port, args.memory, want_explain=args.explain))
                     print(f"==> appliance, {box.provider} disk: {_brief(appliance[-1])}", flush=True)
@@ -267,7 +283,7 @@ def main() -> int:
                     bare.append(bench_bare_disk(box.provider, presented, work / f"bare-{box.provider}",
                                                 accel, args.memory, want_explain=args.explain))
                     print(f"==> bare box, {box.provider} disk: {_brief(bare[-1])}", flush=True)
-                if not args.no_vagrant:
+                if want_vagrant:
                     bare_vagrant = bench_vagrant(anchor.meta, anchor.dist, work / "bare-vagrant", ns,
                                                  accel, upstream.port, provision=False)
                     print(f"==> bare box, vagrant: {_brief(bare_vagrant)}", flush=True)

@@ -92,6 +92,7 @@ def libvirt_box_added(
     *,
     ip: str = BOX_IP,
     catalog: Path | None = None,
+    arch: str = "amd64",
 ) -> Iterator[LibvirtBox]:
     """Start libvirtd in `namespace`, ready to `vagrant up` the libvirt box of `meta`, at its version.
 
@@ -101,9 +102,10 @@ def libvirt_box_added(
     `vagrant up` is the caller's (it times it). On the way out, also on failure: every VM
     destroyed, the box removed from Vagrant and from the libvirt pool, the daemons stopped.
     """
-    box = next((b for b in meta.boxes if b.provider == "libvirt"), None)
+    box = next((b for b in meta.boxes if b.provider == "libvirt" and b.architecture == arch), None)
     if box is None:
-        raise ValueError(f"{dist}/build.json lists no libvirt box: rebuild with `./invoke build-box`")
+        raise ValueError(f"{dist}/build.json lists no {arch} libvirt box: rebuild with "
+                         f"`./invoke build-box --arch {arch}`")
     daemons = PrivateLibvirt(work / "libvirt", namespace)
     vagrant = Vagrant(project, work / "vagrant-home", settings={
         "REGISTRY_CACHE_BOX": meta.name,
@@ -114,6 +116,8 @@ def libvirt_box_added(
         "REGISTRY_CACHE_LIBVIRT_DRIVER": "kvm" if accel == "kvm" else "qemu",
         # the private libvirtd runs QEMU as root (lab/libvirt-qemu.conf), not libvirt-qemu
         "REGISTRY_CACHE_QEMU_USER": "root",
+        # the box of that architecture, whatever this host's is
+        "REGISTRY_CACHE_ARCH": arch,
     })
     box_added = catalog is not None  # then `vagrant up` adds it
     try:
@@ -130,7 +134,7 @@ def libvirt_box_added(
             started = time.monotonic()
             added = vagrant.add_box(
                 box_catalog(meta.name, meta.version, "libvirt", dist / box.file, box.sha256),
-                work, "libvirt")
+                work, "libvirt", box.architecture)
         yield LibvirtBox(vagrant, daemons, added.output, time.monotonic() - started)
     finally:
         with step("vagrant destroy; box removed from Vagrant and the libvirt pool"):

@@ -21,10 +21,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from box import arch as arches
 from box.run import Process, run, start
 from box.wait import wait_until
 
 _BASE_MAC = re.compile(r'config\.vm\.base_mac\s*=\s*"([0-9A-Fa-f:]{12,17})"')
+# the libvirt box's Vagrantfile (packer/Vagrantfile.libvirt*.j2): `libvirt.NAME = VALUE`
+_LIBVIRT_SETTING = re.compile(r'^\s*libvirt\.(\w+)\s*=\s*"?([^"\n]*?)"?\s*$', re.M)
 # CIM resource types (DMTF CIM_ResourceAllocationSettingData)
 _CPU, _MEMORY, _SATA, _NIC = "3", "4", "20", "10"
 
@@ -44,12 +47,47 @@ class BoxMachine:
     controller: str  # "AHCI" (VirtualBox's SATA) or "virtio" (libvirt)
     nic: str  # "E1000" (VirtualBox) or "virtio" (libvirt)
     disk_format: str = "vmdk"
+    arch: str = arches.DEFAULT
+    # UEFI firmware (arm64): what the box's Vagrantfile hands libvirt as its loader
+    firmware: str = ""
 
 
-def libvirt_machine(disk: Path, cpus: int = 2, memory_mib: int = 1024) -> BoxMachine:
-    """The machine vagrant-libvirt makes of a libvirt box: virtio disk and NIC."""
+def host_firmware(architecture: arches.Architecture) -> str:
+    """The UEFI firmware a box of this architecture boots with here ("" for a BIOS one).
+
+    The first of the paths the arm64 box's Vagrantfile tries, as it would pick it.
+    """
+    if not architecture.efi:
+        return ""
+    found = next((p for p in arches.AARCH64_FIRMWARE if Path(p).is_file()), "")
+    if not found:
+        raise BoxError(f"no arm64 UEFI firmware here (tried {', '.join(arches.AARCH64_FIRMWARE)}):"
+                       " install qemu-efi-aarch64")
+    return found
+
+
+def libvirt_machine(disk: Path, cpus: int = 2, memory_mib: int = 1024,
+                    arch: str = arches.DEFAULT) -> BoxMachine:
+    """The machine vagrant-libvirt makes of a libvirt box: virtio disk and NIC (arm64: UEFI)."""
     return BoxMachine(disk=disk, cpus=cpus, memory_mib=memory_mib, mac="52:54:00:12:34:56",
-                      controller="virtio", nic="virtio", disk_format="qcow2")
+                      controller="virtio", nic="virtio", disk_format="qcow2", arch=arch,
+                      firmware=host_firmware(arches.get(arch)))
+
+
+def read_libvirt_box(folder: Path) -> BoxMachine:
+    """Read an unpacked libvirt box: its disk, and CPUs, memory, architecture from its Vagrantfile."""
+    vagrantfile, disk = folder / "Vagrantfile", folder / "box.img"
+    for path in (vagrantfile, disk):
+        if not path.exists():
+            raise BoxError(f"{path}: missing from the libvirt box")
+    settings = dict(_LIBVIRT_SETTING.findall(vagrantfile.read_text()))
+    by_libvirt_arch = {a.libvirt_arch: a.name for a in arches.ARCHITECTURES.values()}
+    arch = by_libvirt_arch.get(settings.get("machine_arch", ""), arches.DEFAULT)
+    try:
+        cpus, memory = int(settings["cpus"]), int(settings["memory"])
+    except (KeyError, ValueError):
+        raise BoxError(f"{vagrantfile}: no libvirt.cpus and libvirt.memory numbers") from None
+    return libvirt_machine(disk, cpus=cpus, memory_mib=memory, arch=arch)
 
 
 def _local(tag: str) -> str:
@@ -127,11 +165,17 @@ def qemu_argv(
         raise BoxError(f"the box asks for a {machine.controller} disk controller and a "
                        f"{machine.nic} NIC; this runner presents AHCI+E1000 (VirtualBox) or "
                        "virtio (libvirt)")
+    architecture = arches.get(machine.arch)
+    # arm64 as its box's Vagrantfile asks libvirt: the host's CPU under KVM, else emulated
+    cpu = "host" if accel == "kvm" and architecture.needs_emulation else architecture.emulated_cpu
+    # vagrant-libvirt's <loader type='rom'>: libvirt passes the firmware as -bios
+    firmware = ["-bios", machine.firmware] if machine.firmware else []
     return [
-        "qemu-system-x86_64",
+        architecture.qemu_binary,
         "-accel", accel,
-        "-machine", "pc",
-        "-cpu", "max",
+        "-machine", architecture.machine_type,
+        "-cpu", cpu,
+        *firmware,
         "-smp", str(machine.cpus),
         "-m", str(machine.memory_mib),
         "-nodefaults", "-display", "none", "-no-user-config",

@@ -94,9 +94,14 @@ class Vagrant:
             raise CommandError(argv, proc.returncode, proc.stdout)
         return result
 
-    def add_box(self, catalog: dict, workdir: Path, provider: str) -> VagrantResult:
-        """`vagrant box add` from a catalog file, so the box gets its version."""
-        path = workdir / "box-catalog.json"
+    def add_box(self, catalog: dict, workdir: Path, provider: str,
+                arch: str = "amd64") -> VagrantResult:
+        """`vagrant box add` from a catalog file, so the box gets its version.
+
+        The file is the one the drop-in Vagrantfile reads for this architecture (box-catalog.json,
+        or box-catalog-arm64.json where Vagrant < 2.4 reads a catalog per architecture).
+        """
+        path = workdir / ("box-catalog.json" if arch == "amd64" else f"box-catalog-{arch}.json")
         path.write_text(json.dumps(catalog, indent=2))
         return self("box", "add", "--provider", provider, path.resolve().as_uri())
 

@@ -11,11 +11,14 @@ Read `dist/build.json` (or $REGISTRY_CACHE_TEST_DIST/build.json), then, for the 
   `vagrant up` with REGISTRY_CACHE_BOX_URL at the catalog build-box wrote (dist/catalog/),
   which adds the box at its version; VM networks exist only in the namespace;
 - `machine` (parametrized): each box as a `Machine` for the shared checks; the VirtualBox
-  box is booted in QEMU as VirtualBox would present it (lab/qemuvm.py).
+  box is booted in QEMU as VirtualBox would present it, the arm64 libvirt box
+  (`libvirt-arm64`) in qemu-system-aarch64 as vagrant-libvirt and vagrant-qemu present it
+  (UEFI firmware, `virt` machine, virtio disk and NIC, the CPUs and memory of its own
+  Vagrantfile; lab/qemuvm.py).
 
 Everything is torn down, also when a test fails: VMs destroyed, the box removed from
 Vagrant and the libvirt pool, daemons stopped by pid, the namespace deleted.
-Environment: REGISTRY_CACHE_TEST_PROVIDERS (libvirt,virtualbox), REGISTRY_CACHE_TEST_KEEP=1
+Environment: REGISTRY_CACHE_TEST_PROVIDERS (libvirt,virtualbox,libvirt-arm64), REGISTRY_CACHE_TEST_KEEP=1
 keeps the work folder (logs, consoles) for a post-mortem.
 """
 
@@ -26,11 +29,13 @@ import secrets
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from box import arch as arches
+from box import emulation
 from box.buildinfo import BuildMetadata, BuildMetadataError, load_build_metadata
 from box.qemu import choose_accelerator
 from box.run import step
@@ -38,7 +43,7 @@ from box.sizes import KiB
 from lab import boot, images
 from lab import netns as netns_mod
 from lab.machines import Machine
-from lab.qemuvm import read_box, unpack_box
+from lab.qemuvm import BoxMachine, read_box, read_libvirt_box, unpack_box
 from lab.registry import start_registry
 from tests.box.boxes import MIRROR_PORT, SECOND_PORT, SSH_FORWARD, Lab, LibvirtVM, box_test_config
 
@@ -77,12 +82,12 @@ def build_meta() -> BuildMetadata:
         pytest.fail(str(exc), pytrace=False)
 
 
-def _box_path(meta: BuildMetadata, provider: str) -> Path:
+def _box_path(meta: BuildMetadata, provider: str, arch: str = "amd64") -> Path:
     for box in meta.boxes:
-        if box.provider == provider:
+        if box.provider == provider and box.architecture == arch:
             return DIST / box.file
-    pytest.fail(f"{DIST}/build.json lists no {provider} box: rebuild with `./invoke build-box`",
-                pytrace=False)
+    pytest.fail(f"{DIST}/build.json lists no {provider} {arch} box: rebuild with "
+                f"`./invoke build-box --arch {arch}`", pytrace=False)
 
 
 @pytest.fixture(scope="package")
@@ -90,8 +95,9 @@ def lab() -> Iterator[Lab]:
     """A network namespace (entered by this process) with two upstream registries and images."""
     if os.geteuid() != 0:
         pytest.fail("box tests need root (network namespace, libvirtd)", pytrace=False)
-    for tool in ("ip", "vagrant", "libvirtd", "virtlogd", "virsh", "qemu-system-x86_64", "ssh",
-                 "skopeo", "docker-registry", "unshare", "containerd", "ctr"):
+    qemus = ("qemu-system-aarch64",) if "libvirt-arm64" in PROVIDERS else ()
+    for tool in ("ip", "vagrant", "libvirtd", "virtlogd", "virsh", "qemu-system-x86_64", *qemus,
+                 "ssh", "skopeo", "docker-registry", "unshare", "containerd", "ctr"):
         if shutil.which(tool) is None:
             pytest.fail(f"box tests need {tool}: run `./invoke install-deps --groups vagrant,test`",
                         pytrace=False)
@@ -163,34 +169,50 @@ def libvirt_vm(lab: Lab, build_meta: BuildMetadata) -> Iterator[LibvirtVM]:
             print(f"keeping {work}", file=sys.stderr)
 
 
-def _virtualbox_machine(lab: Lab, build_meta: BuildMetadata, request: pytest.FixtureRequest) -> Machine:
-    box_file = _box_path(build_meta, "virtualbox")
-    work = lab.workdir / "virtualbox"
-    with step("unpack the VirtualBox box"):
+def _qemu_machine(label: str, box_file: Path, lab: Lab, request: pytest.FixtureRequest,
+                  describe: Callable[[Path], BoxMachine], presented: str,
+                  accel: str = "") -> Machine:
+    """A box booted in plain QEMU as its provider presents it, then configured like Vagrant would."""
+    work = lab.workdir / label
+    with step(f"unpack the {label} box"):
         unpacked = unpack_box(box_file, work / "box")
-    described = read_box(unpacked)
+    described = describe(unpacked)
     secret = secrets.token_urlsafe(24)
     config = box_test_config(f"http://{boot.QEMU_NAT_HOST}:{lab.upstream.port}",
                              "/var/lib/registry-cache-test")
-    qemu = boot.QemuBox.prepare("virtualbox", work, described, lab.accel, ssh_port=SSH_FORWARD,
+    accel = accel or lab.accel
+    qemu = boot.QemuBox.prepare(label, work, described, accel, ssh_port=SSH_FORWARD,
                                 ports=MIRROR_PORTS, config=config, secret=secret)
 
     def stop() -> None:
-        with lab.namespace.entered(), step("power off the VirtualBox box"):
+        with lab.namespace.entered(), step(f"power off the {label} box"):
             qemu.vm.stop()
             if not KEEP:
                 shutil.rmtree(unpacked, ignore_errors=True)
 
     request.addfinalizer(stop)
-    with step(f"boot the VirtualBox box in QEMU ({lab.accel}, AHCI, e1000 {described.mac})"):
+    with step(f"boot the {label} box in QEMU ({accel}, {presented})"):
         seconds = qemu.boot()
-    print(f"VirtualBox box: sshd answers {seconds:.1f} s after power-on", file=sys.stderr)
+    print(f"{label} box: sshd answers {seconds:.1f} s after power-on", file=sys.stderr)
     # No Vagrant, no /vagrant: put config.yml and its password file where apply reads them.
-    with step("registry-cache apply in the VirtualBox box"):
+    with step(f"registry-cache apply in the {label} box"):
         qemu.guest.outputs.append(boot.apply_config(
             qemu.guest, "/srv/cache-config", config, {"secrets/upstream.password": secret + "\n"},
             timeout=300))
     return qemu.guest
+
+
+def _virtualbox_machine(lab: Lab, build_meta: BuildMetadata, request: pytest.FixtureRequest) -> Machine:
+    box_file = _box_path(build_meta, "virtualbox")
+    return _qemu_machine("virtualbox", box_file, lab, request, read_box, "AHCI, e1000")
+
+
+def _arm64_machine(lab: Lab, build_meta: BuildMetadata, request: pytest.FixtureRequest) -> Machine:
+    box_file = _box_path(build_meta, "libvirt", "arm64")
+    # another architecture's guest runs emulated whatever KVM this machine has
+    accel = lab.accel if emulation.native(arches.ARM64) else "tcg"
+    return _qemu_machine("libvirt-arm64", box_file, lab, request, read_libvirt_box,
+                         "aarch64 virt, UEFI, virtio", accel)
 
 
 @pytest.fixture(scope="package")
@@ -199,5 +221,6 @@ def machine(request: pytest.FixtureRequest, lab: Lab, build_meta: BuildMetadata)
     if request.param == "libvirt":
         yield request.getfixturevalue("libvirt_vm").machine
         return
+    boot_box = _arm64_machine if request.param == "libvirt-arm64" else _virtualbox_machine
     with lab.namespace.entered():
-        yield _virtualbox_machine(lab, build_meta, request)
+        yield boot_box(lab, build_meta, request)

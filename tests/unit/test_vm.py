@@ -88,5 +88,13 @@ def test_providers_run_virtualbox_first_and_refuse_what_the_build_lacks():
     assert providers_to_test("libvirt", ["libvirt"]) == ["libvirt"]
     with pytest.raises(Exit, match="no virtualbox box"):
         providers_to_test("virtualbox", ["libvirt"])
-    with pytest.raises(Exit, match="pick libvirt, virtualbox or all"):
+    with pytest.raises(Exit, match="pick virtualbox, libvirt-arm64, libvirt or all"):
         providers_to_test("hyperv", ["libvirt"])
+
+
+def test_the_arm64_box_is_tested_after_virtualbox_and_before_the_vagrant_up_of_libvirt():
+    built = ["libvirt", "virtualbox", "libvirt-arm64"]
+    assert providers_to_test("all", built) == ["virtualbox", "libvirt-arm64", "libvirt"]
+    assert providers_to_test("libvirt-arm64", built) == ["libvirt-arm64"]
+    with pytest.raises(Exit, match="--arch arm64"):
+        providers_to_test("libvirt-arm64", ["libvirt", "virtualbox"])
