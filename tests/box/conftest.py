@@ -11,10 +11,10 @@ Read `dist/build.json` (or $REGISTRY_CACHE_TEST_DIST/build.json), then, for the 
   `vagrant up` with REGISTRY_CACHE_BOX_URL at the catalog build-box wrote (dist/catalog/),
   which adds the box at its version; VM networks exist only in the namespace;
 - `machine` (parametrized): each box as a `Machine` for the shared checks; the VirtualBox
-  box is booted in QEMU as VirtualBox would present it, the arm64 libvirt box
-  (`libvirt-arm64`) in qemu-system-aarch64 as vagrant-libvirt and vagrant-qemu present it
-  (UEFI firmware, `virt` machine, virtio disk and NIC, the CPUs and memory of its own
-  Vagrantfile; lab/qemuvm.py).
+  box is booted in QEMU as VirtualBox would present it (lab/qemuvm.py); the arm64 libvirt
+  box (`libvirt-arm64`) through a real `vagrant up` of the drop-in Vagrantfile as on an arm64
+  host: vagrant-libvirt defines an aarch64 domain (UEFI, `virt`, virtio; emulated here), torn
+  down before the amd64 libvirt box comes up.
 
 Everything is torn down, also when a test fails: VMs destroyed, the box removed from
 Vagrant and the libvirt pool, daemons stopped by pid, the namespace deleted.
@@ -24,6 +24,7 @@ keeps the work folder (logs, consoles) for a post-mortem.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -43,7 +44,7 @@ from box.sizes import KiB
 from lab import boot, images
 from lab import netns as netns_mod
 from lab.machines import Machine
-from lab.qemuvm import BoxMachine, read_box, read_libvirt_box, unpack_box
+from lab.qemuvm import BoxMachine, read_box, unpack_box
 from lab.registry import start_registry
 from tests.box.boxes import MIRROR_PORT, SECOND_PORT, SSH_FORWARD, Lab, LibvirtVM, box_test_config
 
@@ -207,12 +208,31 @@ def _virtualbox_machine(lab: Lab, build_meta: BuildMetadata, request: pytest.Fix
     return _qemu_machine("virtualbox", box_file, lab, request, read_box, "AHCI, e1000")
 
 
-def _arm64_machine(lab: Lab, build_meta: BuildMetadata, request: pytest.FixtureRequest) -> Machine:
-    box_file = _box_path(build_meta, "libvirt", "arm64")
+@contextlib.contextmanager
+def _arm64_vagrant_up(lab: Lab, build_meta: BuildMetadata) -> Iterator[Machine]:
+    """The arm64 box through a real `vagrant up` of the drop-in Vagrantfile, as on an arm64 host.
+
+    REGISTRY_CACHE_ARCH=arm64 stands for the host's architecture: with Debian's Vagrant 2.3.4
+    the Vagrantfile reads the arm64 catalog build-box wrote beside dist/catalog/<box>.json,
+    and vagrant-libvirt defines an aarch64 domain from the box's own Vagrantfile (UEFI loader,
+    virt machine, virtio disk and NIC, its CPUs and memory), emulated here.
+    """
+    _box_path(build_meta, "libvirt", "arm64")
+    work = lab.workdir / "libvirt-arm64"
+    secret = secrets.token_urlsafe(24)
+    config = box_test_config(f"http://{boot.LIBVIRT_HOST_SIDE}:{lab.upstream.port}", "/vagrant/data")
+    project = boot.drop_in_project(work / "project", config,
+                                   {"secrets/upstream.password": secret + "\n"})
+    catalog = DIST / "catalog" / f"{build_meta.name}.json"
     # another architecture's guest runs emulated whatever KVM this machine has
     accel = lab.accel if emulation.native(arches.ARM64) else "tcg"
-    return _qemu_machine("libvirt-arm64", box_file, lab, request, read_libvirt_box,
-                         "aarch64 virt, UEFI, virtio", accel)
+    with boot.libvirt_box_added(work, project, lab.namespace, build_meta, DIST, accel,
+                                catalog=catalog, arch="arm64") as added:
+        with step(f"vagrant up --provider=libvirt (arm64, {accel})"):
+            up = added.vagrant("up", "--provider=libvirt")
+        ssh_config = added.vagrant.ssh_config(work / "ssh-config")
+        yield Machine("libvirt-arm64", ssh_config, boot.BOX_IP, dict(MIRROR_PORTS), config, secret,
+                      outputs=[up.output])
 
 
 @pytest.fixture(scope="package")
@@ -221,6 +241,9 @@ def machine(request: pytest.FixtureRequest, lab: Lab, build_meta: BuildMetadata)
     if request.param == "libvirt":
         yield request.getfixturevalue("libvirt_vm").machine
         return
-    boot_box = _arm64_machine if request.param == "libvirt-arm64" else _virtualbox_machine
+    if request.param == "libvirt-arm64":
+        with lab.namespace.entered(), _arm64_vagrant_up(lab, build_meta) as arm64:
+            yield arm64
+        return
     with lab.namespace.entered():
-        yield boot_box(lab, build_meta, request)
+        yield _virtualbox_machine(lab, build_meta, request)

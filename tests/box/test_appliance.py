@@ -1,6 +1,7 @@
 """The box as a team gets it: what runs, as whom, on which address, and a real pull through it.
 
-Runs once per box (libvirt through `vagrant up`, VirtualBox's disk in QEMU): see conftest.py.
+Runs once per box (libvirt amd64 and arm64 through `vagrant up`, VirtualBox's disk in QEMU):
+see conftest.py.
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ def test_mirror_ports_listen_on_the_configured_address_and_debug_ports_on_loopba
 def test_the_metrics_endpoint_is_active_and_answers_on_the_private_address(machine: Machine):
     service = machine.host.service("registry-cache-metrics.service")
     assert service.is_enabled and service.is_running
-    # libvirt: the box's private address; the VirtualBox disk in QEMU: the guest's NAT address
-    address = machine.address if machine.provider == "libvirt" else \
+    # libvirt (either architecture): the box's private address; the VirtualBox disk in QEMU:
+    # the guest's NAT address
+    address = machine.address if machine.provider.startswith("libvirt") else \
         machine.host.check_output("hostname -I").split()[0]
     text = machine.host.check_output(f"curl -fsS --max-time 10 http://{address}:9110/metrics")
     for name in machine.mirrors:
@@ -148,7 +150,7 @@ def test_a_pull_over_tls_from_the_namespace_verifies_the_box_ca(machine: Machine
                          cert_dir=cert_dir, timeout=300)
     assert pulled.digest == lab.docker_image.digest
     # the generated files sit beside config.yml: /vagrant in the Vagrant box, see conftest.py for the other
-    folder = "/vagrant" if machine.provider == "libvirt" else "/srv/cache-config"
+    folder = "/vagrant" if machine.provider.startswith("libvirt") else "/srv/cache-config"
     for name in ("ca.key", "server.key"):
         key = machine.host.file(f"{folder}/tls/{name}")
         assert (key.mode, key.user) == (0o600, machine.unit("team")["User"]), (key.path, oct(key.mode))
@@ -163,3 +165,15 @@ def test_no_secret_in_the_journal_status_or_vagrant_output(machine: Machine):
                         ("status --json", status_json), ("vagrant/apply output",
                                                          "\n".join(machine.outputs))):
         assert machine.secret not in text, f"the upstream password shows in {where}"
+
+
+def test_the_arm64_box_runs_aarch64_with_uefi_and_its_cache_in_the_project_folder(machine: Machine):
+    if machine.provider != "libvirt-arm64":
+        pytest.skip("the arm64 box only")
+    assert machine.host.check_output("uname -m").strip() == "aarch64"
+    assert machine.host.file("/sys/firmware/efi").is_directory  # booted by UEFI, not a kernel
+    mount = machine.host.mount_point("/vagrant")
+    assert mount.filesystem == "9p", mount.filesystem
+    # the mirror's storage is data/ in the project folder on the host, through 9p
+    storage = machine.host.check_output("stat -c %U /vagrant/data/team")
+    assert storage.strip() == machine.unit("team")["User"]
