@@ -169,7 +169,7 @@ def test_a_frozen_spool_disk_stalls_only_the_transfer_that_writes_to_it(
         subprocess.run(["fsfreeze", "-u", str(freezable_disk)], check=True)
     stuck.join(timeout=60)
     print(f"\nwith the spool's disk frozen, /v2/ and a manifest answered in {took:.2f} s")
-    assert took < 2
+    assert took < 5  # a blocked loop would answer only after the thaw, which comes after this
 
 
 def _read_quietly(url: str) -> None:
