@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from box.run import CommandError, run
-from lab import images
+from lab import images, procs
 from lab.agent import Cache, TlsCache
 from lab.containerd import Containerd, write_hosts_dir
 from lab.netns import NetworkNamespace
@@ -222,5 +222,24 @@ def test_a_mirror_added_by_reload_is_reached_through_the_endpoint_without_restar
                 time.sleep(0.5)
         assert got.digest == lab.other_image.digest
         assert cache.state("hub")["pid"] == pid and cache.state("hub")["restarts"] == 0
+    finally:
+        cache.stop()
+
+
+def test_the_endpoint_serves_both_upstreams_when_the_mirrors_listen_on_one_address(lab: Lab):
+    # the registry on duty always listens on 127.0.0.1 (a private port), the mirrors' ports on `listen`
+    cache = Cache(lab.workdir / "listen-cache")
+    cache.workdir.mkdir()
+    _two_mirrors(cache)
+    cache.config.write_text(cache.config.read_text().replace("listen: 127.0.0.1", "listen: 127.0.0.5"))
+    cache.start(wait_for=())
+    try:
+        for name in ("hub", "other"):
+            url = f"http://127.0.0.5:{cache.ports[name]}/v2/"
+            procs.wait_for_http(url, timeout=60, process=cache.process)
+        endpoint = f"127.0.0.5:{cache.ports['hub']}"
+        for prefix, img in ((HUB_HOST, lab.hub_images.oci), (OTHER_HOST, lab.other_image)):
+            got = images.pull_image(img, f"{endpoint}/{prefix}", lab.workdir / f"listen-{prefix}")
+            assert got.digest == img.digest
     finally:
         cache.stop()

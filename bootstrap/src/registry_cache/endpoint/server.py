@@ -25,7 +25,7 @@ from registry_cache.endpoint.protocol import (
     read_table,
     unavailable,
 )
-from registry_cache.net import connect_host
+from registry_cache.net import connect_host, host_port
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ SHUTDOWN_TIMEOUT = 2.0  # how long a stop waits for answers still streaming
 STOP_WAIT = 10.0
 SPLICE_MIN = 256 * 1024  # bodies at least this big go by splice(2) where both sides are plain HTTP
 TABLE_CHECK_INTERVAL = 1.0  # how often a request looks whether apply rewrote the routing table
+HOME_HOST = "127.0.0.1"  # where the runner's registry on duty listens (its private port)
+
 
 class Endpoint:
     """Listens on the endpoint's port and routes each request to its mirror (see the module doc)."""
@@ -50,7 +52,7 @@ class Endpoint:
         self._table_stamp = self._stamp()
         self._table_checked = time.monotonic()
         self.address = (listen, port)
-        self._backend_host = connect_host(listen)
+        self._mirrors_host = connect_host(listen)  # where the other mirrors' own ports are reached
         self._home_port: Optional[int] = None
         self._open: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -236,7 +238,8 @@ class Endpoint:
         if port is None:
             return unavailable(f"mirror {decision.mirror} has no port known to the endpoint")
         kept = backend_query(query)
-        url = f"{self._scheme}://{self._backend_host}:{port}{decision.path}" + (f"?{kept}" if kept else "")
+        host = HOME_HOST if decision.mirror == self.table.home else self._mirrors_host
+        url = f"{self._scheme}://{host_port(host, port)}{decision.path}" + (f"?{kept}" if kept else "")
         with self._lock:
             self._open[port] = self._open.get(port, 0) + 1
         try:
