@@ -2,7 +2,7 @@
 
 Prints its figures; asserts nothing. Run as root from the repo root:
 
-    .venv/bin/python -m bench.endpoint [--size-mb 64] [--rate 100mbit] [--rounds 3] [--warm 5]
+    .venv/bin/python -m bench.endpoint [--size-mb 64] [--rate 100mbit] [--rounds 3] [--warm 5] [--tls]
 
 The upstream registry sits in a network namespace behind a shaped veth pair (lab/netem.py),
 on port 80 of its address, so its registry host is that address alone (a valid image-name
@@ -24,17 +24,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 from bench.agent import upstream_bytes
 from box.run import start
 from lab import images, netem
-from lab.agent import AGENT, Cache, rss_kib
+from lab.agent import AGENT, Cache, TlsCache, rss_kib
 from lab.procs import wait_for_http
 from lab.registry import Registry, start_registry
 
@@ -42,18 +44,27 @@ MiB = 1024 * 1024
 
 
 def one_round(cold_via: str, image: images.TestImage, upstream: Registry, upstream_host: str, workdir: Path,
-              warm_pulls: int) -> dict[str, dict[str, object]]:
+              warm_pulls: int, tls: bool = False) -> dict[str, dict[str, object]]:
     """A fresh cache: a cold pull via `cold_via`, then warm pulls alternating between both ways in."""
-    cache = Cache(workdir)
-    workdir.mkdir(parents=True)
-    cache.write_config({"first": {"upstream": "http://127.0.0.1:9"}, "other": {"upstream": upstream.url}})
+    mirrors = {"first": "http://127.0.0.1:9", "other": upstream.url}
+    if tls:
+        cache: Cache = TlsCache(workdir, mirrors)
+    else:
+        cache = Cache(workdir)
+        workdir.mkdir(parents=True)
+        cache.write_config({name: {"upstream": url} for name, url in mirrors.items()})
+    trust = None
     runners = run_as_the_box_does(cache, workdir)
+    if tls:  # skopeo takes every *.crt of its folder for a CA, and wants a *.cert for each *.key
+        trust = workdir / "client-ca"
+        trust.mkdir()
+        shutil.copy(workdir / "tls" / "ca.crt", trust / "ca.crt")
     hosts = {"own port": cache.host("other"), "endpoint": f"{cache.host('first')}/{upstream_host}"}
     figures: dict[str, dict[str, object]] = {label: {"warm": [], "blob_mib_s": []} for label in hosts}
     try:
         mark = len(upstream.json_log())
         start = time.monotonic()
-        images.pull(image.ref(hosts[cold_via]), workdir / "cold", timeout=600)
+        images.pull(image.ref(hosts[cold_via]), workdir / "cold", timeout=600, cert_dir=trust)
         figures[cold_via]["cold"] = time.monotonic() - start
         time.sleep(2)  # the registry finishes storing before the warm pulls
         figures[cold_via]["cold_bytes"] = upstream_bytes(upstream, mark)
@@ -62,11 +73,13 @@ def one_round(cold_via: str, image: images.TestImage, upstream: Registry, upstre
         for index in range(warm_pulls):
             for label in (("own port", "endpoint") if index % 2 == 0 else ("endpoint", "own port")):
                 start = time.monotonic()
-                images.pull(image.ref(hosts[label]), workdir / f"warm-{label}-{index}", timeout=600)
+                images.pull(image.ref(hosts[label]), workdir / f"warm-{label}-{index}", timeout=600,
+                            cert_dir=trust)
                 figures[label]["warm"].append(time.monotonic() - start)  # type: ignore[union-attr]
                 address, _, prefix = hosts[label].partition("/")
-                url = f"http://{address}/v2/{prefix + '/' if prefix else ''}{image.repo}/blobs/{blob.digest}"
-                figures[label]["blob_mib_s"].append(_curl_rate(url))  # type: ignore[union-attr]
+                path = f"/v2/{prefix + '/' if prefix else ''}{image.repo}/blobs/{blob.digest}"
+                url = f"{'https' if tls else 'http'}://{address}{path}"
+                figures[label]["blob_mib_s"].append(_curl_rate(url, trust))  # type: ignore[union-attr]
         return figures
     finally:
         for runner in runners:
@@ -81,19 +94,22 @@ def run_as_the_box_does(cache: Cache, workdir: Path) -> list:
     """
     cache.start()
     cache.stop()
+    tls = isinstance(cache, TlsCache)
     runners = []
     for name in cache.ports:
         argv = [*AGENT, "--root", str(cache.root), "run-mirror", name]
         log_path = workdir / f"run-mirror-{name}.log"
         runners.append(start(f"run-mirror {name}", argv, log_path, env=cache.env))
     for name in cache.ports:
-        wait_for_http(f"http://{cache.host(name)}/v2/", timeout=120)
+        url = f"{'https' if tls else 'http'}://{cache.host(name)}/v2/"
+        wait_for_http(url, timeout=120, ca=cache.workdir / "tls" / "ca.crt" if tls else None)
     return runners
 
 
-def _curl_rate(url: str) -> float:
-    """MiB/s of one blob GET with curl into /dev/null."""
-    out = subprocess.run(["curl", "-sf", "-o", "/dev/null", "-w", "%{size_download} %{time_total}", url],
+def _curl_rate(url: str, trust: Optional[Path] = None) -> float:
+    """MiB/s of one blob GET with curl into /dev/null (with TLS: trusting `trust`/ca.crt)."""
+    ca = ["--cacert", str(trust / "ca.crt")] if trust else []
+    out = subprocess.run(["curl", "-sf", *ca, "-o", "/dev/null", "-w", "%{size_download} %{time_total}", url],
                          capture_output=True, text=True, check=True).stdout.split()
     return int(out[0]) / float(out[1]) / MiB
 
@@ -154,6 +170,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind, alternating")
     parser.add_argument("--warm", type=int, default=5, help="warm pulls per round (their median counts)")
     parser.add_argument("--memory", type=int, metavar="N", help="measure the memory of N mirrors instead")
+    parser.add_argument("--tls", action="store_true", help="the cache serves TLS (tls: auto)")
     args = parser.parse_args()
     if args.memory:
         with tempfile.TemporaryDirectory(prefix="bench-endpoint-") as tmp:
@@ -176,7 +193,8 @@ def main() -> None:
                     ways = ("own port", "endpoint") if number % 2 == 0 else ("endpoint", "own port")
                     for cold_via in ways:
                         workdir_round = workdir / f"{cold_via.replace(' ', '-')}-{number}"
-                        figures = one_round(cold_via, image, upstream, link.ns_addr, workdir_round, args.warm)
+                        figures = one_round(cold_via, image, upstream, link.ns_addr, workdir_round, args.warm,
+                                            tls=args.tls)
                         for label, values in figures.items():
                             for key, value in values.items():
                                 results[label][key] += value if isinstance(value, list) else [value]
