@@ -12,7 +12,7 @@ import time
 from typing import Any, Optional
 
 import aiohttp
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from registry_cache import paths, routing
 from registry_cache.endpoint import splice
@@ -38,6 +38,23 @@ STOP_WAIT = 10.0
 SPLICE_MIN = 256 * 1024  # bodies at least this big go by splice(2) where both sides are plain HTTP
 TABLE_CHECK_INTERVAL = 1.0  # how often a request looks whether apply rewrote the routing table
 HOME_HOST = "127.0.0.1"  # where the runner's registry on duty listens (its private port)
+
+
+class _NotHttp(logging.Filter):
+    """Bytes that are no HTTP request (skopeo tries TLS first on a plain port) get a line, not a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, http_exceptions.HttpProcessingError):
+            record.msg, record.args, record.exc_info, record.levelno, record.levelname = (
+                "endpoint: a client sent no HTTP request: %s", (error.message,), None, logging.DEBUG, "DEBUG")
+            return log.isEnabledFor(logging.DEBUG)
+        return True
+
+
+# the HTTP server's own log (bad requests, handler errors): the malformed ones only at debug level
+_HTTP_LOG = logging.getLogger(f"{__name__}.http")
+_HTTP_LOG.addFilter(_NotHttp())
 
 
 class Endpoint:
@@ -119,7 +136,7 @@ class Endpoint:
             app = web.Application()
             app.router.add_route("*", "/{tail:.*}", self.handle)
             runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                   keepalive_timeout=KEEPALIVE_TIMEOUT)
+                                   keepalive_timeout=KEEPALIVE_TIMEOUT, logger=_HTTP_LOG)
             await runner.setup()
             host, port = self.address
             site = web.TCPSite(runner, host, port, ssl_context=self._server_ssl,
