@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import ssl
@@ -14,7 +13,7 @@ from typing import Any, Optional
 import aiohttp
 from aiohttp import http_exceptions, web
 
-from registry_cache import paths, routing
+from registry_cache import apphost, paths, routing
 from registry_cache.endpoint import splice
 from registry_cache.endpoint.protocol import (
     API_VERSION,
@@ -87,8 +86,7 @@ class Endpoint:
             self._client_ssl.check_hostname = False
         self._scheme = "https" if tls else "http"
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._thread: Optional[threading.Thread] = None
-        self._runner: Optional[web.AppRunner] = None
+        self._hosted: Optional[apphost.HostedApp] = None
         self._sessions: dict[int, aiohttp.ClientSession] = {}
         self._closing: set[asyncio.Future] = set()
 
@@ -98,7 +96,7 @@ class Endpoint:
         """Send its own mirror's requests to that registry on 127.0.0.1:`port`; the first call listens."""
         with self._lock:
             previous, self._home_port = self._home_port, port
-        if self._thread is None:
+        if self._hosted is None:
             self._start()
         elif previous is not None and previous != port:
             self._call_soon(self._retire_session, previous)
@@ -117,60 +115,23 @@ class Endpoint:
 
     def close(self) -> None:
         """Stop listening; answers still streaming get a moment to finish."""
-        if self._loop is None or self._thread is None or not self._thread.is_alive():
-            return
-        future = asyncio.run_coroutine_threadsafe(self._cleanup(), self._loop)
-        with contextlib.suppress(Exception):
-            future.result(timeout=STOP_WAIT)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=STOP_WAIT)
+        if self._hosted is not None:
+            self._hosted.stop(self._cleanup, STOP_WAIT)
 
     # -- serving ------------------------------------------------------------------------------
 
     def _start(self) -> None:
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        outcome: dict[str, Any] = {}
-
-        async def serve() -> None:
+        async def serve() -> web.AppRunner:
             app = web.Application()
             app.router.add_route("*", "/{tail:.*}", self.handle)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                   keepalive_timeout=KEEPALIVE_TIMEOUT, logger=_HTTP_LOG)
-            await runner.setup()
             host, port = self.address
-            site = web.TCPSite(runner, host, port, ssl_context=self._server_ssl,
-                               shutdown_timeout=SHUTDOWN_TIMEOUT, backlog=256, reuse_address=True)
-            try:
-                await site.start()
-            except BaseException:
-                await runner.cleanup()
-                raise
-            self._runner = runner
+            return await apphost.listen(app, host, port, ssl_context=self._server_ssl,
+                                        shutdown_timeout=SHUTDOWN_TIMEOUT, backlog=256, reuse_address=True,
+                                        keepalive_timeout=KEEPALIVE_TIMEOUT, logger=_HTTP_LOG)
 
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(serve())
-            except BaseException as exc:  # handed to the caller's thread
-                outcome["error"] = exc
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name=f"endpoint-{self.address[1]}", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if "error" in outcome:
-            self._thread.join()
-            self._thread = None
-            raise outcome["error"]
+        # the loop is known before it serves: the handover may call in as soon as it listens
+        self._loop = asyncio.new_event_loop()
+        self._hosted = apphost.host(serve, name=f"endpoint-{self.address[1]}", loop=self._loop)
         log.info("endpoint: port %d answers for %s", self.address[1], self.table.describe())
 
     def _call_soon(self, func: Any, *args: Any) -> None:
@@ -178,8 +139,8 @@ class Endpoint:
             self._loop.call_soon_threadsafe(func, *args)
 
     async def _cleanup(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._hosted is not None:
+            await self._hosted.runner.cleanup()
         for session in list(self._sessions.values()):
             await session.close()
         self._sessions.clear()

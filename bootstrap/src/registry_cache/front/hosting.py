@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
 from typing import Any, Optional
 
 from aiohttp import web
 from yarl import URL
 
+from registry_cache import apphost
 from registry_cache.front.client import STALL_TIMEOUT
 from registry_cache.front.server import Front
 from registry_cache.front.transfer import KEEP_SECONDS
@@ -25,18 +24,13 @@ class FrontHandle:
     def __init__(
         self,
         front: Front,
-        loop: asyncio.AbstractEventLoop,
-        runner: web.AppRunner,
+        hosted: apphost.HostedApp,
         host: str,
-        port: int,
-        thread: threading.Thread,
     ) -> None:
         self.front = front
         self.host = host
-        self.port = port
-        self._loop = loop
-        self._runner = runner
-        self._thread = thread
+        self.port = hosted.port
+        self._hosted = hosted
 
     @property
     def url(self) -> str:
@@ -45,21 +39,15 @@ class FrontHandle:
 
     def counters(self) -> dict[str, Any]:
         """The front's counters right now (see `FrontCounters`) plus `blobs_in_flight`."""
-        if not self._thread.is_alive():
+        if not self._hosted.thread.is_alive():
             return self.front.stats()
         # read on the front's own loop: the transfers table changes there
-        future = asyncio.run_coroutine_threadsafe(_call(self.front.stats), self._loop)
+        future = asyncio.run_coroutine_threadsafe(_call(self.front.stats), self._hosted.loop)
         return future.result(timeout=10)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving and delete the spools."""
-        if not self._thread.is_alive():
-            return
-        future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
-        with contextlib.suppress(Exception):
-            future.result(timeout=timeout)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=timeout)
+        self._hosted.stop(self._hosted.runner.cleanup, timeout)
 
 
 async def _call(func: Any) -> Any:
@@ -91,43 +79,10 @@ def start_front(
         keep_seconds=keep_seconds,
         stall_timeout=stall_timeout,
     )
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    outcome: dict[str, Any] = {}
-
-    async def serve() -> None:
-        runner = web.AppRunner(front.app(), access_log=None, handle_signals=False)
-        await runner.setup()
+    async def serve() -> web.AppRunner:
         # a stop must not wait a minute for readers of a long blob: they are cut
-        site = web.TCPSite(runner, host, port, shutdown_timeout=2.0)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        outcome["runner"] = runner
-        outcome["port"] = runner.addresses[0][1]
+        return await apphost.listen(front.app(), host, port, shutdown_timeout=2.0)
 
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(serve())
-        except BaseException as exc:  # handed to the caller's thread
-            outcome["error"] = exc
-            ready.set()
-            loop.close()
-            return
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=run, name=f"front-{URL(upstream_url).host}", daemon=True)
-    thread.start()
-    ready.wait()
-    if "error" in outcome:
-        thread.join()
-        raise outcome["error"]
-    log.info("front: %s listens on %s:%d, spool %s", front.upstream.host, host, outcome["port"], spool_dir)
-    return FrontHandle(front, loop, outcome["runner"], host, outcome["port"], thread)
+    hosted = apphost.host(serve, name=f"front-{URL(upstream_url).host}")
+    log.info("front: %s listens on %s:%d, spool %s", front.upstream.host, host, hosted.port, spool_dir)
+    return FrontHandle(front, hosted, host)
