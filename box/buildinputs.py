@@ -33,7 +33,8 @@ INPUT_PATHS = (
     "box/templating.py",
     "box/qemu.py",  # the VirtualBox disk's VMDK conversion
     "box/arch.py",  # each architecture's machine, firmware and boot loader
-    "box/tasks/build.py",  # the payload (wheel, units) and the boxes' packaging steps
+    "box/tasks/build.py",  # the payload (wheel, units)
+    "box/tasks/dist.py",  # the boxes' packaging steps
 )
 # Files in those folders that are by-products, not inputs.
 _NOT_INPUTS = ("__pycache__", ".egg-info", ".pyc")

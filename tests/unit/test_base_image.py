@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from box import base_image
+from box import aptmirror, base_image
 
 SOURCES_ONE_LINE = """\
 # a comment
@@ -21,25 +21,25 @@ URIs: http://deb.debian.org/debian-security
 
 
 def test_apt_mirrors_finds_debian_archives_in_both_formats_and_skips_security():
-    found = base_image.apt_mirrors([SOURCES_ONE_LINE, SOURCES_DEB822])
+    found = aptmirror.apt_mirrors([SOURCES_ONE_LINE, SOURCES_DEB822])
     assert found == ["http://mirror.example/debian", "http://deb.debian.org/debian"]
 
 
 def test_configured_mirror_wins_when_reachable():
-    chosen = base_image.choose_mirror("http://a/debian", "bookworm", ["http://b/debian"],
-                                      reachable=lambda mirror, suite: True)
+    chosen = aptmirror.choose_mirror("http://a/debian", "bookworm", ["http://b/debian"],
+                                     reachable=lambda mirror, suite: True)
     assert chosen == "http://a/debian"
 
 
 def test_unreachable_mirror_falls_back_to_the_hosts_apt_mirror():
-    chosen = base_image.choose_mirror("http://a/debian", "bookworm", ["http://b/debian"],
-                                      reachable=lambda mirror, suite: mirror == "http://b/debian")
+    chosen = aptmirror.choose_mirror("http://a/debian", "bookworm", ["http://b/debian"],
+                                     reachable=lambda mirror, suite: mirror == "http://b/debian")
     assert chosen == "http://b/debian"
 
 
 def test_no_reachable_mirror_gives_none():
-    assert base_image.choose_mirror("http://a/debian", "bookworm", [],
-                                    reachable=lambda mirror, suite: False) is None
+    assert aptmirror.choose_mirror("http://a/debian", "bookworm", [],
+                                   reachable=lambda mirror, suite: False) is None
 
 
 def test_cache_key_is_stable_and_changes_with_every_input():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from box import buildinputs
 from box.buildinfo import BoxFile, BuildMetadata
-from box.tasks import build
+from box.tasks import dist
 
 SETTINGS = {"name": "registry-cache", "version": "1.0.0", "memory": 1024, "cpus": 2}
 FILES = {"packer/registry-cache.pkr.hcl.j2": "a" * 64, "bootstrap/src/registry_cache/cli.py": "b" * 64}
@@ -77,7 +77,7 @@ def test_file_digests_read_sources_and_skip_bytecode(tmp_path: Path):
 
 
 def test_the_project_inputs_cover_template_scripts_and_agent():
-    found = buildinputs.file_digests(build.ROOT)
+    found = buildinputs.file_digests(dist.ROOT)
     assert "packer/registry-cache.pkr.hcl.j2" in found
     assert "bootstrap/src/registry_cache/config/model.py" in found
     assert any(name.startswith("packer/scripts/") for name in found)
@@ -85,7 +85,7 @@ def test_the_project_inputs_cover_template_scripts_and_agent():
 
 
 def test_next_steps_name_vagrant_up_here_and_the_drop_in_with_the_local_catalog():
-    text = build.next_steps(_built(), Path("/src/docker-registry-cache"))
+    text = dist.next_steps(_built(), Path("/src/docker-registry-cache"))
     lines = [line.strip() for line in text.splitlines()]
     assert "vagrant up" in lines
     assert "cp /src/docker-registry-cache/Vagrantfile /path/to/your/repository/" in lines
@@ -94,7 +94,7 @@ def test_next_steps_name_vagrant_up_here_and_the_drop_in_with_the_local_catalog(
 
 
 def test_next_steps_name_a_box_that_is_not_the_default():
-    text = build.next_steps(_built(name="acme/cache"), Path("/src/rc"))
+    text = dist.next_steps(_built(name="acme/cache"), Path("/src/rc"))
     assert "REGISTRY_CACHE_BOX=acme/cache vagrant up" in text
     assert "file:///src/rc/dist/catalog/acme/cache.json" in text
 
@@ -130,6 +130,6 @@ def test_the_host_code_that_makes_and_packages_the_boxes_counts_as_an_input():
     # a change to how the payload, the VMDK or the OVF are made must not reuse an old box
     root = Path(__file__).resolve().parents[2]
     files = buildinputs.file_digests(root)
-    for path in ("box/tasks/build.py", "box/qemu.py", "box/templating.py", "box/ovf.py",
+    for path in ("box/tasks/build.py", "box/tasks/dist.py", "box/qemu.py", "box/templating.py", "box/ovf.py",
                  "box/package.py", "bootstrap/pyproject.toml"):
         assert path in files, path
