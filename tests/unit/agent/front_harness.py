@@ -76,3 +76,12 @@ async def emptied(folder, within: float = 2.0) -> bool:
 
 async def whole_blob(request: web.Request) -> web.StreamResponse:
     return web.Response(body=BODY, content_type="application/octet-stream")
+
+
+async def first_half(request: web.Request) -> web.StreamResponse:
+    """Start answering with the whole blob's length and send its first half (the test sends the rest)."""
+    response = web.StreamResponse()
+    response.content_length = len(BODY)
+    await response.prepare(request)
+    await response.write(BODY[:HALF])
+    return response

@@ -13,7 +13,16 @@ from registry_cache.front import fill as fill_module
 from registry_cache.front.fill import StallClock, UpstreamStalled
 from registry_cache.front.spool import NoRoom, SpoolDisk, fits
 
-from tests.unit.agent.front_harness import BLOB, BODY, DIGEST, HALF, emptied, run_front, whole_blob
+from tests.unit.agent.front_harness import (
+    BLOB,
+    BODY,
+    DIGEST,
+    HALF,
+    emptied,
+    first_half,
+    run_front,
+    whole_blob,
+)
 
 
 async def _ranged(request: web.Request) -> web.Response:
@@ -39,10 +48,7 @@ def test_the_stall_clock_fails_work_the_upstream_has_gone_silent_on():
 
 def test_a_stalled_upstream_cuts_the_reader_after_the_stall_timeout(tmp_path):
     async def stall(request):
-        response = web.StreamResponse()
-        response.content_length = len(BODY)
-        await response.prepare(request)
-        await response.write(BODY[:HALF])
+        response = await first_half(request)
         await asyncio.sleep(30)
         return response
 
@@ -76,10 +82,7 @@ def test_a_dropped_connection_is_carried_on_with_a_range_request(tmp_path):
         if request.headers.get("Range") or upstream_calls:
             return await _ranged(request)
         upstream_calls.append(1)
-        response = web.StreamResponse()
-        response.content_length = len(BODY)
-        await response.prepare(request)
-        await response.write(BODY[:HALF])
+        response = await first_half(request)
         request.transport.close()
         return response
 
@@ -133,10 +136,7 @@ def test_a_request_for_another_repository_gets_the_upstreams_own_refusal(tmp_pat
             return web.json_response({"errors": [{"code": "BLOB_UNKNOWN"}]}, status=404)
         if request.method == "HEAD":
             return web.Response(headers={"Content-Length": str(len(BODY))})
-        response = web.StreamResponse()
-        response.content_length = len(BODY)
-        await response.prepare(request)
-        await response.write(BODY[:HALF])
+        response = await first_half(request)
         await release.wait()
         await response.write(BODY[HALF:])
         return response

@@ -26,6 +26,7 @@ from tests.unit.agent.front_harness import (
     HALF,
     Handler,
     emptied,
+    first_half,
     run_front,
     serve,
     whole_blob,
@@ -36,10 +37,7 @@ def test_readers_stream_while_the_upstream_still_sends_and_only_one_transfer_run
     gate = asyncio.Event()
 
     async def slow(request):
-        response = web.StreamResponse()
-        response.content_length = len(BODY)
-        await response.prepare(request)
-        await response.write(BODY[:HALF])
+        response = await first_half(request)
         await gate.wait()
         await response.write(BODY[HALF:])
         return response
@@ -84,10 +82,7 @@ def test_a_digest_mismatch_cuts_the_reader_and_the_next_request_fetches_again(tm
 
 def test_a_short_body_cuts_the_reader_mid_body(tmp_path):
     async def short(request):
-        response = web.StreamResponse()
-        response.content_length = len(BODY)
-        await response.prepare(request)
-        await response.write(BODY[:HALF])
+        response = await first_half(request)
         request.transport.close()
         return response
 
