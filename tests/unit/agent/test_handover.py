@@ -9,7 +9,8 @@ import threading
 from registry_cache.handover import Relay, free_port, raise_fd_limit
 
 
-def _backend(reply: bytes) -> tuple[socket.socket, int]:
+def _listen(handle) -> tuple[socket.socket, int]:
+    """A backend on a free loopback port that calls `handle(conn)` for each connection, until closed."""
     server = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
@@ -18,12 +19,19 @@ def _backend(reply: bytes) -> tuple[socket.socket, int]:
                 conn, _ = server.accept()
             except OSError:
                 return
-            with conn:
-                conn.recv(100)
-                conn.sendall(reply)
+            handle(conn)
 
     threading.Thread(target=serve, daemon=True).start()
     return server, server.getsockname()[1]
+
+
+def _backend(reply: bytes) -> tuple[socket.socket, int]:
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(100)
+            conn.sendall(reply)
+
+    return _listen(answer)
 
 
 def _ask(port: int) -> bytes:
@@ -78,24 +86,13 @@ def test_a_relay_on_the_ipv6_any_address_takes_ipv4_clients_too():
 
 def _echo_backend() -> tuple[socket.socket, int]:
     """A backend that sends back every byte it gets, then ends its side when the client ends its."""
-    server = socket.create_server(("127.0.0.1", 0))
-
     def echo(conn: socket.socket) -> None:
         with conn:
             while data := conn.recv(65536):
                 conn.sendall(data)
             conn.shutdown(socket.SHUT_WR)
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            threading.Thread(target=echo, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return server, server.getsockname()[1]
+    return _listen(lambda conn: threading.Thread(target=echo, args=(conn,), daemon=True).start())
 
 
 def test_megabytes_pass_both_ways_unchanged_through_several_connections_at_once():
