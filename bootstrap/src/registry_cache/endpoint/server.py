@@ -24,6 +24,7 @@ from registry_cache.endpoint.protocol import (
     read_table,
     unavailable,
 )
+from registry_cache.handover.ledger import OpenConnections
 from registry_cache.net import connect_host, host_port
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class Endpoint:
         self.address = (listen, port)
         self._mirrors_host = connect_host(listen)  # where the other mirrors' own ports are reached
         self._home_port: Optional[int] = None
-        self._open: dict[int, int] = {}
+        self._connections = OpenConnections()
         self._lock = threading.Lock()
         self._server_ssl: Optional[ssl.SSLContext] = None
         self._client_ssl: Optional[ssl.SSLContext] = None
@@ -103,15 +104,11 @@ class Endpoint:
 
     def open_connections(self, port: int) -> int:
         """How many requests to backend `port` are still being answered."""
-        with self._lock:
-            return self._open.get(port, 0)
+        return self._connections.count(port)
 
     def wait_idle(self, port: int, timeout: float) -> bool:
         """Wait until no request to backend `port` is open; False when `timeout` passed first."""
-        deadline = time.monotonic() + timeout
-        while self.open_connections(port) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return not self.open_connections(port)
+        return self._connections.wait_idle(port, timeout)
 
     def close(self) -> None:
         """Stop listening; answers still streaming get a moment to finish."""
@@ -218,13 +215,11 @@ class Endpoint:
         kept = backend_query(query)
         host = HOME_HOST if decision.mirror == self.table.home else self._mirrors_host
         url = f"{self._scheme}://{host_port(host, port)}{decision.path}" + (f"?{kept}" if kept else "")
-        with self._lock:
-            self._open[port] = self._open.get(port, 0) + 1
+        self._connections.opened(port)
         try:
             return await self._forward(request, decision, port, url)
         finally:
-            with self._lock:
-                self._open[port] -= 1
+            self._connections.done(port)
             if port != self._home_port and port not in self._ports.values():
                 self._retire_session(port)
 
