@@ -17,7 +17,8 @@ from registry_cache.front import Front
 
 BODY = bytes(range(256)) * 4096  # 1 MiB
 DIGEST = "sha256:" + hashlib.sha256(BODY).hexdigest()
-BLOB = f"/v2/team/app/blobs/{DIGEST}"
+REPO = "team/app"
+BLOB = f"/v2/{REPO}/blobs/{DIGEST}"
 HALF = len(BODY) // 2
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -8,7 +8,7 @@ import os
 import aiohttp
 import pytest
 from aiohttp import web
-from registry_cache.cachelayout import blob_path
+from registry_cache.cachelayout import blob_path, layer_dir
 from registry_cache.front import fill as fill_module
 from registry_cache.front.fill import StallClock, UpstreamStalled
 from registry_cache.front.spool import NoRoom, SpoolDisk, fits
@@ -18,6 +18,7 @@ from tests.unit.agent.front_harness import (
     BODY,
     DIGEST,
     HALF,
+    REPO,
     emptied,
     first_half,
     run_front,
@@ -153,7 +154,7 @@ def test_a_request_for_another_repository_gets_the_upstreams_own_refusal(tmp_pat
     run_front(scenario, tmp_path, owner_only)
 
 
-def test_a_spool_goes_as_soon_as_distribution_has_stored_its_blob(tmp_path):
+def test_a_spool_goes_as_soon_as_distribution_has_stored_its_blob_and_linked_it(tmp_path):
     storage = tmp_path / "storage"
 
     async def scenario(url, upstream, front, client):
@@ -165,7 +166,14 @@ def test_a_spool_goes_as_soon_as_distribution_has_stored_its_blob(tmp_path):
         os.makedirs(os.path.dirname(stored))
         with open(stored, "wb") as handle:
             handle.write(BODY)
-        assert await emptied(tmp_path / "spool", within=1.0)
+        await asyncio.sleep(0.5)
+        # the data alone: Distribution still sends the repository's GETs upstream until it links it
+        assert list((tmp_path / "spool").iterdir())
+        link = os.path.join(layer_dir(str(storage), REPO, DIGEST), "link")
+        os.makedirs(os.path.dirname(link))
+        with open(link, "w") as handle:
+            handle.write(DIGEST)
+        assert await emptied(tmp_path / "spool", within=1.5)
 
     run_front(scenario, tmp_path, whole_blob, storage=str(storage), keep_seconds=60)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any, Optional
 
@@ -29,6 +30,7 @@ from registry_cache.record import Credentials
 log = logging.getLogger(__name__)
 
 COMMIT_POLL = 0.2  # how often a finished spool looks for its blob in Distribution's storage
+COMMIT_SETTLE = 0.5  # kept this long after the blob is committed, for GETs already on their way
 
 
 class Front:
@@ -152,10 +154,19 @@ class Front:
             await self.disk.delete(transfer.spool_path)
 
     async def _wait_until_stored(self, transfer: BlobTransfer) -> None:
-        """Wait until Distribution committed the blob (no later GET can need the spool), or `keep_seconds`."""
+        """Wait until Distribution committed the blob (no later GET can need the spool), or `keep_seconds`.
+
+        Committed means the blob's data and its link into the requesting repository: until the
+        link is written Distribution still sends that repository's GETs upstream (here), and a
+        spool released on the data file alone made them start a second transfer. The short
+        settle after it covers GETs Distribution routed here just before it wrote the link.
+        """
         deadline = time.monotonic() + self.board.keep_seconds
-        stored = cachelayout.blob_path(self.storage, transfer.digest) if self.storage else None
+        data = cachelayout.blob_path(self.storage, transfer.digest) if self.storage else None
+        link = (os.path.join(cachelayout.layer_dir(self.storage, transfer.repo, transfer.digest), "link")
+                if self.storage and transfer.repo else None)
         while time.monotonic() < deadline:
-            if stored and await self.disk.exists(stored):
+            if data and await self.disk.exists(data) and (link is None or await self.disk.exists(link)):
+                await asyncio.sleep(min(COMMIT_SETTLE, max(0.0, deadline - time.monotonic())))
                 return
-            await asyncio.sleep(COMMIT_POLL if stored else max(0.0, deadline - time.monotonic()))
+            await asyncio.sleep(COMMIT_POLL if data else max(0.0, deadline - time.monotonic()))

@@ -40,6 +40,7 @@ class BlobTransfer:
     def __init__(self, digest: str, spool_path: str, repo: str = "") -> None:
         self.digest = digest
         self.spool_path = spool_path
+        self.repo = repo  # the repository whose request started it: its link marks the blob stored
         # repositories the upstream let read this blob: the first requester's, then every one
         # whose own HEAD it answered 200 (a request for another repository asks first)
         self.authorized: set[str] = {repo} if repo else set()
