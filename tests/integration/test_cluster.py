@@ -12,6 +12,7 @@ from registry_cache.s3 import Bucket
 
 from box.run import CommandError
 from box.sizes import KiB, MiB
+from box.wait import wait_until
 from lab import images, procs
 from lab.agent import ClusterNode as Node
 from lab.agent import pull_all
@@ -95,7 +96,14 @@ def test_a_blob_pulled_through_one_node_is_a_hit_on_the_other_with_one_upstream_
     pull_all(b.host("hub"), test_images.all(), tmp_path / "warm-via-b")
     for blob in {blob.digest for img in test_images.all() for blob in img.blobs}:
         assert _blob_gets(upstream, blob) == 1, blob
-    seen = {node.workdir.name: node.status()["hub"] for node in (a, b)}
+
+    def counted() -> dict | None:
+        seen = {node.workdir.name: node.status()["hub"] for node in (a, b)}
+        return seen if seen["node-a"]["bytes_served"] == seen["node-b"]["bytes_served"] else None
+
+    # each runner writes its counters every few seconds: wait until both have counted the pulls
+    seen = wait_until(counted, "both nodes' served bytes counted alike", timeout=20, interval=0.5,
+                      error=AssertionError)
     assert seen["node-a"]["storage_bytes"] == seen["node-b"]["storage_bytes"] > 0
     assert sorted(seen["node-a"]["shared_nodes"]) == ["node-a proxy", "node-b proxy"]
     # each node's own traffic: what its front fetched upstream, what it served
