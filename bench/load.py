@@ -90,9 +90,11 @@ def _start_mirrors(work: Path, label: str, src: Path | None,
     folder = work / label
     folder.mkdir()
     ports = {"first": procs.free_port(), "own": procs.free_port()}
+    # one mirror per registry: the second reaches the same upstream by another name
+    upstreams = {"first": upstream.url, "own": upstream.url.replace("127.0.0.1", "localhost")}
     (folder / "config.yml").write_text(
         "listen: 127.0.0.1\nstorage: cache\nmirrors:\n" + "".join(
-            f"  {name}: {{upstream: '{upstream.url}', port: {port}}}\n" for name, port in ports.items()))
+            f"  {name}: {{upstream: '{upstreams[name]}', port: {port}}}\n" for name, port in ports.items()))
     env = {**os.environ, "REGISTRY_CACHE_ROOT": str(folder / "root")}
     if src is not None:
         env["PYTHONPATH"] = str(src)
