@@ -28,7 +28,7 @@ from pathlib import Path
 
 from registry_cache.s3 import Bucket
 
-from box.run import CommandError, run
+from box.run import CommandError
 from box.sizes import KiB, MiB
 from lab import images, procs
 from lab.agent import AGENT, ClusterNode
@@ -59,16 +59,6 @@ def new_bucket(account: S3Account, name: str) -> Bucket:
     return bucket
 
 
-def fetch(port: int, urls: list[str], clients: int, work: Path) -> int:
-    """GET every url over `clients` parallel keep-alive connections; the bytes received."""
-    config = work / f"curl-{port}-{time.monotonic_ns()}.conf"
-    config.write_text("".join(f'url = "http://127.0.0.1:{port}{u}"\noutput = "/dev/null"\n' for u in urls))
-    result = run(["curl", "--silent", "--show-error", "--fail", "--parallel", "--parallel-immediate",
-                  "--parallel-max", str(clients), "--write-out", "%{size_download}\\n",
-                  "--config", str(config)], capture=True, timeout=CLIENT_TIMEOUT)
-    return sum(int(line) for line in result.stdout.split())
-
-
 def warm_rate(nodes: list[ClusterNode], image: images.TestImage, clients: int, rounds: int,
               work: Path) -> float:
     """MiB/s of warm blobs fetched through `nodes` at once, `clients` connections in all."""
@@ -76,7 +66,8 @@ def warm_rate(nodes: list[ClusterNode], image: images.TestImage, clients: int, r
     got: list[int] = []
     began = time.monotonic()
     threads = [threading.Thread(target=lambda n=n: got.append(
-        fetch(n.ports["hub"], urls, max(1, clients // len(nodes)), work))) for n in nodes]
+        procs.parallel_get(n.ports["hub"], urls, max(1, clients // len(nodes)), work,
+                           timeout=CLIENT_TIMEOUT))) for n in nodes]
     for thread in threads:
         thread.start()
     for thread in threads:

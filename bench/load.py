@@ -119,20 +119,10 @@ def _registry_behind(runner: int, mirror: str) -> int:
     raise LookupError(f"no registry child of {runner} serves mirror {mirror}")
 
 
-def _fetch(port: int, urls: list[str], clients: int, work: Path) -> int:
-    """GET every url over `clients` parallel keep-alive connections; the bytes received."""
-    config = work / f"curl-{port}-{clients}.conf"
-    config.write_text("".join(f'url = "http://127.0.0.1:{port}{u}"\noutput = "/dev/null"\n' for u in urls))
-    result = run(["curl", "--silent", "--show-error", "--fail", "--parallel", "--parallel-immediate",
-                  "--parallel-max", str(clients), "--write-out", "%{size_download}\\n",
-                  "--config", str(config)], capture=True, timeout=CLIENT_TIMEOUT)
-    return sum(int(line) for line in result.stdout.split())
-
-
 def _round(target: Target, urls: list[str], clients: int, work: Path) -> None:
     cpu0, reg0 = _cpu_seconds(target.pid), _cpu_seconds(target.registry_pid)
     began = time.monotonic()
-    got = _fetch(target.port, urls, clients, work)
+    got = procs.parallel_get(target.port, urls, clients, work, timeout=CLIENT_TIMEOUT)
     took = time.monotonic() - began
     if target.registry_pid != target.pid:
         target.cpu_s += _cpu_seconds(target.pid) - cpu0

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from box.run import Process, start, stop_all
+from box.run import Process, run, start, stop_all
 from box.wait import wait_until
 
 __all__ = [
@@ -113,3 +114,13 @@ def wait_until_closed(host: str, port: int, timeout: float = 10.0) -> None:
             return True
 
     wait_until(closed, f"{host}:{port} closing", timeout=timeout, error=HarnessError)
+
+
+def parallel_get(port: int, urls: list[str], clients: int, work: Path, *, timeout: float) -> int:
+    """GET every url from 127.0.0.1:`port` over `clients` parallel keep-alive connections; bytes received."""
+    config = work / f"curl-{port}-{clients}-{time.monotonic_ns()}.conf"
+    config.write_text("".join(f'url = "http://127.0.0.1:{port}{u}"\noutput = "/dev/null"\n' for u in urls))
+    result = run(["curl", "--silent", "--show-error", "--fail", "--parallel", "--parallel-immediate",
+                  "--parallel-max", str(clients), "--write-out", "%{size_download}\\n",
+                  "--config", str(config)], capture=True, timeout=timeout)
+    return sum(int(line) for line in result.stdout.split())
