@@ -91,14 +91,18 @@ class Containerd:
         """Run `ctr --address SOCKET ARGS...` (captured); CommandError when it fails and `check`."""
         return run([CTR, "--address", str(self.address), *args], capture=True, check=check, timeout=timeout)
 
-    def pull(self, ref: str, hosts_dir: Path, *, all_platforms: bool = False) -> str:
+    def pull(self, ref: str, hosts_dir: Path, *, all_platforms: bool = False,
+             creds: Optional[tuple[str, str]] = None) -> str:
         """Fetch `ref` with containerd's resolver as configured by `hosts_dir`; return its manifest digest.
 
         Content only (`ctr content fetch`): what a pull downloads, without unpacking layers.
+        `creds` log in to every registry (ctr takes them only in its argv: test passwords only).
         """
         args = ["content", "fetch", "--hosts-dir", str(hosts_dir)]
         if all_platforms:
             args.append("--all-platforms")
+        if creds is not None:
+            args += ["--user", ":".join(creds)]
         self.ctr(*args, ref)
         return self.digest(ref)
 

@@ -13,8 +13,6 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import requests
@@ -23,49 +21,9 @@ from box.run import CommandError, run
 from lab import images, procs
 from lab.agent import Cache, TlsCache
 from lab.containerd import Containerd, write_hosts_dir
-from lab.netns import NetworkNamespace
 from lab.oci_layout import OCI_MANIFEST, sha256_digest
-from lab.registry import Registry, start_registry
-
-HUB_HOST, OTHER_HOST = "127.0.0.2", "127.0.0.3"
-UNKNOWN_HOST = "127.0.0.4"
-
-
-@dataclass
-class Lab:
-    """Two upstreams with their images, inside the test's namespace."""
-
-    hub: Registry
-    other: Registry
-    hub_images: images.TestImages
-    other_image: images.TestImage
-    workdir: Path
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    """The test runs inside its own network namespace, with two upstreams on port 80 there."""
-    ns = NetworkNamespace.create(f"ep{id(tmp_path) % 100000}")
-    try:
-        with ns.entered():
-            hub = start_registry(tmp_path / "hub-upstream", "hub-upstream", bind_host=HUB_HOST, port=80)
-            other = start_registry(tmp_path / "other-upstream", "other-upstream", bind_host=OTHER_HOST,
-                                   port=80)
-            try:
-                hub_images = images.push_test_images(tmp_path / "hub-layouts", hub.host)
-                other_image = images.push_oci_image(tmp_path / "other-layouts", other.host, repo="team/app",
-                                                    layer_sizes=(300 * images.KiB, 20 * images.KiB))
-                yield Lab(hub, other, hub_images, other_image, tmp_path)
-            finally:
-                other.stop()
-                hub.stop()
-    finally:
-        ns.delete()
-
-
-def _two_mirrors(cache: Cache, **top: object) -> None:
-    cache.write_config({"hub": {"upstream": f"http://{HUB_HOST}"}, "other": {"upstream": f"http://{OTHER_HOST}"}},
-                       **top)
+from tests.integration.endpoint_lab import HUB_HOST, OTHER_HOST, UNKNOWN_HOST, Lab, two_mirrors
+from tests.integration.endpoint_lab import lab as lab  # the fixture
 
 
 @pytest.fixture
@@ -73,7 +31,7 @@ def cache(lab: Lab) -> Iterator[Cache]:
     """`registry-cache serve` with two mirrors (hub first: its port is the endpoint), in the namespace."""
     c = Cache(lab.workdir / "cache-host")
     c.workdir.mkdir()
-    _two_mirrors(c)
+    two_mirrors(c)
     c.start()
     yield c
     c.stop()
@@ -208,7 +166,7 @@ def test_a_mirror_added_by_reload_is_reached_through_the_endpoint_without_restar
         ref = f"{cache.host('hub')}/{OTHER_HOST}/{lab.other_image.repo}:v1"
         with pytest.raises(CommandError):  # not configured yet: refused
             images.pull(ref, lab.workdir / "before")
-        _two_mirrors(cache)
+        two_mirrors(cache)
         cache.process.signal(signal.SIGHUP)
         cache.wait_serving("other")
         deadline = time.monotonic() + 10
@@ -230,7 +188,7 @@ def test_the_endpoint_serves_both_upstreams_when_the_mirrors_listen_on_one_addre
     # the registry on duty always listens on 127.0.0.1 (a private port), the mirrors' ports on `listen`
     cache = Cache(lab.workdir / "listen-cache")
     cache.workdir.mkdir()
-    _two_mirrors(cache)
+    two_mirrors(cache)
     cache.config.write_text(cache.config.read_text().replace("listen: 127.0.0.1", "listen: 127.0.0.5"))
     cache.start(wait_for=())
     try:
