@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Optional
 
+from registry_cache import routing
 from registry_cache.fsutil import tree_size
+
+_SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def v2_root(storage: str) -> str:
@@ -53,6 +57,19 @@ def is_stored(storage: str, repo: str, digest: str) -> bool:
     """True once a blob is committed to the storage and linked into its repository."""
     link = os.path.join(layer_dir(storage, repo, digest), "link")
     return os.path.exists(blob_path(storage, digest)) and os.path.exists(link)
+
+
+def linked_blob(storage: str, repo: str, digest: str) -> Optional[str]:
+    """The path of a blob's bytes when the repository links it (Distribution would serve it), else None.
+
+    `repo` must be a repository name by Distribution's grammar and `digest` a sha256 one: a
+    name from a request never leads anywhere else in the storage.
+    """
+    if not routing.is_repository_name(repo) or not _SHA256.fullmatch(digest):
+        return None
+    if _read_link(os.path.join(layer_dir(storage, repo, digest), "link")) != digest:
+        return None
+    return blob_path(storage, digest)
 
 
 def blob_sizes(storage: str) -> dict[str, int]:

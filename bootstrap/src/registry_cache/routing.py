@@ -81,6 +81,15 @@ def is_registry_prefix(component: str) -> bool:
     return "." in component or ":" in component or component.lower() == "localhost"
 
 
+def is_repository_name(name: str) -> bool:
+    """Whether `name` is a repository name by Distribution's grammar (`library/alpine`; nothing else).
+
+    Components of lower-case letters and digits joined by '.', '_', '__' or dashes, split by
+    '/', 255 characters at most: no '..', no percent-encoding, nothing a path could escape with.
+    """
+    return 0 < len(name) <= 255 and all(_NAME_COMPONENT.fullmatch(part) for part in name.split("/"))
+
+
 def is_path_prefix(host: str) -> bool:
     """Whether a registry host can lead an image name (`HOST:5000/ghcr.io/OWNER/IMAGE`).
 

@@ -17,7 +17,8 @@ would to the mirror's. With TLS the endpoint serves the mirrors' certificate and
 over TLS, checked against their CA.
 """
 
+from registry_cache.endpoint.blobs import CachedBlobs
 from registry_cache.endpoint.protocol import read_table
 from registry_cache.endpoint.server import Endpoint
 
-__all__ = ["Endpoint", "read_table"]
+__all__ = ["CachedBlobs", "Endpoint", "read_table"]

@@ -15,6 +15,7 @@ from aiohttp import http_exceptions, web
 
 from registry_cache import apphost, paths, routing
 from registry_cache.endpoint import splice
+from registry_cache.endpoint.blobs import CachedBlobs
 from registry_cache.endpoint.protocol import (
     API_VERSION,
     backend_query,
@@ -22,6 +23,7 @@ from registry_cache.endpoint.protocol import (
     forward_request_headers,
     forward_response_headers,
     read_table,
+    redirect,
     unavailable,
 )
 from registry_cache.handover.ledger import OpenConnections
@@ -61,8 +63,12 @@ class Endpoint:
     """Listens on the endpoint's port and routes each request to its mirror (see the module doc)."""
 
     def __init__(self, table: routing.Table, listen: str, port: int, *, mirror_dir: Optional[str] = None,
-                 tls: bool = False) -> None:
+                 tls: bool = False, cache: Optional[CachedBlobs] = None, redirects: bool = True) -> None:
+        """`cache`: where its own mirror's warm blobs are sent from (endpoint/blobs.py), None forwards
+        them; `redirects`: other mirrors' blob GETs get a 307 to their own port (protocol.redirect)."""
         self.table = table
+        self.cache = cache
+        self.redirects = redirects
         self._ports = {r.mirror: r.port for r in table.routes if r.mirror != table.home}
         # `apply` rewrites the table when mirrors come or go, without restarting this mirror
         self._table_path = os.path.join(mirror_dir, paths.ENDPOINT) if mirror_dir else None
@@ -209,6 +215,14 @@ class Endpoint:
                      decision.registry)
             return web.Response(status=404, body=routing.refusal_body(decision),
                                 content_type="application/json", headers=API_VERSION)
+        if decision.mirror == self.table.home and self.cache is not None:
+            served = await self.cache.answer(request, decision.path)
+            if served is not None:
+                return served
+        elif decision.mirror != self.table.home and self.redirects:
+            moved = redirect(request, decision, self._ports.get(decision.mirror), self._scheme)
+            if moved is not None:
+                return moved
         port = self._backend_port(decision.mirror)
         if port is None:
             return unavailable(f"mirror {decision.mirror} has no port known to the endpoint")

@@ -31,8 +31,11 @@ class LogReader:
         self.out.flush()
         self.disk.saw_line(line)
         entry = counters.parse_log_line(line)
-        if entry is None:
-            return
+        if entry is not None:
+            self.entry(entry, counter)
+
+    def entry(self, entry: dict[str, Any], counter: counters.HitCounter) -> None:
+        """Count one request the mirror answered: a registry log entry, or its like from the endpoint."""
         with self.keeper.lock:
             if counter.observe(entry):
                 self.keeper.dirty = True

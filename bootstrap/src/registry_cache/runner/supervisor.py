@@ -46,6 +46,7 @@ class MirrorRunner:
         self.front = FrontKeeper(self.keeper)
         self.log_reader = LogReader(self.keeper, self.usage, self.disk, out)
         self.relays: list[Relay] = []
+        self._counter: Optional[counters.HitCounter] = None  # the hit counter of the registry on duty
         self._waiting_logged = False
         # a mirror in a bucket other nodes share also obeys the cluster's gc hold (cluster.py)
         self.bucket = shared.read(mirror_dir)
@@ -187,6 +188,7 @@ class MirrorRunner:
             self.relays = [self._public_port()]
             if successor.debug_port is not None and self.record.debug_port:
                 self.relays.append(Relay(self.record.debug_listen, self.record.debug_port))
+        self._counter = successor.counter
         self.relays[0].point_to(successor.port)
         if successor.debug_port is not None and len(self.relays) > 1:
             self.relays[1].point_to(successor.debug_port)
@@ -201,9 +203,22 @@ class MirrorRunner:
 
             table = endpoint.read_table(self.mirror_dir)
             if table is not None:
+                # warm blobs straight from the cache, where Distribution would serve them the same:
+                # a local folder (not a shared bucket), and no password to check
+                cache = None
+                if self.bucket is None and not self.record.client_auth:
+                    cache = endpoint.CachedBlobs(self.storage, self._served_by_endpoint)
+                # other mirrors' blobs by redirect, but not with a client login: skopeo (containers/
+                # image) drops the password on a redirect to another port (containerd logs in again)
                 return endpoint.Endpoint(table, self.record.listen, self.record.port,
-                                         mirror_dir=self.mirror_dir, tls=self.record.tls)
+                                         mirror_dir=self.mirror_dir, tls=self.record.tls, cache=cache,
+                                         redirects=not self.record.client_auth)
         return Relay(self.record.listen, self.record.port)
+
+    def _served_by_endpoint(self, entry: dict[str, Any]) -> None:
+        """Count a blob the endpoint sent from the cache as the registry on duty's log line would be."""
+        if self._counter is not None:
+            self.log_reader.entry(entry, self._counter)
 
     def _retire(self, retiring: Registry) -> Optional[int]:
         """Stop a registry once its stores and the pulls it serves have finished."""
