@@ -156,6 +156,15 @@ def test_the_endpoints_routing_table_names_every_mirror_in_config_order(cache: C
     assert not (cache.root / "mirrors" / "other" / "endpoint.json").exists()
 
 
+def test_status_names_the_one_port_and_the_registries_it_answers_for(cache: Cache):
+    shown = cache.agent("status", "--no-rate-limit").stdout
+    assert f"hub: port {cache.ports['hub']} is the one endpoint for {HUB_HOST} (mirror hub), " \
+           f"{OTHER_HOST} (mirror other)" in shown
+    statuses = cache.status()
+    assert statuses["hub"]["endpoint_for"] == [f"{HUB_HOST} (mirror hub)", f"{OTHER_HOST} (mirror other)"]
+    assert statuses["other"]["endpoint_for"] == []
+
+
 def test_a_mirror_added_by_reload_is_reached_through_the_endpoint_without_restarting_the_first(lab: Lab):
     cache = Cache(lab.workdir / "reload-cache")
     cache.workdir.mkdir()

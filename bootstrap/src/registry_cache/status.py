@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
-from registry_cache import cachelayout, disk, net, paths, record, shared, warmresult
+from registry_cache import cachelayout, disk, net, paths, record, routing, shared, warmresult
 from registry_cache.gc import result as gc_result
 from registry_cache.record import Credentials, MirrorRecord
 from registry_cache.sizes import format_size
@@ -73,6 +74,8 @@ class MirrorStatus:
     shared_nodes: tuple[str, ...] = ()  # "NODE MODE" of every live node
     shared_holder: Optional[str] = None  # the node whose gc holds the shared cache now
     shared_problem: Optional[str] = None  # the bucket cannot be read: what S3 said
+    # its port is the one endpoint: "REGISTRY (mirror NAME)" of every registry it answers for
+    endpoint_for: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """The status as plain data, for --json."""
@@ -113,6 +116,7 @@ def mirror_status(mirror: MirrorRecord, *, rate_limit: bool = True) -> MirrorSta
     if rate_limit and mirror.docker_hub:
         remaining = docker_hub_rate_limit(mirror.credentials())
     status = MirrorStatus(
+        endpoint_for=_endpoint_for(mirror),
         name=mirror.name,
         upstream=mirror.upstream,
         port=mirror.port,
@@ -177,6 +181,9 @@ def format_table(statuses: list[MirrorStatus]) -> str:
             f"{s.misses:>6} {format_size(s.bytes_served):>9} {_cache(s):>21}  {s.upstream}"
         )
     for s in statuses:
+        if s.endpoint_for:
+            lines.append(f"{s.name}: port {s.port} is the one endpoint for {', '.join(s.endpoint_for)}; "
+                         "names without a registry go to its own")
         if s.rate_limit_remaining is not None:
             lines.append(f"{s.name}: Docker Hub pulls remaining: {s.rate_limit_remaining}")
         if s.bytes_from_upstream or s.blob_transfers or s.blob_failures:
@@ -188,6 +195,18 @@ def format_table(statuses: list[MirrorStatus]) -> str:
         lines += _shared_lines(s)
         lines += _gc_warm_disk_lines(s)
     return "\n".join(lines)
+
+
+def _endpoint_for(mirror: MirrorRecord) -> tuple[str, ...]:
+    """The registries the mirror's port answers for when it is the one endpoint (its routing table)."""
+    if not mirror.is_endpoint or mirror.directory is None:
+        return ()
+    try:
+        with open(os.path.join(mirror.directory, paths.ENDPOINT), encoding="utf-8") as handle:
+            table = routing.Table.from_json(handle.read())
+    except (OSError, ValueError):
+        return ()
+    return tuple(f"{r.registry} (mirror {r.mirror})" for r in table.routes)
 
 
 def _cache(s: MirrorStatus) -> str:
