@@ -221,8 +221,6 @@ def main() -> None:
             time.sleep(3)  # Distribution stores a proxied blob after serving it
             runner = process.popen.pid
             for name, what in (("own", "a mirror's own port"), ("first", "the first mirror's port")):
-                if label == "before" and name == "first":
-                    continue  # the same relay as on its own port
                 registry_pid = _registry_behind(runner, name)
                 mirrors.append(Target(f"{what} ({label})", ports[name], runner, registry_pid))
         storage = work / "after" / "cache" / "own"
