@@ -52,6 +52,10 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
      "Blob downloads carried on with a Range request after their upstream connection dropped."),
     ("blob_unshared", "registry_cache_mirror_blob_unshared",
      "Blob requests streamed straight from the upstream, unshared and not stored: no room on disk."),
+    ("blob_late", "registry_cache_mirror_blob_late",
+     "Blob requests that came once the start of their download's spool was released (served once stored)."),
+    ("blob_late_upstream", "registry_cache_mirror_blob_late_upstream",
+     "Late blob requests fetched from the upstream again: the blob was not stored in time."),
 )
 # Size cap, gc and disk (gc/, disk.py): (metric name, help, value of a MirrorStatus; None: no sample).
 GAUGES: tuple[tuple[str, str, Callable[[Any], Optional[float]]], ...] = (

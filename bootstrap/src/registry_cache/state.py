@@ -39,6 +39,8 @@ FRONT_TOTALS = (
     ("blob_failures", "blob_failures"),
     ("blob_resumes", "blob_resumes"),
     ("blob_unshared", "blob_unshared"),
+    ("blob_late", "blob_late"),
+    ("blob_late_upstream", "blob_late_upstream"),
 )
 
 

@@ -27,6 +27,8 @@ FRONT_KEYS = (
     "blob_failures",
     "blob_resumes",
     "blob_unshared",
+    "blob_late",
+    "blob_late_upstream",
     "blobs_in_flight",
 )
 
@@ -67,6 +69,8 @@ class MirrorStatus:
     blob_failures: int = 0
     blob_resumes: int = 0  # blob downloads carried on with a `Range` request after their connection dropped
     blob_unshared: int = 0  # blob requests streamed straight from the upstream: no room on disk to spool them
+    blob_late: int = 0  # blob requests that came once the start of their download's spool was released
+    blob_late_upstream: int = 0  # of those, the ones fetched from the upstream again (not stored in time)
     blobs_in_flight: int = 0
     # a cache in a bucket other nodes share (cluster.py): the counters above are this node's,
     # storage_bytes and the gc fields the whole shared cache's

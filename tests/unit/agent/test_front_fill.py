@@ -99,7 +99,7 @@ def test_a_dropped_connection_is_carried_on_with_a_range_request(tmp_path):
 
 
 def test_no_room_for_the_spool_streams_the_blob_unshared_and_says_so(tmp_path, monkeypatch):
-    monkeypatch.setattr(fill_module, "fits", lambda free, size: False)
+    monkeypatch.setattr(fill_module, "fits", lambda free, size, **_: False)
 
     async def scenario(url, upstream, front, client):
         async with client.get(url + BLOB) as response:
@@ -181,3 +181,10 @@ def test_a_spool_goes_as_soon_as_distribution_has_stored_its_blob_and_linked_it(
 @pytest.mark.parametrize(("free", "size", "fit"), [(100, 10, False), (40 * 2**20, 10 * 2**20, True)])
 def test_a_blob_is_spooled_only_with_room_for_it_and_its_stored_copy(free, size, fit):
     assert fits(free, size) is fit
+
+
+def test_a_spool_with_its_window_needs_room_for_a_few_mib_beside_the_stored_copy_not_a_second_blob():
+    size = 1024 * 2**20
+    assert not fits(1100 * 2**20, size)
+    assert fits(1100 * 2**20, size, windowed=True)
+    assert not fits(size, size, windowed=True)

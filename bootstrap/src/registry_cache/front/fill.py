@@ -6,17 +6,21 @@ a disk error. A connection that drops mid-body is carried on with a `Range` requ
 last byte spooled, `MAX_RESUMES` times at most; the digest is checked over the whole body. A
 spool with no room for the blob (checked against `Content-Length` first, or ENOSPC while
 writing) does not fail the readers: each goes on with its own upstream request, unshared.
+With the spool's window (`window`) the fill runs at most `FILL_AHEAD` past its slowest reader
+(the upstream waits meanwhile, which is not a stall), and keeps the digest's state at every
+release step so a reader gone unshared can still check the whole blob.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 import aiohttp
 from multidict import CIMultiDict
@@ -27,6 +31,7 @@ from registry_cache.front.client import UpstreamClient
 from registry_cache.front.protocol import BlobRef, describe, forward_response_headers
 from registry_cache.front.spool import NoRoom, SpoolDisk, fits
 from registry_cache.front.transfer import BlobTransfer, TransferFailed, UpstreamAnswer
+from registry_cache.front.window import READER_PATIENCE, checkpoints, may_fill
 from registry_cache.sizes import format_size
 
 log = logging.getLogger(__name__)
@@ -128,7 +133,7 @@ class Filler:
             size = upstream.content_length
             if size is not None:
                 free = await self.disk.free()
-                if free is not None and not fits(free, size):
+                if free is not None and not fits(free, size, windowed=transfer.windowed):
                     raise NoRoom(
                         f"no room to spool a {format_size(size)} blob ({format_size(free)} free"
                         f" under {self.disk.spool_dir})"
@@ -137,6 +142,7 @@ class Filler:
             response_headers["Docker-Content-Digest"] = blob.digest
             transfer.started(size, response_headers)
             hasher = hashlib.new(blob.algorithm)
+            transfer.checkpoints[0] = hasher.copy()
             resumes = 0
             skip = 0
             while True:
@@ -148,8 +154,10 @@ class Filler:
                             chunk, skip = chunk[skip:], max(0, skip - len(chunk))
                             if not chunk:
                                 continue
+                        if transfer.windowed:
+                            await _wait_for_readers(transfer, clock)
                         await self.disk.write(fd, chunk, transfer.written)
-                        hasher.update(chunk)
+                        _hash(transfer, hasher, chunk)
                         transfer.wrote(len(chunk))
                     if size is None or transfer.written >= size:
                         break
@@ -178,3 +186,36 @@ class Filler:
             if upstream is not None:
                 await self.client.abandon(upstream)
             await self.disk.close(fd)
+
+
+async def _wait_for_readers(transfer: BlobTransfer, clock: StallClock) -> None:
+    """Hold the fill while it is `FILL_AHEAD` past its slowest reader, unless that reader has stopped."""
+    while True:
+        consumed = transfer.consumed()
+        idle = time.monotonic() - transfer.slowest_moved_at
+        if may_fill(transfer.written, transfer.reader_offsets(), slowest_idle=idle):
+            if idle >= READER_PATIENCE and not transfer.ran_ahead and transfer.reader_offsets():
+                transfer.ran_ahead = True  # said once per transfer: the spool grows from here
+                log.info(
+                    "front: blob %s: its slowest reader has not moved for %.0f s at byte %d; the fill"
+                    " goes on without waiting for it", transfer.digest, idle, transfer.lowest_needed(),
+                )
+            return
+        # the upstream waits for us meanwhile (TCP): its silence is not a stall
+        wait = max(0.01, min(READER_PATIENCE - idle, clock.limit / 2))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(consumed.wait(), timeout=wait)
+        clock.tick()
+
+
+def _hash(transfer: BlobTransfer, hasher: Any, chunk: bytes) -> None:
+    """Feed a chunk to the digest, keeping its state at every release step (for a reader gone unshared)."""
+    if not transfer.windowed:
+        hasher.update(chunk)
+        return
+    start, done = transfer.written, 0
+    for boundary in checkpoints(start, start + len(chunk)):
+        hasher.update(chunk[done : boundary - start])
+        done = boundary - start
+        transfer.checkpoints[boundary] = hasher.copy()
+    hasher.update(chunk[done:])

@@ -64,6 +64,7 @@ def start_front(
     port: int = 0,
     keep_seconds: float = KEEP_SECONDS,
     stall_timeout: float = STALL_TIMEOUT,
+    spool_window: bool = True,
 ) -> FrontHandle:
     """Start a front for `upstream_url` in a daemon thread; return once it listens.
 
@@ -78,7 +79,9 @@ def start_front(
         storage=storage,
         keep_seconds=keep_seconds,
         stall_timeout=stall_timeout,
+        spool_window=spool_window,
     )
+
     async def serve() -> web.AppRunner:
         # a stop must not wait a minute for readers of a long blob: they are cut
         return await apphost.listen(front.app(), host, port, shutdown_timeout=2.0)

@@ -45,10 +45,16 @@ class Front:
         storage: Optional[str] = None,
         keep_seconds: float = KEEP_SECONDS,
         stall_timeout: float = STALL_TIMEOUT,
+        spool_window: bool = True,
     ) -> None:
-        """A front for `upstream`; with `storage` (the mirror's cache) a spool goes once it is stored."""
+        """A front for `upstream`; with `storage` (the mirror's cache) a spool goes once it is stored.
+
+        With `storage` and `spool_window` a spool keeps only the part of its blob its readers
+        still need (see `window`); a reader that comes later is served from the stored blob.
+        """
         self.upstream = URL(upstream.rstrip("/"))
         self.storage = storage
+        self.windowed = spool_window and storage is not None
         self.board = TransferBoard(spool_dir, keep_seconds)
         self.counters = FrontCounters()
         self.client = UpstreamClient(
@@ -56,7 +62,7 @@ class Front:
         )
         self.disk = SpoolDisk(spool_dir)
         self.filler = Filler(self.client, self.disk, stall_timeout)
-        self.readers = Readers(self.client, self.disk)
+        self.readers = Readers(self.client, self.disk, storage, keep_seconds)
         self._tasks: set[asyncio.Task] = set()
 
     def app(self) -> web.Application:
@@ -113,7 +119,7 @@ class Front:
             if transfer is None:
                 transfer = self._start_transfer(request, blob)
                 await transfer.wait_started()
-                return await self.readers.serve(request, transfer, blob)
+                return await self._serve(request, transfer, blob)
             await transfer.wait_started()
             if transfer.answer is None:
                 if blob.name not in transfer.authorized and not await self._authorized(request, blob):
@@ -121,9 +127,26 @@ class Front:
                     return await pass_through(self.client, request)
                 transfer.authorized.add(blob.name)
                 self.counters.blob_joins += 1
-                return await self.readers.serve(request, transfer, blob)
+                return await self._serve(request, transfer, blob)
             # the upstream's 401 or 404 answered the leader's request (its auth): ask for ours
         return await pass_through(self.client, request)
+
+    async def _serve(self, request: web.Request, transfer: BlobTransfer, blob: BlobRef) -> web.StreamResponse:
+        """Serve a blob GET from `transfer`; a late one whose blob was never stored, from a new transfer."""
+        response = await self.readers.serve(request, transfer, blob)
+        if response is not None:
+            return response
+        # the spool's start is gone and Distribution did not store the blob (a full disk, say):
+        # fetch it again, once for every requester that comes now
+        self.board.drop(transfer)
+        fresh = self.board.join(blob.digest)
+        if fresh is None:
+            fresh = self._start_transfer(request, blob)
+        elif blob.name not in fresh.authorized:
+            return await pass_through(self.client, request)
+        await fresh.wait_started()
+        response = await self.readers.serve(request, fresh, blob)
+        return response if response is not None else await pass_through(self.client, request)
 
     async def _authorized(self, request: web.Request, blob: BlobRef) -> bool:
         """Whether the upstream answers 200 to a HEAD of the blob with this request's repository and auth."""
@@ -136,7 +159,7 @@ class Front:
         return answer.status == 200
 
     def _start_transfer(self, request: web.Request, blob: BlobRef) -> BlobTransfer:
-        transfer = self.board.start(blob.digest, blob.name)
+        transfer = self.board.start(blob.digest, blob.name, windowed=self.windowed)
         headers = forward_request_headers(request.headers, blob=True)
         self.counters.blob_transfers += 1
         # its own task: the transfer goes on when the requester that started it goes away

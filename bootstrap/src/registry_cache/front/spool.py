@@ -1,4 +1,4 @@
-"""The spool files on the cache's disk, read and written off the event loop.
+"""The spool files on the cache's disk, read, written and released (holes punched) off the event loop.
 
 The cache may live on a synced folder (9p, vboxsf) where one write takes a network round trip:
 every open, write, read and unlink of a spool runs in the front's own small thread pool, so a
@@ -8,12 +8,14 @@ slow disk slows the transfer that waits for it, never the others.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional, TypeVar
 
 from registry_cache.front.transfer import delete_spool
+from registry_cache.front.window import FILL_AHEAD, RELEASE_STEP
 
 T = TypeVar("T")
 
@@ -21,6 +23,9 @@ DISK_THREADS = 8  # spool reads and writes at once (more wait their turn; the lo
 # Spool a blob only when, with it and Distribution's own copy in place, this much stays free:
 # a blob that does not fit is streamed to its requesters unshared instead of failing them.
 SPOOL_RESERVE = 16 * 1024 * 1024
+# fallocate(2) modes: give the blocks of a range back, the file keeps its length (reads give zeros)
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
 
 
 class NoRoom(Exception):
@@ -32,9 +37,13 @@ def no_room_errno(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-def fits(free: int, size: int, reserve: int = SPOOL_RESERVE) -> bool:
-    """Whether a blob of `size` bytes may be spooled with `free` bytes free: spool + stored copy + reserve."""
-    return free >= 2 * size + reserve
+def fits(free: int, size: int, reserve: int = SPOOL_RESERVE, *, windowed: bool = False) -> bool:
+    """Whether a blob of `size` bytes may be spooled with `free` bytes free: spool + stored copy + reserve.
+
+    A spool with its window (see `window`) takes a few MiB beside the stored copy, not the blob.
+    """
+    spool = FILL_AHEAD + RELEASE_STEP if windowed else size
+    return free >= size + spool + reserve
 
 
 class SpoolDisk:
@@ -68,9 +77,16 @@ class SpoolDisk:
         """Up to `size` bytes of a spool from `offset`."""
         return await self._run(os.pread, fd, size, offset)
 
-    async def hash_prefix(self, fd: int, length: int, hasher: Any) -> None:
-        """Feed the first `length` bytes of a spool to `hasher`."""
-        await self._run(_hash_prefix, fd, length, hasher)
+    async def release(self, path: str, start: int, end: int) -> None:
+        """Give the spool's bytes from `start` to `end` back to the disk (a hole; no-op once it is deleted).
+
+        OSError (EOPNOTSUPP) on a file system that cannot punch holes (a synced folder, say).
+        """
+        await self._run(punch_hole, path, start, end - start)
+
+    async def hash_range(self, fd: int, start: int, end: int, hasher: Any) -> None:
+        """Feed the spool's bytes from `start` to `end` to `hasher`."""
+        await self._run(_hash_range, fd, start, end, hasher)
 
     async def close(self, fd: int) -> None:
         """Close a spool descriptor."""
@@ -104,11 +120,33 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
-def _hash_prefix(fd: int, length: int, hasher: Any, chunk: int = 1024 * 1024) -> None:
-    offset = 0
-    while offset < length:
-        data = os.pread(fd, min(chunk, length - offset), offset)
+def _hash_range(fd: int, offset: int, end: int, hasher: Any, chunk: int = 1024 * 1024) -> None:
+    while offset < end:
+        data = os.pread(fd, min(chunk, end - offset), offset)
         if not data:
-            raise OSError(errno.EIO, f"the spool ends at {offset} of {length} bytes")
+            raise OSError(errno.EIO, f"the spool ends at {offset} of {end} bytes")
         hasher.update(data)
         offset += len(data)
+
+
+_libc: Optional[ctypes.CDLL] = None
+
+
+def punch_hole(path: str, offset: int, length: int) -> None:
+    """Deallocate `length` bytes of the file at `path` from `offset`, keeping its size (Linux fallocate)."""
+    global _libc
+    if length <= 0:
+        return
+    if _libc is None:  # Python's os has posix_fallocate only, which allocates and cannot punch
+        _libc = ctypes.CDLL(None, use_errno=True)  # the C library Python itself runs on
+        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:  # deleted meanwhile: all of it is back already
+        return
+    try:
+        if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"cannot release spool bytes: {os.strerror(code)}", path)
+    finally:
+        os.close(fd)

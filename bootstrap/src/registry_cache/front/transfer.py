@@ -10,9 +10,11 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from multidict import CIMultiDict
+
+from registry_cache.front.window import lowest_needed
 
 HOLDBACK = 1  # bytes readers wait for until the digest is verified (any > 0 blocks completion)
 # A finished spool is released as soon as Distribution has committed the blob; this long at
@@ -37,7 +39,7 @@ class UpstreamAnswer:
 class BlobTransfer:
     """One upstream transfer of a blob into a spool file, and what its readers may read."""
 
-    def __init__(self, digest: str, spool_path: str, repo: str = "") -> None:
+    def __init__(self, digest: str, spool_path: str, repo: str = "", *, windowed: bool = False) -> None:
         self.digest = digest
         self.spool_path = spool_path
         self.repo = repo  # the repository whose request started it: its link marks the blob stored
@@ -53,8 +55,19 @@ class BlobTransfer:
         self.answer: Optional[UpstreamAnswer] = None  # set instead of headers for non-200
         self.finished_at: Optional[float] = None
         self.readers = 0  # requesters served from this transfer so far
+        self.started_at = time.monotonic()
+        # the spool's window (see `window`): only the part its readers still need is kept
+        self.windowed = windowed
+        self.released = 0  # bytes from the start of the spool given back to the disk (a hole)
+        self.checkpoints: dict[int, Any] = {}  # offset -> digest state of the bytes before it
+        self._reading: dict[int, int] = {}  # reader -> offset it has sent on
+        self._next_reader = 0
+        self.slowest_moved_at = time.monotonic()
+        self.ran_ahead = False  # the fill once went on without a reader that had stopped
+        self.last_left_at = time.monotonic()
         self._headers_ready = asyncio.Event()
         self._progress = asyncio.Event()
+        self._consumed = asyncio.Event()
 
     @property
     def failed(self) -> bool:
@@ -64,6 +77,49 @@ class BlobTransfer:
     def readable(self) -> int:
         """Bytes of the spool readers may send: all once verified, else all but the held-back end."""
         return self.written if self.done else max(0, self.written - HOLDBACK)
+
+    def enter(self) -> int:
+        """A reader starts reading the spool from its start; its id for `advance` and `leave`."""
+        self._next_reader += 1
+        self._reading[self._next_reader] = 0
+        self.readers += 1
+        return self._next_reader
+
+    def advance(self, reader: int, offset: int) -> None:
+        """A reader has sent the spool on up to `offset`."""
+        low = self.lowest_needed()
+        self._reading[reader] = offset
+        self._moved(low)
+
+    def leave(self, reader: int) -> None:
+        """A reader is done with the spool (the whole blob sent, or it went away)."""
+        low = self.lowest_needed()
+        if self._reading.pop(reader, None) is not None:
+            self.last_left_at = time.monotonic()
+        self._moved(low)
+
+    def _moved(self, low: int) -> None:
+        if self.lowest_needed() != low:  # the slowest reader moved on: the fill may go on
+            self.slowest_moved_at = time.monotonic()
+            self._consumed.set()
+            self._consumed = asyncio.Event()
+
+    def reader_offsets(self) -> list[int]:
+        """The offset each reader of the spool has sent on, now."""
+        return list(self._reading.values())
+
+    def lowest_needed(self) -> int:
+        """The lowest spool offset a reader still needs."""
+        return lowest_needed(self._reading.values(), self.written)
+
+    def consumed(self) -> asyncio.Event:
+        """An event set when the slowest reader moves on (or one leaves); take it before checking."""
+        return self._consumed
+
+    def checkpoint_below(self, offset: int) -> tuple[int, Any]:
+        """The kept digest state nearest below `offset` (not released): its offset and a copy of it."""
+        start = max(k for k in self.checkpoints if k <= offset)
+        return start, self.checkpoints[start].copy()
 
     def started(self, size: Optional[int], headers: CIMultiDict) -> None:
         """The upstream answered 200: readers may start streaming."""
@@ -133,10 +189,10 @@ class TransferBoard:
             return None
         return transfer
 
-    def start(self, digest: str, repo: str = "") -> BlobTransfer:
+    def start(self, digest: str, repo: str = "", *, windowed: bool = False) -> BlobTransfer:
         """Register a new transfer of `digest` for `repo` with a fresh spool file name."""
         name = f"{digest.replace(':', '-')}.{uuid.uuid4().hex[:12]}.spool"
-        transfer = BlobTransfer(digest, os.path.join(self.spool_dir, name), repo)
+        transfer = BlobTransfer(digest, os.path.join(self.spool_dir, name), repo, windowed=windowed)
         self._transfers[digest] = transfer
         return transfer
 
@@ -190,6 +246,8 @@ class FrontCounters:
     blob_failures: int = 0  # transfers cut for an upstream error, a short body or a wrong digest
     blob_resumes: int = 0  # `Range` requests that carried on a transfer after its connection dropped
     blob_unshared: int = 0  # blob requests streamed straight from the upstream: no room to spool them
+    blob_late: int = 0  # blob GETs that came once the start of their spool was released (see `window`)
+    blob_late_upstream: int = 0  # of those, the ones fetched again from the upstream: never stored in time
 
     def as_dict(self) -> dict[str, int]:
         """The counters as plain data."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Optional
 
 from registry_cache import paths
@@ -37,8 +38,16 @@ class FrontKeeper:
 
         try:
             spool = paths.front_spool(self.record.storage)
+            # blobs in a shared bucket never appear in the local folder, where a reader that
+            # comes after the spool's start was released would wait for them: the spool stays whole
+            directory = self.record.directory
+            on_bucket = directory is not None and os.path.exists(os.path.join(directory, paths.SHARED_BUCKET))
             self._front = front.start_front(
-                self.record.upstream, credentials, spool, storage=self.record.storage
+                self.record.upstream,
+                credentials,
+                spool,
+                storage=self.record.storage,
+                spool_window=not on_bucket,
             )
         except OSError as exc:
             log.error("mirror %s: its front cannot start: %s", self.record.name, exc)
