@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from registry_cache import paths
 from registry_cache.cachelayout import is_stored
 
 from box.run import CommandError
@@ -48,11 +49,18 @@ def herd_image(upstream, tmp_path):
     )
 
 
+@pytest.mark.parametrize("windowed", [False, True], ids=["whole-spool", "spool-window"])
 def test_eight_concurrent_cold_pulls_fetch_each_blob_once_from_the_upstream(
-    registry_factory, upstream, herd_image, front_factory, tmp_path
+    registry_factory, upstream, herd_image, front_factory, tmp_path, windowed
 ):
-    front = front_factory(upstream.url)
-    mirror = registry_factory("mirror", proxy={"remoteurl": front.url})
+    if windowed:  # as a mirror runs it: the front knows the storage, its spools keep what readers need
+        storage = tmp_path / "mirror-storage"
+        storage.mkdir()
+        front = front_factory(upstream.url, spool_dir=paths.front_spool(str(storage)), storage=str(storage))
+        mirror = registry_factory("mirror", proxy={"remoteurl": front.url}, storage=storage)
+    else:
+        front = front_factory(upstream.url)
+        mirror = registry_factory("mirror", proxy={"remoteurl": front.url})
     log_before = len(upstream.json_log())
 
     with ThreadPoolExecutor(8) as pool:

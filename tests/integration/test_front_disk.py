@@ -1,6 +1,7 @@
-"""The front and its disk: a full disk still pulls, a spool goes once its blob is stored, a frozen
-disk stalls no other request. Real `docker-registry` processes and skopeo; the small and the
-frozen disks are file systems each test mounts (as root) and unmounts.
+"""The front and its disk: a full disk still pulls, a spool goes once its blob is stored, a cold pull
+takes no more disk than it stores, a frozen disk stalls no other request. Real `docker-registry`
+processes and skopeo; the small and the frozen disks are file systems each test mounts (as root)
+and unmounts.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from registry_cache.fsutil import tree_size
 from box.sizes import KiB, MiB
 from box.wait import WaitTimeout, wait_until
 from lab import images
+from lab.diskuse import PeakSampler, allocated
 from lab.fake_upstream import Faults, FaultyRelay
 from lab.images import pull_image
 from lab.pullcheck import assert_pulled_intact, broken_stored_blobs, wait_until_stored
@@ -143,6 +145,61 @@ def test_a_spool_is_released_once_its_blob_is_stored_so_a_cold_pull_costs_its_si
     spool = Path(paths.front_spool(str(storage)))
     wait_until(lambda: not list(spool.iterdir()), "every spool gone (small ones too)", timeout=2)
     assert front.counters()["blob_transfers"] == len(image.blobs)  # none fetched again meanwhile
+
+
+def test_a_cold_pull_of_a_big_layer_takes_at_most_1_05x_what_it_stores_on_disk_while_it_runs(
+    registry_factory, upstream, front_factory, tmp_path
+):
+    image = images.push_oci_image(
+        tmp_path / "layouts", upstream.host, repo="test/big", layer_sizes=(64 * MiB, 256 * KiB)
+    )
+    storage = tmp_path / "mirror-storage"
+    storage.mkdir()
+    # as a mirror runs it: the spool inside the cache, on the same disk as Distribution's upload
+    front = front_factory(upstream.url, spool_dir=paths.front_spool(str(storage)), storage=str(storage))
+    mirror = registry_factory("mirror", proxy={"remoteurl": front.url}, storage=storage)
+
+    with PeakSampler(storage) as disk:  # allocated blocks: a punched hole is free space
+        assert_pulled_intact(image, pull_image(image, mirror.host, tmp_path / "cold"))
+        wait_until_stored(storage, [image])
+    stored = allocated(storage / "docker/registry/v2/blobs")
+    print(f"\ncold pull of {image.blob_bytes / MiB:.1f} MiB: at most {disk.peak / stored:.3f}x what is stored"
+          f" on disk while pulling ({disk.samples} samples)")
+    assert disk.peak <= 1.05 * stored
+    assert front.counters()["blob_transfers"] == len(image.blobs)
+    assert broken_stored_blobs(storage) == []
+
+
+def test_a_pull_that_comes_once_a_spool_is_partly_released_gets_the_stored_blob_intact(
+    registry_factory, upstream, front_factory, tmp_path
+):
+    image = images.push_oci_image(
+        tmp_path / "layouts", upstream.host, repo="test/late", layer_sizes=(16 * MiB, 256 * KiB)
+    )
+    layer = image.layers[0].digest
+    storage = tmp_path / "mirror-storage"
+    storage.mkdir()
+    # the upstream sends half the layer, then waits: the second pull comes meanwhile
+    with FaultyRelay(upstream.url, Faults(pause=4.0, only=layer)) as relay:
+        front = front_factory(relay.url, spool_dir=paths.front_spool(str(storage)), storage=str(storage))
+        mirror = registry_factory("mirror", proxy={"remoteurl": front.url}, storage=storage)
+        first: list = []
+        puller = threading.Thread(
+            target=lambda: first.append(pull_image(image, mirror.host, tmp_path / "first")), daemon=True
+        )
+        puller.start()
+        wait_until(lambda: front.counters()["upstream_bytes"] >= 4 * MiB, "half the layer in", timeout=30)
+        time.sleep(0.5)
+        second = pull_image(image, mirror.host, tmp_path / "second")
+        puller.join(timeout=60)
+    assert_pulled_intact(image, first[0])
+    assert_pulled_intact(image, second)  # every blob file checked against its digest
+    counters = front.counters()
+    assert counters["blob_late"] >= 1
+    assert counters["blob_late_upstream"] == 0
+    assert len(relay.gets(layer)) == 1  # the late one did not fetch the layer again
+    wait_until_stored(storage, [image])
+    assert broken_stored_blobs(storage) == []
 
 
 def test_a_frozen_spool_disk_stalls_only_the_transfer_that_writes_to_it(
