@@ -190,3 +190,18 @@ def test_with_a_client_login_blobs_need_the_password_and_are_not_redirected(lab:
     hosts = write_hosts_dir(lab.workdir / "certs.d", f"https://{endpoint}", ca_file=ca)
     with Containerd(lab.workdir / "containerd") as containerd:
         assert containerd.pull(f"{OTHER_HOST}/{other.repo}:v1", hosts, creds=(USER, PASSWORD)) == other.digest
+
+
+def test_with_endpoint_redirects_off_other_mirrors_blobs_are_relayed(lab: Lab):
+    c = Cache(lab.workdir / "no-redirects")
+    c.workdir.mkdir()
+    two_mirrors(c, endpoint_redirects="false")
+    c.start()
+    try:
+        image = lab.other_image
+        url = f"http://{c.host('hub')}/v2/{OTHER_HOST}/{image.repo}/blobs/{image.layers[0].digest}"
+        answer = requests.get(url, allow_redirects=False, timeout=30)
+        assert answer.status_code == 200
+        assert "sha256:" + hashlib.sha256(answer.content).hexdigest() == image.layers[0].digest
+    finally:
+        c.stop()

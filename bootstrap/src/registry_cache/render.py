@@ -122,7 +122,8 @@ def endpoint_table(config: CacheConfig) -> routing.Table:
     home = endpoint_mirror(config)
     if home is None:
         raise ValueError("the seed format has no endpoint")
-    return routing.table_for([(m.name, m.upstream, m.port) for m in config.mirrors], home)
+    return routing.table_for([(m.name, m.upstream, m.port) for m in config.mirrors], home,
+                             redirects=config.endpoint_redirects)
 
 
 @dataclass(frozen=True)

@@ -115,10 +115,15 @@ class Route:
 
 @dataclass(frozen=True)
 class Table:
-    """Every mirror the endpoint routes to, and `home`: the mirror of the endpoint's own port."""
+    """Every mirror the endpoint routes to, and `home`: the mirror of the endpoint's own port.
+
+    `redirects`: other mirrors' blob GETs get a redirect to their own port (config.yml's
+    `endpoint_redirects`).
+    """
 
     routes: tuple[Route, ...]
     home: str
+    redirects: bool = True
 
     def lookup(self, host: str) -> Optional[Route]:
         """The route of a registry host (any case), or None when no mirror is configured for it."""
@@ -142,7 +147,7 @@ class Table:
     def to_json(self) -> str:
         """The table as the endpoint reads it (rendered into its mirror's folder)."""
         routes = [{"mirror": r.mirror, "hosts": list(r.hosts), "port": r.port} for r in self.routes]
-        data = {"home": self.home, "routes": routes}
+        data = {"home": self.home, "routes": routes, "redirects": self.redirects}
         return json.dumps(data, indent=2) + "\n"
 
     @classmethod
@@ -152,7 +157,7 @@ class Table:
         try:
             routes = tuple(Route(str(r["mirror"]), tuple(str(h).lower() for h in r["hosts"]), int(r["port"]))
                            for r in data["routes"])
-            table = cls(routes, str(data["home"]))
+            table = cls(routes, str(data["home"]), bool(data.get("redirects", True)))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not an endpoint table: {exc}") from exc
         if table.home not in {r.mirror for r in routes}:
@@ -160,9 +165,10 @@ class Table:
         return table
 
 
-def table_for(mirrors: list[tuple[str, str, int]], home: str) -> Table:
+def table_for(mirrors: list[tuple[str, str, int]], home: str, *, redirects: bool = True) -> Table:
     """The table of (mirror name, upstream URL, port) in config order; `home` answers unprefixed names."""
-    return Table(tuple(Route(name, registry_names(upstream), port) for name, upstream, port in mirrors), home)
+    return Table(tuple(Route(name, registry_names(upstream), port) for name, upstream, port in mirrors), home,
+                 redirects)
 
 
 @dataclass(frozen=True)

@@ -52,3 +52,16 @@ def test_a_registry_that_could_be_a_docker_hub_organisation_is_warned_about_not_
     (warning,) = cfg.warnings
     assert (warning.line, warning.path) == (4, "mirrors.nexus.upstream")
     assert "Docker Hub organisation 'nexus'" in warning.message and "?ns=" in warning.message
+
+
+def test_endpoint_redirects_are_on_unless_the_config_turns_them_off():
+    assert _parse("  hub: {upstream: docker.io, port: 5000}\n").endpoint_redirects
+    text = "storage: cache\nendpoint_redirects: false\nmirrors:\n  hub: {upstream: docker.io, port: 5000}\n"
+    assert not config.parse(text, "config.yml", base_dir="/tmp", check_storage=False).endpoint_redirects
+
+
+def test_endpoint_redirects_must_be_a_boolean_and_the_error_names_its_line():
+    text = "storage: cache\nendpoint_redirects: maybe\nmirrors:\n  hub: {upstream: docker.io, port: 5000}\n"
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(text, "config.yml", base_dir="/tmp", check_storage=False)
+    assert "config.yml:2: endpoint_redirects" in str(caught.value)

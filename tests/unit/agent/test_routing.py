@@ -100,3 +100,12 @@ def test_the_table_reads_back_what_it_writes():
     assert routing.Table.from_json(TABLE.to_json()) == TABLE
     with pytest.raises(ValueError):
         routing.Table.from_json('{"home": "x", "routes": []}')
+
+
+def test_the_tables_redirect_switch_survives_its_json_and_is_on_by_default():
+    assert routing.Table.from_json(TABLE.to_json()).redirects
+    off = routing.table_for([("hub", "https://registry-1.docker.io", 5000)], "hub", redirects=False)
+    assert not routing.Table.from_json(off.to_json()).redirects
+    legacy = json.loads(TABLE.to_json())
+    del legacy["redirects"]  # a table an older apply wrote
+    assert routing.Table.from_json(json.dumps(legacy)).redirects

@@ -127,6 +127,7 @@ class CacheConfig:
     reconnect_interval: int = DEFAULT_RECONNECT_INTERVAL
     max_size: Optional[int] = None  # size cap of the whole cache in bytes
     metrics_port: int = DEFAULT_METRICS_PORT
+    endpoint_redirects: bool = True  # the one endpoint redirects other mirrors' blob GETs to their ports
     tls: Optional[TlsSettings] = None  # None: plain HTTP
     auth: Optional[AuthSettings] = None  # None: anyone who reaches a mirror may pull
     s3: Optional[S3Storage] = None  # None: the cache lives in `storage`; else in this bucket

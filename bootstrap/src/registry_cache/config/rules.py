@@ -99,6 +99,7 @@ class Checker:
             reconnect_interval=data.get("reconnect_interval", DEFAULT_RECONNECT_INTERVAL),
             max_size=max_size,
             metrics_port=data.get("metrics_port", DEFAULT_METRICS_PORT),
+            endpoint_redirects=data.get("endpoint_redirects", True),
             tls=tls,
             auth=auth,
             s3=shared,

@@ -219,7 +219,7 @@ class Endpoint:
             served = await self.cache.answer(request, decision.path)
             if served is not None:
                 return served
-        elif decision.mirror != self.table.home and self.redirects:
+        elif decision.mirror != self.table.home and self.redirects and self.table.redirects:
             moved = redirect(request, decision, self._ports.get(decision.mirror), self._scheme)
             if moved is not None:
                 return moved
