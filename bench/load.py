@@ -7,27 +7,30 @@ Prints its figures; asserts nothing. Run as root from the repo root (section 4 n
 Side by side in one run, on 127.0.0.1: a plain read-only Distribution serving a warm cache's
 storage, and a `registry-cache serve` of two mirrors per agent tree measured ("after" is this
 tree; `--before` adds another, e.g. `git archive <commit> bootstrap/src | tar -x -C /tmp/old`):
-a mirror's own port (the byte relay) and the first mirror's port (the one endpoint, where the
-tree has it), each mirror on its own warm storage so no two registries share one. Every runner starts with the
-open file limits a systemd unit without LimitNOFILE= gets (soft 1,024; hard 524,288, or the
-bench's own hard limit when lower), set with prlimit as systemd does.
+a mirror's own port (the kernel handover: an nftables redirect, as root; this tree is run a
+second time with REGISTRY_CACHE_HANDOVER=relay for the byte relay it falls back to) and the
+first mirror's port (the one endpoint, where the tree has it), each mirror on its own warm
+storage so no two registries share one. Every runner starts with the open file limits a
+systemd unit without LimitNOFILE= gets (soft 1,024; hard 524,288, or the bench's own hard
+limit when lower), set with prlimit as systemd does.
 
 1. Throughput of warm blobs: 32 and 128 concurrent keep-alive clients (one curl with
    --parallel), the targets interleaved round by round; the median of each, and the ratio to
-   the plain Distribution of the same rounds. CPU-seconds per GiB of the runner (the relay)
-   and of the registry behind it, from /proc.
+   the plain Distribution of the same rounds. CPU-seconds per GiB of the runner (the relay or
+   the endpoint; next to none under the kernel handover) and of the registry behind it, from /proc.
 2. Threads and memory per connection: the runner's thread count and RSS with 400 idle
    connections open, against none.
 3. Thousands of idle connections plus a pull: a blob fetched while 3,000 idle connections are
    open, and again after they have closed (a port that stopped accepting times out).
-4. The handover the kernel could do instead: the plain Distribution in a network namespace of
-   the bench's own, reached on its port and through an nftables redirect (iptables-nft, nat
-   OUTPUT REDIRECT) from another port, interleaved the same way.
+4. The kernel redirect alone: the plain Distribution in a network namespace of the bench's
+   own, reached on its port and through an nftables redirect (iptables-nft, nat OUTPUT
+   REDIRECT) from another port, interleaved the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -83,10 +86,12 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _start_mirrors(work: Path, label: str, src: Path | None,
-                   upstream: Registry) -> tuple[procs.Process, dict[str, int]]:
+def _start_mirrors(work: Path, label: str, src: Path | None, upstream: Registry,
+                   handover: str | None = None) -> tuple[procs.Process, dict[str, int]]:
     """`registry-cache serve` from agent tree `src` (this one when None) with two mirrors of `upstream`:
-    `first` (the one endpoint, where the tree has one) and `own` (a port of its own: the relay)."""
+    `first` (the one endpoint, where the tree has one) and `own` (a port of its own: the kernel
+    handover where the tree has one and runs as root, else the relay; `handover` =
+    REGISTRY_CACHE_HANDOVER, e.g. "relay")."""
     folder = work / label
     folder.mkdir()
     ports = {"first": procs.free_port(), "own": procs.free_port()}
@@ -96,6 +101,8 @@ def _start_mirrors(work: Path, label: str, src: Path | None,
         "listen: 127.0.0.1\nstorage: cache\nmirrors:\n" + "".join(
             f"  {name}: {{upstream: '{upstreams[name]}', port: {port}}}\n" for name, port in ports.items()))
     env = {**os.environ, "REGISTRY_CACHE_ROOT": str(folder / "root")}
+    if handover is not None:
+        env["REGISTRY_CACHE_HANDOVER"] = handover
     if src is not None:
         env["PYTHONPATH"] = str(src)
     probe = run([sys.executable, "-c", "import registry_cache; print(registry_cache.__file__)"],
@@ -117,6 +124,16 @@ def _registry_behind(runner: int, mirror: str) -> int:
         if f"/{mirror}/".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
             return pid
     raise LookupError(f"no registry child of {runner} serves mirror {mirror}")
+
+
+def _handovers(folder: Path, process: procs.Process) -> dict[str, str]:
+    """What holds each mirror's port, as `status --json` says (trees before it say nothing: the relay)."""
+    try:
+        out = run([*AGENT, "--root", str(folder / "root"), "status", "--json", "--no-rate-limit"],
+                  capture=True, env={**os.environ, "REGISTRY_CACHE_ROOT": str(folder / "root")}).stdout
+    except CommandError:
+        return {}
+    return {m["name"]: m["handover"] for m in json.loads(out) if m.get("handover")}
 
 
 def _round(target: Target, urls: list[str], clients: int, work: Path) -> None:
@@ -212,18 +229,25 @@ def main() -> None:
                                       layer_sizes=(args.blob_mib * MiB,) * 4)
         layers = [f"/v2/{image.repo}/blobs/{b.digest}" for b in image.layers]
         mirrors: list[Target] = []
-        trees = [("after", None)] + ([("before", args.before.resolve())] if args.before else [])
-        for label, src in trees:
-            process, ports = _start_mirrors(work, label, src, upstream)
+        # this tree twice: the kernel handover (as root), and the relay it falls back to
+        trees = [("after", None, None), ("after, relay", None, "relay")]
+        trees += [("before", args.before.resolve(), None)] if args.before else []
+        for label, src, handover in trees:
+            process, ports = _start_mirrors(work, label.replace(", ", "-"), src, upstream, handover)
             started.append(process)
             for name, port in ports.items():
                 images.pull(image.ref(f"127.0.0.1:{port}"), work / "pulls" / label / name, timeout=300)
+            handovers = _handovers(work / label.replace(", ", "-"), process)
             time.sleep(3)  # Distribution stores a proxied blob after serving it
             runner = process.popen.pid
-            for name, what in (("own", "a mirror's own port"), ("first", "the first mirror's port")):
+            for name, what in (("own", "own port"), ("first", "first mirror's port")):
+                if label == "after, relay" and name == "first":
+                    continue  # the same endpoint as measured in "after"
                 registry_pid = _registry_behind(runner, name)
-                mirrors.append(Target(f"{what} ({label})", ports[name], runner, registry_pid))
+                mirrors.append(Target(f"{what}: {handovers.get(name, 'relay')} ({label})", ports[name],
+                                      runner, registry_pid))
         storage = work / "after" / "cache" / "own"
+        print("  " + "\n  ".join(f"{t.label}: port {t.port}" for t in mirrors), flush=True)
         plain = start_registry(work / "plain", "plain", storage=storage, readonly=True)
         plain_pid = plain.process.popen.pid
         targets = [Target("plain Distribution", plain.port, plain_pid, plain_pid), *mirrors]

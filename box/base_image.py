@@ -47,6 +47,7 @@ BASE_PACKAGES: tuple[str, ...] = (
     "fdisk",
     # the cache itself and the agent's runtime (from Debian: no PyPI inside the box)
     "docker-registry",
+    "nftables",  # nft: the kernel hands each mirror's port to its registry on duty (a redirect)
     "python3",
     "python3-pip",
     "python3-yaml",

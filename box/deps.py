@@ -18,6 +18,8 @@ APT_PACKAGES: dict[str, tuple[str, ...]] = {
         "containerd",
         # a single-node Ceph (monitor, memstore OSD, S3 gateway): the shared-bucket tests (lab/ceph.py)
         "ceph-mon", "ceph-osd", "radosgw", "ceph-common",
+        # nft: the kernel handover of a mirror's port (an nftables redirect) and its tests
+        "nftables",
     ),
     # baking the box
     "build": (

@@ -2,7 +2,9 @@
 
 The runner (`registry-cache serve`) runs with the open file limits a systemd unit gives it,
 set with prlimit as systemd does; the pulls are real skopeo pulls of images in a real upstream.
-A mirror's own port is the byte relay (handover); the first mirror's is the one endpoint.
+A mirror's own port is the byte relay here (REGISTRY_CACHE_HANDOVER=relay: the kernel handover,
+which test_kernel_handover.py proves, would leave the runner no connection to hold); the first
+mirror's is the one endpoint.
 The idle timeout is proved on the relay itself, in front of a real registry.
 """
 
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from registry_cache.handover import Relay, free_port
+from registry_cache.handover import Relay, free_port, kernel
 
 from lab import images, procs
 from lab.agent import AGENT, Cache
@@ -41,7 +43,7 @@ def _start_serve(cache: Cache, upstream: Registry, soft: int, hard: int) -> None
     cache.process = procs.start(
         "registry-cache serve",
         ["prlimit", f"--nofile={soft}:{hard}", *AGENT, "serve", "--config", str(cache.config)],
-        cache.workdir / "serve.log", env=cache.env,
+        cache.workdir / "serve.log", env={**cache.env, kernel.HANDOVER_ENV: kernel.RELAY},
     )
     cache.wait_serving("hub")
     cache.wait_serving("own")

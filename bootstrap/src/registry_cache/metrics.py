@@ -67,6 +67,9 @@ GAUGES: tuple[tuple[str, str, Callable[[Any], Optional[float]]], ...] = (
      lambda s: s.gc_bytes_freed),
     ("registry_cache_mirror_last_gc_evicted_images", "Images the last gc of the mirror evicted.",
      lambda s: s.gc_images_evicted),
+    ("registry_cache_mirror_kernel_handover",
+     "1 while the kernel (an nftables redirect) holds the mirror's port, 0 for the relay or the endpoint.",
+     lambda s: None if s.handover is None else (1 if s.handover == "kernel" else 0)),
     ("registry_cache_mirror_disk_full", "1 while the disk under the mirror's cache is full, else 0.",
      lambda s: 1 if s.disk_problem else 0),
     # a cache in a bucket other nodes share (cluster.py); cache_bytes is then the whole bucket's

@@ -87,9 +87,13 @@ def _dies_with_us() -> list[str]:
 
     systemd ends a unit's whole control group, but `registry-cache serve` has no systemd
     behind it: without this a killed runner leaves its registries holding their ports.
-    setpriv (util-linux, in every Debian) sets the flag and execs the program, same pid.
+    setpriv (util-linux, in every Debian) sets the flag and execs the program, same pid. It also
+    clears the ambient (and inheritable) capabilities the runner's unit gives it: the registry
+    gets no CAP_NET_ADMIN (the kernel handover's) and no CAP_NET_BIND_SERVICE.
     """
-    return [SETPRIV, "--pdeathsig", "TERM", "--"] if os.path.exists(SETPRIV) else []
+    if not os.path.exists(SETPRIV):
+        return []
+    return [SETPRIV, "--pdeathsig", "TERM", "--ambient-caps", "-all", "--inh-caps", "-all", "--"]
 
 
 def stop(child: subprocess.Popen, *, grace: float = 10.0) -> Optional[int]:

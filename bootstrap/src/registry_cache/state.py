@@ -57,6 +57,7 @@ class MirrorState:
     pid: Optional[int] = None
     hold: Optional[str] = None
     disk_problem: Optional[str] = None
+    handover: Optional[str] = None  # what holds the mirror's port: kernel, relay or endpoint (handover/)
     counts: Counts = field(default_factory=Counts)
     front_before: dict[str, int] = field(default_factory=dict)  # totals of earlier runs, by state key
     front_now: dict[str, Any] = field(default_factory=dict)  # the running front's counters
@@ -111,6 +112,7 @@ class MirrorState:
             "pid": self.pid,
             "hold": self.hold,
             "disk_problem": self.disk_problem,
+            "handover": self.handover,
             **self.counts.as_dict(),
             **self.front_totals(),
         }
@@ -130,6 +132,7 @@ class MirrorState:
             pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
             hold=text(data, "hold"),
             disk_problem=text(data, "disk_problem"),
+            handover=text(data, "handover"),
             counts=Counts(**{k: int(number(data, k)) for k in Counts.__dataclass_fields__}),
             front_before={key: int(number(data, key)) for _, key in FRONT_TOTALS},
             front_now={"blobs_in_flight": int(number(data, "blobs_in_flight"))},

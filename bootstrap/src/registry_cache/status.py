@@ -20,6 +20,13 @@ DOCKER_HUB_TOKEN_URL = (
     "https://auth.docker.io/token?service=registry.docker.io&scope=repository:ratelimitpreview/test:pull"
 )
 DOCKER_HUB_PROBE_URL = "https://registry-1.docker.io/v2/ratelimitpreview/test/manifests/latest"
+# How `status` words what holds a mirror's port (MirrorStatus.handover)
+HANDOVERS = {
+    "kernel": "the kernel (an nftables redirect to the registry on duty)",
+    "relay": "the runner's relay (a userspace copy: the kernel handover was unavailable)",
+    "endpoint": "the one endpoint",
+}
+
 FRONT_KEYS = (
     "upstream_requests",
     "blob_transfers",
@@ -61,6 +68,9 @@ class MirrorStatus:
     warm_images: int = 0
     warm_failures: tuple[str, ...] = ()
     disk_problem: Optional[str] = None
+    # what holds the port: "kernel" (an nftables redirect to the registry on duty), "relay" (the
+    # runner copies the bytes), "endpoint" (the one endpoint, the first mirror's port)
+    handover: Optional[str] = None
     url: Optional[str] = None  # as reached from the box: https:// when the mirror serves TLS
     # the mirror's front (see the front package): what crossed the upstream link and how it was shared
     upstream_requests: int = 0
@@ -145,6 +155,7 @@ def mirror_status(mirror: MirrorRecord, *, rate_limit: bool = True) -> MirrorSta
         warm_images=last_warm.images if last_warm else 0,
         warm_failures=tuple(last_warm.failures) if last_warm else (),
         disk_problem=full,
+        handover=state.handover if healthy else None,
         url=mirror.url,
         **{key: front[key] for key in FRONT_KEYS},
     )
@@ -196,6 +207,8 @@ def format_table(statuses: list[MirrorStatus]) -> str:
                          f"transfer in flight; {s.blob_failures} failed; {s.blobs_in_flight} in flight now")
         if s.problem:
             lines.append(f"{s.name}: {s.problem}")
+        if s.handover:
+            lines.append(f"{s.name}: port {s.port} held by {HANDOVERS.get(s.handover, s.handover)}")
         lines += _shared_lines(s)
         lines += _gc_warm_disk_lines(s)
     return "\n".join(lines)

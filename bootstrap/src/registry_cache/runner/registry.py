@@ -34,11 +34,15 @@ class Registry:
 
 
 def start(record: MirrorRecord, mode: str, counter: counters.HitCounter,
-          read_log: Callable[[Any, counters.HitCounter], None], front_url: Optional[str] = None) -> Registry:
-    """Start a registry in `mode` on private loopback ports (the relays hold the public ones).
+          read_log: Callable[[Any, counters.HitCounter], None], front_url: Optional[str] = None,
+          *, host: str = "127.0.0.1", drain: float = 30.0) -> Registry:
+    """Start a registry in `mode` on private ports (the relays, or the kernel, hold the public ones).
 
     `read_log(child, counter)` runs in a thread over the registry's output; `front_url` is the
-    upstream a proxy registry pulls through (the mirror's front).
+    upstream a proxy registry pulls through (the mirror's front). `host` is where its private
+    port listens ("" for every address: the kernel handover's redirect from outside arrives at
+    the incoming interface's address). On SIGTERM it closes its idle connections at once and
+    lets those serving a pull finish for up to `drain` s (Distribution's http.draintimeout).
     """
     if record.directory is None:
         raise ValueError(f"mirror {record.name}: its record was not read from disk")
@@ -46,7 +50,7 @@ def start(record: MirrorRecord, mode: str, counter: counters.HitCounter,
     # The private ports reach Distribution through its environment, which overrides the
     # rendered file: no copy of that file (it may hold the upstream password) is written.
     port = free_port()
-    env = {"REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}"}
+    env = {"REGISTRY_HTTP_ADDR": f"{host}:{port}", "REGISTRY_HTTP_DRAINTIMEOUT": f"{drain:.0f}s"}
     debug_port = None
     if record.debug_port:
         debug_port = free_port()
@@ -97,8 +101,8 @@ def wait_for_stores(record: MirrorRecord, registry: Registry, lock: threading.Lo
                     record.name, len(pending))
 
 
-def stop(registry: Registry) -> Optional[int]:
-    """Stop the registry process and its log reader; return its exit code."""
-    exit_code = proc.stop(registry.child)
+def stop(registry: Registry, grace: float = 10.0) -> Optional[int]:
+    """Stop the registry process (SIGKILL after `grace` s) and its log reader; return its exit code."""
+    exit_code = proc.stop(registry.child, grace=grace)
     registry.reader.join(timeout=5)
     return exit_code

@@ -9,7 +9,7 @@ import time
 from typing import Any, Optional, TextIO
 
 from registry_cache import cachelayout, cluster, counters, hold, paths, shared
-from registry_cache.handover import Relay, raise_fd_limit
+from registry_cache.handover import Relay, kernel, raise_fd_limit
 from registry_cache.record import MirrorRecord
 from registry_cache.runner import modes, registry
 from registry_cache.runner.diskwatch import DiskWatch
@@ -47,6 +47,7 @@ class MirrorRunner:
         self.log_reader = LogReader(self.keeper, self.usage, self.disk, out)
         self.relays: list[Relay] = []
         self._counter: Optional[counters.HitCounter] = None  # the hit counter of the registry on duty
+        self.kernel: Optional[kernel.KernelHandover] = None  # the kernel holds the public port
         self._waiting_logged = False
         # a mirror in a bucket other nodes share also obeys the cluster's gc hold (cluster.py)
         self.bucket = shared.read(mirror_dir)
@@ -66,10 +67,10 @@ class MirrorRunner:
         """Serve until stopped: wait for storage, pick the mode, run the registry, switch or restart it."""
         raise_fd_limit()  # each relayed connection holds two file descriptors
         try:
+            self._choose_handover()
             self._run()
         finally:
-            for relay in self.relays:
-                relay.close()
+            self._close_ports()
             self.front.stop()  # after the registry: it may still be storing what the front fetched
         self.usage.save(force=True)
         self.keeper.set(mode=STOPPED, pid=None, hold=None)
@@ -87,7 +88,8 @@ class MirrorRunner:
             mode = self._choose_mode()
             started = time.monotonic()
             successor = registry.start(self.record, mode, self._new_counter(), self.log_reader.read,
-                                       self.front.url if mode == PROXY else None)
+                                       self.front.url if mode == PROXY else None,
+                                       host=self._private_host(), drain=DRAIN_TIMEOUT)
             if registry.wait_ready(self.record, successor, self.stop_event):
                 self._go_live(successor)
                 if current is not None:
@@ -118,10 +120,49 @@ class MirrorRunner:
             log.warning("mirror %s: registry exited with code %s; restarting in %.0f s",
                         self.name, exit_code, backoff)
             self.stop_event.wait(backoff)
-        for relay in self.relays:
-            relay.close()  # no new pulls; those open finish before the registry stops
+        self._close_ports()  # no new pulls; those open finish before the registry stops
         if current is not None:
             self._retire(current)
+
+    def _choose_handover(self) -> None:
+        """Let the kernel hold the mirror's public port where it can (nftables), else the relay.
+
+        The first mirror's port is the one endpoint's (an HTTP router): not handed to the kernel.
+        Creating the port's table is the test (nft installed, CAP_NET_ADMIN, nat in the kernel),
+        and it replaces a stale table a killed runner left for this port.
+        """
+        if self.record.is_endpoint:
+            self.keeper.set(handover="endpoint")
+            return
+        if kernel.wanted():
+            held = kernel.KernelHandover(self.record.listen, self.record.port)
+            try:
+                held.claim()
+                self.kernel = held
+            except kernel.KernelHandoverError as exc:
+                log.warning("mirror %s: the relay holds port %s (a userspace copy of every byte); "
+                            "the kernel handover is unavailable: %s", self.name, self.record.port, exc)
+        else:
+            log.info("mirror %s: the relay holds port %s (%s=%s)", self.name, self.record.port,
+                     kernel.HANDOVER_ENV, kernel.RELAY)
+        if self.kernel is not None:
+            log.info("mirror %s: the kernel holds port %s (nftables table inet %s redirects it "
+                     "to the registry on duty)", self.name, self.record.port,
+                     kernel.table_name(self.record.port))
+        self.keeper.set(handover=kernel.KERNEL if self.kernel is not None else kernel.RELAY)
+
+    def _private_host(self) -> str:
+        """Where a registry's private port listens: loopback, or every address under the kernel handover."""
+        if self.kernel is None or self.record.listen == "127.0.0.1":
+            return "127.0.0.1"
+        return ""  # the input rule of the port's table keeps it from outside clients
+
+    def _close_ports(self) -> None:
+        """Stop taking new connections on the mirror's ports (those open run on)."""
+        if self.kernel is not None:
+            self.kernel.close()  # it still says how to retire the registries it sent clients to
+        for relay in self.relays:
+            relay.close()
 
     def _storage_ready(self) -> bool:
         if self.record.storage_ready:
@@ -189,7 +230,15 @@ class MirrorRunner:
             if successor.debug_port is not None and self.record.debug_port:
                 self.relays.append(Relay(self.record.debug_listen, self.record.debug_port))
         self._counter = successor.counter
-        self.relays[0].point_to(successor.port)
+        self.relays[0].point_to(successor.port)  # under the kernel handover: the safety net
+        if self.kernel is not None:
+            try:
+                self.kernel.point_to(successor.port)
+            except kernel.KernelHandoverError as exc:
+                log.warning("mirror %s: the relay takes over port %s: %s", self.name, self.record.port, exc)
+                self.kernel.close()
+                self.kernel = None
+                self.keeper.set(handover=kernel.RELAY)
         if successor.debug_port is not None and len(self.relays) > 1:
             self.relays[1].point_to(successor.debug_port)
         log.info("mirror %s: serving on port %s in %s mode (upstream %s)",
@@ -222,13 +271,27 @@ class MirrorRunner:
 
     def _retire(self, retiring: Registry) -> Optional[int]:
         """Stop a registry once its stores and the pulls it serves have finished."""
+        grace = 10.0
         if retiring.child.poll() is None:
             registry.wait_for_stores(self.record, retiring, self.keeper.lock, self._is_stored)
             drain = STOP_DRAIN_TIMEOUT if self.stop_event.is_set() else DRAIN_TIMEOUT
             if self.relays and not self.relays[0].wait_idle(retiring.port, drain):
                 log.warning("mirror %s: stopping the %s registry with pulls still open",
                             self.name, retiring.mode)
-        exit_code = registry.stop(retiring)
+            if self.kernel is not None:
+                # the kernel sent its clients straight to it: it drains them itself on SIGTERM,
+                # closing idle keep-alives at once and finishing the pulls under way
+                open_now = kernel.established(retiring.port)
+                if open_now:
+                    log.info("mirror %s: the retired %s registry finishes its %d open connection(s) "
+                             "(at most %.0f s)", self.name, retiring.mode, open_now, drain)
+                grace = drain
+        began = time.monotonic()
+        exit_code = registry.stop(retiring, grace=grace)
+        if self.kernel is not None:
+            self.kernel.forget(retiring.port)
+            log.info("mirror %s: the retired %s registry stopped after %.1f s of draining",
+                     self.name, retiring.mode, time.monotonic() - began)
         self.front.read()
         self.keeper.write(force=True)
         return exit_code
