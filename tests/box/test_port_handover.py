@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from box.wait import wait_until
 from lab import images
 from lab.boot import LIBVIRT_HOST_SIDE
 from lab.machines import MIRROR_UNIT, config_yaml
@@ -82,4 +83,8 @@ def test_a_mirrors_own_port_is_a_kernel_redirect_and_its_registry_has_no_cap_net
             machine.outputs.append(libvirt_vm.vagrant("provision").output)
             machine.config = yaml.safe_load(before)
     if added:  # the mirror is gone: so is its table
-        assert machine.host.run(f"nft list table inet registry_cache_{SECOND_PORT}").rc != 0
+        wait_until(lambda: machine.host.run(f"nft list table inet registry_cache_{SECOND_PORT}").rc != 0,
+                   "the stopped mirror's nft table is still there", timeout=30, error=AssertionError,
+                   detail=lambda: machine.host.run(
+                       f"journalctl -b -o cat -u {MIRROR_UNIT.format('second')} | tail -60"
+                   ).stdout)

@@ -139,7 +139,7 @@ class MirrorRunner:
             try:
                 held.claim()
                 self.kernel = held
-            except kernel.KernelHandoverError as exc:
+            except (kernel.KernelHandoverError, ValueError) as exc:  # ValueError: listen is no address
                 log.warning("mirror %s: the relay holds port %s (a userspace copy of every byte); "
                             "the kernel handover is unavailable: %s", self.name, self.record.port, exc)
         else:
