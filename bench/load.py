@@ -51,6 +51,7 @@ MiB = images.MiB
 GiB = 1024 * MiB
 UNIT_LIMITS = (1024, 524288)  # systemd's DefaultLimitNOFILE on Debian 12
 CLIENT_TIMEOUT = 120.0
+_BEFORE = {"own": "relay", "first": "endpoint"}  # what holds each port in a tree whose status says nothing
 
 
 @dataclass
@@ -244,7 +245,7 @@ def main() -> None:
                 if label == "after, relay" and name == "first":
                     continue  # the same endpoint as measured in "after"
                 registry_pid = _registry_behind(runner, name)
-                mirrors.append(Target(f"{what}: {handovers.get(name, 'relay')} ({label})", ports[name],
+                mirrors.append(Target(f"{what}: {handovers.get(name, _BEFORE[name])} ({label})", ports[name],
                                       runner, registry_pid))
         storage = work / "after" / "cache" / "own"
         print("  " + "\n  ".join(f"{t.label}: port {t.port}" for t in mirrors), flush=True)
