@@ -16,8 +16,10 @@ limit when lower), set with prlimit as systemd does.
 
 1. Throughput of warm blobs: 32 and 128 concurrent keep-alive clients (one curl with
    --parallel), the targets interleaved round by round; the median of each, and the ratio to
-   the plain Distribution of the same rounds. CPU-seconds per GiB of the runner (the relay or
-   the endpoint; next to none under the kernel handover) and of the registry behind it, from /proc.
+   the plain Distribution of the same rounds (and, under the kernel handover, the mirror's
+   registry on its private port: the registry's own cost, apart from the port's). CPU-seconds
+   per GiB of the runner (the relay or the endpoint; next to none under the kernel handover)
+   and of the registry behind it, from /proc.
 2. Threads and memory per connection: the runner's thread count and RSS with 400 idle
    connections open, against none.
 3. Thousands of idle connections plus a pull: a blob fetched while 3,000 idle connections are
@@ -137,6 +139,12 @@ def _handovers(folder: Path, process: procs.Process) -> dict[str, str]:
     return {m["name"]: m["handover"] for m in json.loads(out) if m.get("handover")}
 
 
+def _redirected_to(port: int) -> int:
+    """The private port of the registry on duty that the kernel handover of `port` redirects to."""
+    table = run(["nft", "list", "table", "inet", f"registry_cache_{port}"], capture=True).stdout
+    return int(table.split("redirect to :", 1)[1].split()[0])
+
+
 def _round(target: Target, urls: list[str], clients: int, work: Path) -> None:
     cpu0, reg0 = _cpu_seconds(target.pid), _cpu_seconds(target.registry_pid)
     began = time.monotonic()
@@ -230,6 +238,7 @@ def main() -> None:
                                       layer_sizes=(args.blob_mib * MiB,) * 4)
         layers = [f"/v2/{image.repo}/blobs/{b.digest}" for b in image.layers]
         mirrors: list[Target] = []
+        direct: list[Target] = []
         # this tree twice: the kernel handover (as root), and the relay it falls back to
         trees = [("after", None, None), ("after, relay", None, "relay")]
         trees += [("before", args.before.resolve(), None)] if args.before else []
@@ -247,11 +256,14 @@ def main() -> None:
                 registry_pid = _registry_behind(runner, name)
                 mirrors.append(Target(f"{what}: {handovers.get(name, _BEFORE[name])} ({label})", ports[name],
                                       runner, registry_pid))
+                if handovers.get(name) == "kernel":  # what the port costs, apart from the registry behind it
+                    direct.append(Target(f"its registry's private port ({label})",
+                                         _redirected_to(ports[name]), registry_pid, registry_pid))
         storage = work / "after" / "cache" / "own"
         print("  " + "\n  ".join(f"{t.label}: port {t.port}" for t in mirrors), flush=True)
         plain = start_registry(work / "plain", "plain", storage=storage, readonly=True)
         plain_pid = plain.process.popen.pid
-        targets = [Target("plain Distribution", plain.port, plain_pid, plain_pid), *mirrors]
+        targets = [Target("plain Distribution", plain.port, plain_pid, plain_pid), *mirrors, *direct]
         print(f"warm blobs: {len(layers)} x {image.layers[0].size / MiB:.1f} MiB; "
               f"{os.cpu_count()} CPUs; {args.reps} interleaved rounds per client count", flush=True)
         per_client = args.mib_per_client // args.blob_mib  # blobs each client fetches per round
