@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 
 from aiohttp import web
 from registry_cache.cachelayout import blob_path
+from registry_cache.front import spool as spool_module
 from registry_cache.front import window
 from registry_cache.front.answers import CHUNK
 from registry_cache.front.spool import NoRoom, SpoolDisk, punch_hole
@@ -161,3 +163,27 @@ def test_a_full_disk_once_the_spool_start_is_released_still_gives_every_reader_t
         assert front.board.all() == [] or front.board.all()[0].released > 0
 
     run_front(scenario, tmp_path, _big, storage=str(tmp_path / "storage"))
+
+
+def test_on_a_file_system_that_cannot_punch_holes_spools_are_kept_whole_and_blobs_still_arrive(
+    tmp_path, monkeypatch
+):
+    def unsupported(path, offset, length):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported", path)
+
+    monkeypatch.setattr(spool_module, "punch_hole", unsupported)
+
+    async def scenario(url, upstream, front, client):
+        assert await _read_twice(client, url) == [BIG, BIG]
+        assert not front.disk.releases
+        other = f"/v2/team/app/blobs/sha256:{hashlib.sha256(BIG[:-1]).hexdigest()}"
+        async with client.get(url + other) as response:  # the next transfer does not try again
+            await response.read()
+        assert [t.windowed for t in front.board.all() if t.digest != BIG_DIGEST] == [False]
+
+    async def either(request):
+        if request.path.endswith(BIG_DIGEST):
+            return await _big(request)
+        return web.Response(body=BIG[:-1])
+
+    run_front(scenario, tmp_path, either, storage=str(tmp_path / "storage"))

@@ -130,9 +130,11 @@ class Readers:
         try:
             await self.disk.release(transfer.spool_path, start, end)
         except OSError as exc:
-            # the spool's file system cannot punch holes: it stays whole, as much as the blob
+            # the spool's file system cannot punch holes: spools stay whole, as much as their blob
             transfer.windowed = False
-            log.warning("front: blob %s: the spool keeps the whole blob: %s", transfer.digest, describe(exc))
+            if self.disk.releases:
+                self.disk.releases = False
+                log.warning("front: spools under %s are kept whole: %s", self.disk.spool_dir, describe(exc))
 
     async def late(
         self, request: web.Request, transfer: BlobTransfer, blob: BlobRef

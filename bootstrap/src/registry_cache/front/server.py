@@ -159,7 +159,7 @@ class Front:
         return answer.status == 200
 
     def _start_transfer(self, request: web.Request, blob: BlobRef) -> BlobTransfer:
-        transfer = self.board.start(blob.digest, blob.name, windowed=self.windowed)
+        transfer = self.board.start(blob.digest, blob.name, windowed=self.windowed and self.disk.releases)
         headers = forward_request_headers(request.headers, blob=True)
         self.counters.blob_transfers += 1
         # its own task: the transfer goes on when the requester that started it goes away

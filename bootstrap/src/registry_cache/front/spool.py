@@ -51,6 +51,9 @@ class SpoolDisk:
 
     def __init__(self, spool_dir: str, threads: int = DISK_THREADS) -> None:
         self.spool_dir = spool_dir
+        # whether its file system punches holes: a synced folder (9p, vboxsf) may not, and then
+        # every spool is kept whole
+        self.releases = True
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="front-disk")
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
