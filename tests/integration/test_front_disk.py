@@ -174,12 +174,13 @@ def test_a_pull_that_comes_once_a_spool_is_partly_released_gets_the_stored_blob_
     registry_factory, upstream, front_factory, tmp_path
 ):
     image = images.push_oci_image(
-        tmp_path / "layouts", upstream.host, repo="test/late", layer_sizes=(16 * MiB, 256 * KiB)
+        tmp_path / "layouts", upstream.host, repo="test/late", layer_sizes=(64 * MiB, 256 * KiB)
     )
     layer = image.layers[0].digest
     storage = tmp_path / "mirror-storage"
     storage.mkdir()
-    # the upstream sends half the layer, then waits: the second pull comes meanwhile
+    # the upstream sends half the layer, then waits: the second pull comes meanwhile, once the
+    # first half is released (the start of a spool is kept for half the layer at most)
     with FaultyRelay(upstream.url, Faults(pause=4.0, only=layer)) as relay:
         front = front_factory(relay.url, spool_dir=paths.front_spool(str(storage)), storage=str(storage))
         mirror = registry_factory("mirror", proxy={"remoteurl": front.url}, storage=storage)
@@ -188,7 +189,7 @@ def test_a_pull_that_comes_once_a_spool_is_partly_released_gets_the_stored_blob_
             target=lambda: first.append(pull_image(image, mirror.host, tmp_path / "first")), daemon=True
         )
         puller.start()
-        wait_until(lambda: front.counters()["upstream_bytes"] >= 4 * MiB, "half the layer in", timeout=30)
+        wait_until(lambda: front.counters()["upstream_bytes"] >= 32 * MiB, "half the layer in", timeout=30)
         time.sleep(0.5)
         second = pull_image(image, mirror.host, tmp_path / "second")
         puller.join(timeout=60)

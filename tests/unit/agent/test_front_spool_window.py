@@ -139,6 +139,8 @@ def test_late_readers_whose_blob_is_never_stored_share_one_new_transfer(tmp_path
         assert upstream.gets(BIG_BLOB) == 2
         assert front.counters.blob_transfers == 2
         assert front.counters.blob_late_upstream >= 1
+        # kept whole: if the late one was Distribution's store, every later reader joins it
+        assert [t.windowed for t in front.board.all()] == [False]
 
     run_front(scenario, tmp_path, _big, storage=str(tmp_path / "storage"), keep_seconds=60)
 

@@ -23,7 +23,7 @@ from registry_cache.front.client import UpstreamClient
 from registry_cache.front.protocol import BlobRef, describe, forward_request_headers
 from registry_cache.front.spool import SpoolDisk
 from registry_cache.front.transfer import HOLDBACK, KEEP_SECONDS, BlobTransfer, TransferFailed
-from registry_cache.front.window import keeps_waiting_for_store, release_point
+from registry_cache.front.window import keeps_start, keeps_waiting_for_store, release_point
 from registry_cache.sizes import format_size
 
 log = logging.getLogger(__name__)
@@ -115,13 +115,15 @@ class Readers:
         if not transfer.windowed:
             return
         start = transfer.released
-        end = release_point(
-            transfer.reader_offsets(),
-            transfer.written,
-            start,
+        now = time.monotonic()
+        keep = keeps_start(
             joined=transfer.readers,
-            age=time.monotonic() - transfer.started_at,
+            age=now - transfer.started_at,
+            since_join=now - transfer.last_join_at,
+            written=transfer.written,
+            size=transfer.size,
         )
+        end = release_point(transfer.reader_offsets(), transfer.written, start, keep_start=keep)
         if end <= start:
             return
         transfer.released = end  # first: a reader arriving from now on is late

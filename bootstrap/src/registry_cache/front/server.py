@@ -141,7 +141,8 @@ class Front:
         self.board.drop(transfer)
         fresh = self.board.join(blob.digest)
         if fresh is None:
-            fresh = self._start_transfer(request, blob)
+            # kept whole: the late one may be Distribution's own store, which every other waits for
+            fresh = self._start_transfer(request, blob, windowed=False)
         elif blob.name not in fresh.authorized:
             return await pass_through(self.client, request)
         await fresh.wait_started()
@@ -158,8 +159,9 @@ class Front:
         answer.release()
         return answer.status == 200
 
-    def _start_transfer(self, request: web.Request, blob: BlobRef) -> BlobTransfer:
-        transfer = self.board.start(blob.digest, blob.name, windowed=self.windowed and self.disk.releases)
+    def _start_transfer(self, request: web.Request, blob: BlobRef, windowed: bool = True) -> BlobTransfer:
+        windowed = windowed and self.windowed and self.disk.releases
+        transfer = self.board.start(blob.digest, blob.name, windowed=windowed)
         headers = forward_request_headers(request.headers, blob=True)
         self.counters.blob_transfers += 1
         # its own task: the transfer goes on when the requester that started it goes away

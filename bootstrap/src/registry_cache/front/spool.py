@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional, TypeVar
 
 from registry_cache.front.transfer import delete_spool
-from registry_cache.front.window import FILL_AHEAD, RELEASE_STEP
+from registry_cache.front.window import most_on_disk
 
 T = TypeVar("T")
 
@@ -42,8 +42,8 @@ def fits(free: int, size: int, reserve: int = SPOOL_RESERVE, *, windowed: bool =
 
     A spool with its window (see `window`) takes a few MiB beside the stored copy, not the blob.
     """
-    spool = FILL_AHEAD + RELEASE_STEP if windowed else size
-    return free >= size + spool + reserve
+    need = most_on_disk(size) if windowed else 2 * size
+    return free >= need + reserve
 
 
 class SpoolDisk:

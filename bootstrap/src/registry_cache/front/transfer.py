@@ -65,6 +65,7 @@ class BlobTransfer:
         self.slowest_moved_at = time.monotonic()
         self.ran_ahead = False  # the fill once went on without a reader that had stopped
         self.last_left_at = time.monotonic()
+        self.last_join_at = time.monotonic()
         self._headers_ready = asyncio.Event()
         self._progress = asyncio.Event()
         self._consumed = asyncio.Event()
@@ -83,6 +84,7 @@ class BlobTransfer:
         self._next_reader += 1
         self._reading[self._next_reader] = 0
         self.readers += 1
+        self.last_join_at = time.monotonic()
         return self._next_reader
 
     def advance(self, reader: int, offset: int) -> None:

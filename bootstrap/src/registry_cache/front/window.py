@@ -8,21 +8,29 @@ they are released (a hole punched) in `RELEASE_STEP` steps, and the fill runs at
 `RELEASE_STEP + FILL_AHEAD` (plus a chunk) of spool besides Distribution's copy.
 
 A reader that arrives once the start of the spool is released cannot join it: it is "late"
-(served from the blob Distribution stores, see `readers`). Distribution asks for every blob it
-misses twice at once (its store and its client's stream), so nothing is released before a second
-reader has joined, or `JOIN_GRACE` has passed. A reader that stops moving does not hold the
-fill back for more than `READER_PATIENCE`: the spool then grows (as much as the blob at most).
+(served from the blob Distribution stores, see `readers`), and a late Distribution store would
+wait for itself. So the start is kept while the readers that start together may still be coming:
+Distribution asks for every blob it misses twice (its store, which first creates its upload, and
+its client's stream), and clients pulling one image together ask within a fraction of a second.
+Nothing is released before a second reader has joined (or `JOIN_GRACE` has passed) and until no
+new reader has joined for `JOIN_QUIET`, as long as the spool holds no more than half the blob
+(`HOLD_MIN` at least): until then the spool and Distribution's upload together take no more
+than the blob will once stored. A reader that stops moving does not hold the fill back for more
+than `READER_PATIENCE`: the spool then grows (as much as the blob at most).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
+from typing import Optional
 
 MiB = 1024 * 1024
 RELEASE_STEP = 1 * MiB  # released in aligned steps of this size (a multiple of any file system's block)
 FILL_AHEAD = 1 * MiB  # the fill waits when it is this far ahead of its slowest reader
 JOIN_READERS = 2  # Distribution's two GETs of a blob it misses: its store and its client's stream
 JOIN_GRACE = 5.0  # seconds: with fewer readers than that, nothing is released before this age
+JOIN_QUIET = 0.5  # seconds without a new reader before the start of a spool is released
+HOLD_MIN = 16 * MiB  # the start of a spool may be kept this long at least (a small blob whole)
 READER_PATIENCE = 2.0  # seconds the fill waits for a slowest reader that does not move before it goes on
 STORE_PATIENCE = 3.0  # seconds a late reader waits for the stored blob once no reader is left reading
 
@@ -32,22 +40,43 @@ def lowest_needed(reader_offsets: Collection[int], written: int) -> int:
     return min(reader_offsets, default=written)
 
 
+def keeps_start(*, joined: int, age: float, since_join: float, written: int, size: Optional[int]) -> bool:
+    """Whether the start of a spool is kept for readers that start together and may still come.
+
+    `age` is how long the transfer runs, `since_join` how long ago its last reader joined, in
+    seconds; `size` the blob's (None when the upstream did not say).
+    """
+    if written >= max(HOLD_MIN, (size or 0) // 2):
+        return False
+    return since_join < JOIN_QUIET or (joined < JOIN_READERS and age < JOIN_GRACE)
+
+
+def most_on_disk(size: int) -> int:
+    """The most a blob of `size` bytes takes on disk while it is spooled and stored: spool + upload.
+
+    A blob up to `HOLD_MIN` may be kept whole beside Distribution's copy; a larger one takes at
+    most `2 * HOLD_MIN` while its start is kept, then its size and the window.
+    """
+    if size <= HOLD_MIN:
+        return 2 * size
+    return max(2 * HOLD_MIN, size + FILL_AHEAD + RELEASE_STEP)
+
+
 def release_point(
     reader_offsets: Collection[int],
     written: int,
     released: int,
     *,
-    joined: int,
-    age: float,
+    keep_start: bool = False,
     step: int = RELEASE_STEP,
 ) -> int:
     """Up to which offset the spool may be released now (never less than `released`).
 
-    Below the slowest reader, aligned down to `step`; nothing while the readers that start
-    together may still be joining (fewer than `JOIN_READERS` so far, younger than `JOIN_GRACE`).
+    Below the slowest reader, aligned down to `step`; nothing while its start is kept
+    (`keeps_start`).
     """
-    if joined < JOIN_READERS and age < JOIN_GRACE:
-        return released
+    if keep_start and released == 0:
+        return 0
     low = lowest_needed(reader_offsets, written)
     return max(released, low - low % step)
 
