@@ -63,3 +63,38 @@ def test_the_relay_is_kept_when_the_environment_asks_for_it(monkeypatch: pytest.
     assert kernel.wanted()
     monkeypatch.setenv(kernel.HANDOVER_ENV, "relay")
     assert not kernel.wanted()
+
+
+def _held(monkeypatch: pytest.MonkeyPatch) -> tuple[kernel.KernelHandover, list[str]]:
+    """A port held by the kernel whose nft scripts are recorded instead of run."""
+    scripts: list[str] = []
+    monkeypatch.setattr(kernel, "apply", scripts.append)
+    return kernel.KernelHandover("0.0.0.0", 5001), scripts
+
+
+def test_a_retired_registrys_port_stays_guarded_until_it_has_stopped(monkeypatch: pytest.MonkeyPatch):
+    held, scripts = _held(monkeypatch)
+    held.claim()
+    held.point_to(40001)
+    held.point_to(40002)  # the switch: the retired registry still finishes its pulls on 40001
+    assert _rules(scripts[-1], "input")[0] == "tcp dport { 40001, 40002 } iif lo accept"
+    held.forget(40001)
+    assert "redirect to :40002" in scripts[-1]
+    assert _rules(scripts[-1], "input")[0] == "tcp dport { 40002 } iif lo accept"
+
+
+def test_a_registry_that_died_on_duty_leaves_the_guard_with_its_successor(monkeypatch: pytest.MonkeyPatch):
+    held, scripts = _held(monkeypatch)
+    held.point_to(40001)
+    held.forget(40001)  # it exited by itself: nothing to switch to yet
+    held.point_to(40002)
+    assert _rules(scripts[-1], "input")[0] == "tcp dport { 40002 } iif lo accept"
+
+
+def test_closing_deletes_the_table_once(monkeypatch: pytest.MonkeyPatch):
+    held, scripts = _held(monkeypatch)
+    held.point_to(40001)
+    held.close()
+    held.close()
+    held.forget(40001)
+    assert scripts[1:] == [kernel.plan_removal(5001)]

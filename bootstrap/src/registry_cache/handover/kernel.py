@@ -162,8 +162,8 @@ class KernelHandover:
 
     def forget(self, port: int) -> None:
         """A registry has stopped: its private port leaves the guarded set."""
-        self.live.discard(port)
-        if self.on_duty is not None and port != self.on_duty and self.live:
+        self.live.discard(port)  # a registry that died on duty too: its successor's port replaces it
+        if self.on_duty is not None and port != self.on_duty:
             try:
                 apply(plan(self.public_port, self.listen, self.on_duty, self.live))
             except KernelHandoverError as exc:
