@@ -12,7 +12,7 @@ whose upstream is that registry. Each round starts from an empty cache: one cold
 image, through `other`'s own port or through the endpoint (`HOST:FIRST_PORT/UPSTREAM/NAME`),
 alternating by round; then `--warm` warm pulls each way, alternating, so that both ways in meet
 the same load from the rest of the machine, each followed by one blob GET with curl (loopback
-throughput, no client-side work). Upstream bytes come from the upstream's own access log.
+throughput, no client-side work; a redirect followed). Upstream bytes come from the upstream's own access log.
 
 `--memory N` measures instead what N mirrors cost in memory as the box runs them: one
 `registry-cache run-mirror NAME` process per mirror (its systemd unit's command, holding the
@@ -109,8 +109,8 @@ def run_as_the_box_does(cache: Cache, workdir: Path) -> list:
 def _curl_rate(url: str, trust: Optional[Path] = None) -> float:
     """MiB/s of one blob GET with curl into /dev/null (with TLS: trusting `trust`/ca.crt)."""
     ca = ["--cacert", str(trust / "ca.crt")] if trust else []
-    out = subprocess.run(["curl", "-sf", *ca, "-o", "/dev/null", "-w", "%{size_download} %{time_total}", url],
-                         capture_output=True, text=True, check=True).stdout.split()
+    argv = ["curl", "-sfL", *ca, "-o", "/dev/null", "-w", "%{size_download} %{time_total}", url]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
     return int(out[0]) / float(out[1]) / MiB
 
 
