@@ -7,7 +7,8 @@ registry on duty: 128 clients fetching warm blobs got 0.57x what a plain Distrib
 `tls: auto`: the endpoint decrypted and encrypted every byte a second time). A blob's bytes
 are the bulk of a pull, so the endpoint sends them itself with sendfile(2) (with TLS, which it
 terminates anyway, it encrypts them once); manifests, tags and everything else still go to
-Distribution.
+Distribution. Measured after: 1.26x / 1.20x a plain Distribution at 32 / 128 clients (the same
+run: 0.67x / 0.63x before), with a third of Distribution's CPU per GiB.
 
 Only where the answer is the one Distribution would give, else the request is forwarded as
 before (`take`):
