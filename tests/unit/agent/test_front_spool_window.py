@@ -7,6 +7,7 @@ import errno
 import hashlib
 import os
 
+import aiohttp
 from aiohttp import web
 from registry_cache.cachelayout import blob_path
 from registry_cache.front import spool as spool_module
@@ -189,3 +190,50 @@ def test_on_a_file_system_that_cannot_punch_holes_spools_are_kept_whole_and_blob
         return web.Response(body=BIG[:-1])
 
     run_front(scenario, tmp_path, either, storage=str(tmp_path / "storage"))
+
+
+def test_a_windowed_transfer_whose_connection_drops_is_resumed_with_range_and_every_reader_gets_it_whole(
+    tmp_path,
+):
+    calls: list[str] = []
+
+    async def drop_after_20_mib(request):
+        calls.append(request.headers.get("Range", ""))
+        if request.headers.get("Range") or len(calls) > 1:
+            return await _big(request)
+        response = web.StreamResponse()
+        response.content_length = len(BIG)
+        await response.prepare(request)
+        await response.write(BIG[: 20 * MiB])  # past the kept start: part of the spool is released
+        request.transport.close()
+        return response
+
+    async def scenario(url, upstream, front, client):
+        assert await _read_twice(client, url) == [BIG, BIG]
+        assert front.counters.blob_resumes == 1 and front.counters.blob_failures == 0
+        assert calls[0] == "" and calls[1].startswith("bytes=")
+        (transfer,) = front.board.all()
+        assert transfer.released > 0
+
+    run_front(scenario, tmp_path, drop_after_20_mib, storage=str(tmp_path / "storage"), keep_seconds=60)
+
+
+def test_a_windowed_transfer_whose_upstream_stalls_cuts_its_readers_after_the_stall_timeout(tmp_path):
+    async def stall_after_20_mib(request):
+        response = web.StreamResponse()
+        response.content_length = len(BIG)
+        await response.prepare(request)
+        await response.write(BIG[: 20 * MiB])
+        await asyncio.sleep(30)
+        return response
+
+    async def scenario(url, upstream, front, client):
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(
+            _read(client, url + BIG_BLOB), _read(client, url + BIG_BLOB), return_exceptions=True
+        )
+        assert all(isinstance(r, aiohttp.ClientPayloadError) for r in results), results
+        assert asyncio.get_running_loop().time() - started < 5
+        assert front.counters.blob_failures == 1
+
+    run_front(scenario, tmp_path, stall_after_20_mib, storage=str(tmp_path / "storage"), stall_timeout=0.5)
