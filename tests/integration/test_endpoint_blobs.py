@@ -145,7 +145,8 @@ def tls_cache(lab: Lab, request: pytest.FixtureRequest) -> Iterator[TlsCache]:
     c.stop()
 
 
-def test_with_tls_a_warm_blob_is_sent_from_the_cache_through_the_endpoints_tls(lab: Lab, tls_cache: TlsCache):
+def test_with_tls_warm_blobs_come_from_the_cache_and_other_mirrors_blobs_by_https_redirect(
+        lab: Lab, tls_cache: TlsCache):
     image = lab.hub_images.oci
     certs = tls_cache.client_files(lab.workdir / "client")
     endpoint = tls_cache.host("hub")
@@ -161,6 +162,15 @@ def test_with_tls_a_warm_blob_is_sent_from_the_cache_through_the_endpoints_tls(l
         image.digest
     time.sleep(1.5)
     assert _registry_saw(tls_cache, path, mark) == []
+    other = lab.other_image
+    moved = requests.get(f"https://{endpoint}/v2/{OTHER_HOST}/{other.repo}/blobs/{other.layers[0].digest}",
+                         verify=str(certs / endpoint / "ca.crt"), allow_redirects=False, timeout=30)
+    assert moved.status_code == 307
+    assert moved.headers["Location"] == \
+        f"https://{tls_cache.host('other')}/v2/{other.repo}/blobs/{other.layers[0].digest}"
+    got = images.pull(f"{endpoint}/{OTHER_HOST}/{other.repo}:v1", lab.workdir / "other",
+                      cert_dir=certs / endpoint)
+    assert got.digest == other.digest
 
 
 @pytest.mark.parametrize("tls_cache", [True], indirect=True, ids=["client-login"])
