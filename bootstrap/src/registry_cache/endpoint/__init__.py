@@ -9,6 +9,11 @@ runner points it at) or another mirror's own port on this machine. So every upst
 own single-flight front, size cap, TLS, client login, counters, status and metrics; the
 endpoint adds none of its own and never dials anything but the configured mirrors.
 
+Blob bytes stay off the hop (each byte through it costs a second trip through the TCP stack):
+its own mirror's warm blobs are sent from the cache by sendfile, as Distribution would send
+them and counted as if it had (blobs.py); other mirrors' blob GETs get a 307 to their own port
+(protocol.redirect), unless config.yml turns that off or clients log in.
+
 What changes on the way: the registry prefix leaves the path (and `ns` the query) going in,
 and comes back into `Location` and `Link` URLs coming out. The client's `Host` and
 `Authorization` pass unchanged: a mirror's client login (htpasswd) answers with a `Basic`
