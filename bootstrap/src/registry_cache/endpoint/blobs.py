@@ -44,6 +44,7 @@ from aiohttp import web
 
 from registry_cache import cachelayout
 from registry_cache.counters import BLOB_URI
+from registry_cache.endpoint import splice
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ BLOB_HEADERS = {
     "Content-Type": "application/octet-stream",
     "Docker-Distribution-API-Version": "registry/2.0",
 }
+SEND_TIMEOUT = 120.0  # a client that takes no byte of a blob this long is dropped
+TLS_CHUNK = 1024 * 1024  # bytes read from the cache per write through TLS
 CONDITIONAL = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range")
 _ONE_RANGE = re.compile(r"bytes=\s*(?P<first>\d*)\s*-\s*(?P<last>\d*)\s*")
 
@@ -154,14 +157,34 @@ class CachedBlobs:
         try:
             await response.prepare(request)
             if request.method == "GET" and request.transport is not None:
-                # sendfile(2) on a plain socket; through TLS, asyncio reads and encrypts in chunks
-                written = await asyncio.get_running_loop().sendfile(request.transport, handle, part.first,
-                                                                    part.count)
+                written = await self._body(request, response, handle.fileno(), part)
             await response.write_eof()
-        except (OSError, RuntimeError) as exc:  # the client left (RuntimeError: its transport closed)
+        except (OSError, RuntimeError, EOFError, asyncio.TimeoutError) as exc:
+            # the client left or took nothing for SEND_TIMEOUT s (RuntimeError: its transport closed)
             log.debug("endpoint: %s %s: the client left: %s", request.method, path, exc)
             if request.transport is not None:
                 request.transport.abort()
         self.served({"http.request.method": request.method, "http.request.uri": path,
                      "http.response.status": response.status, "http.response.written": written})
         return response
+
+    async def _body(self, request: web.Request, response: web.StreamResponse, fd: int, part: Slice) -> int:
+        """Send the blob's bytes; the cache is read off the event loop (a synced folder may be slow)."""
+        transport = request.transport
+        assert transport is not None
+        if transport.get_extra_info("sslcontext") is None:
+            # plain HTTP: sendfile(2) from a thread, once the head has left
+            await splice.flushed(transport, SEND_TIMEOUT)
+            sink = transport.get_extra_info("socket").fileno()
+            return await splice.send_file(fd, sink, part.first, part.count, SEND_TIMEOUT)
+        # TLS (the endpoint terminates it anyway): read in a thread, encrypted once on the way out
+        loop = asyncio.get_running_loop()
+        offset, left = part.first, part.count
+        while left:
+            chunk = await loop.run_in_executor(None, os.pread, fd, min(TLS_CHUNK, left), offset)
+            if not chunk:
+                raise EOFError(f"the blob's file ended with {left} bytes unsent")
+            await asyncio.wait_for(response.write(chunk), SEND_TIMEOUT)
+            offset += len(chunk)
+            left -= len(chunk)
+        return part.count
