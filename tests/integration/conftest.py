@@ -18,7 +18,7 @@ from registry_cache.record import Credentials
 from registry_cache.s3 import Bucket
 
 from box.run import stop_all
-from lab import images
+from lab import images, nft
 from lab.agent import Cache
 from lab.ceph import CephCluster, S3Account, start_cluster
 from lab.images import TestImages, push_test_images
@@ -37,6 +37,15 @@ def _integration_tools() -> None:
             "run `./invoke install-deps --groups test`",
             pytrace=False,
         )
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_port_tables() -> Iterator[None]:
+    """After each test: no nftables table of a runner that is gone redirects a port a later test may pick."""
+    yield
+    stale = nft.sweep_stale()
+    if stale:
+        print(f"\nintegration lab: deleted nftables tables of runners gone: {', '.join(stale)}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

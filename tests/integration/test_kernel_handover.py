@@ -27,7 +27,7 @@ from registry_cache.handover import kernel
 from box.run import run
 from box.sizes import MiB
 from box.wait import wait_until
-from lab import images, netns, procs
+from lab import images, netns, nft, procs
 from lab.agent import AGENT, Cache
 from lab.images import TestImages
 from lab.registry import Registry, start_registry
@@ -268,3 +268,20 @@ def test_a_client_in_another_network_pulls_through_the_redirect_and_cannot_reach
         finally:
             cache.stop()
             upstream.stop()
+
+
+def test_the_lab_sweeps_only_the_tables_of_ports_nobody_listens_on_any_more():
+    """A killed runner's table would send a later test's connections for its port to a registry gone."""
+    held = socket.create_server(("127.0.0.1", 0))
+    alive, gone = held.getsockname()[1], procs.free_port()
+    try:
+        for port in (alive, gone):
+            kernel.apply(kernel.plan(port, "127.0.0.1", procs.free_port(), ()))
+        assert alive in kernel.listening_ports() and gone not in kernel.listening_ports()
+        swept = nft.sweep_stale()
+        assert kernel.table_name(gone) in swept and _table(gone) is None
+        assert _table(alive) is not None  # its runner (here: a listener) still holds the port
+    finally:
+        held.close()
+        for port in (alive, gone):
+            kernel.apply(kernel.plan_removal(port))

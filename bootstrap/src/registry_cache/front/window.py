@@ -31,7 +31,10 @@ JOIN_READERS = 2  # Distribution's two GETs of a blob it misses: its store and i
 JOIN_GRACE = 5.0  # seconds: with fewer readers than that, nothing is released before this age
 JOIN_QUIET = 0.5  # seconds without a new reader before the start of a spool is released
 HOLD_MIN = 16 * MiB  # the start of a spool may be kept this long at least (a small blob whole)
-READER_PATIENCE = 2.0  # seconds the fill waits for a slowest reader that does not move before it goes on
+# seconds the fill waits for a slowest reader that does not move before it goes on: Distribution's
+# store pauses for seconds on a busy machine (2 s let a loaded CI run spool a whole layer twice);
+# below the front's STALL_TIMEOUT, so a stuck reader holds the others back once, briefly
+READER_PATIENCE = 10.0
 STORE_PATIENCE = 3.0  # seconds a late reader waits for the stored blob once no reader is left reading
 
 

@@ -26,7 +26,7 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Optional
 
 log = logging.getLogger(__name__)
@@ -117,22 +117,28 @@ def apply(script: str) -> None:
                                   f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}")
 
 
-def established(port: int) -> int:
-    """How many TCP connections to local port `port` are established (from /proc/net/tcp and tcp6)."""
-    wanted_port = f"{port:04X}"
-    count = 0
+def _local_sockets() -> Iterator[tuple[int, str]]:
+    """(local port, state) of each TCP socket in this network namespace (/proc/net/tcp and tcp6)."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table, encoding="ascii") as handle:
                 next(handle, None)
                 for line in handle:
-                    fields = line.split()
-                    # local address "ADDR:PORT", state 01 = ESTABLISHED
-                    if len(fields) > 3 and fields[1].rsplit(":", 1)[1] == wanted_port and fields[3] == "01":
-                        count += 1
+                    fields = line.split()  # local address "ADDR:PORT" (hex), then the state
+                    if len(fields) > 3:
+                        yield int(fields[1].rsplit(":", 1)[1], 16), fields[3]
         except FileNotFoundError:
             continue
-    return count
+
+
+def established(port: int) -> int:
+    """How many TCP connections to local port `port` are established."""
+    return sum(1 for local, state in _local_sockets() if local == port and state == "01")
+
+
+def listening_ports() -> set[int]:
+    """The local ports something listens on (a runner's relay keeps its mirror's port listened on)."""
+    return {local for local, state in _local_sockets() if state == "0A"}
 
 
 class KernelHandover:
