@@ -7,6 +7,7 @@ Starting and stopping the services themselves is the host runner's job (`box.run
 
 from __future__ import annotations
 
+import http.client
 import socket
 import ssl
 import time
@@ -21,8 +22,10 @@ __all__ = [
     "LOOPBACK",
     "HarnessError",
     "Process",
+    "closed_by_peer",
     "free_port",
     "http_status",
+    "keepalive_connection",
     "start",
     "stop_all",
     "v2_status",
@@ -124,3 +127,24 @@ def parallel_get(port: int, urls: list[str], clients: int, work: Path, *, timeou
                   "--parallel-max", str(clients), "--write-out", "%{size_download}\\n",
                   "--config", str(config)], capture=True, timeout=timeout)
     return sum(int(line) for line in result.stdout.split())
+
+
+def keepalive_connection(port: int, timeout: float = 60) -> http.client.HTTPConnection:
+    """A client connection to 127.0.0.1:`port` that asked for `/v2/` once and now keeps quiet (kept alive)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request("GET", "/v2/")
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200 and not response.will_close
+    return conn
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """True when the other end has closed `sock` (checked without waiting)."""
+    sock.settimeout(0)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True

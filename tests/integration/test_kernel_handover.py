@@ -125,26 +125,6 @@ def test_without_nft_the_relay_holds_the_port_and_says_so(
     assert "held by the runner's relay" in table, table
 
 
-def _keepalive(port: int) -> http.client.HTTPConnection:
-    """A client connection that asked the mirror one thing and now keeps quiet."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request("GET", "/v2/")
-    response = conn.getresponse()
-    response.read()
-    assert response.status == 200 and not response.will_close
-    return conn
-
-
-def _closed_by_peer(sock: socket.socket) -> bool:
-    sock.settimeout(0)
-    try:
-        return sock.recv(1) == b""
-    except BlockingIOError:
-        return False
-    except ConnectionResetError:
-        return True
-
-
 def test_a_switch_under_pulls_refuses_none_finishes_the_retired_pull_and_idle_keepalives_do_not_hold_it(
     kernel_cache: Cache, upstream: Registry, test_images: TestImages, tmp_path: Path
 ):
@@ -157,7 +137,7 @@ def test_a_switch_under_pulls_refuses_none_finishes_the_retired_pull_and_idle_ke
     time.sleep(3)  # Distribution stores a proxied blob after serving it
     proxy_port = _on_duty(port)
 
-    idle = _keepalive(port)  # an idle keep-alive with the proxy registry
+    idle = procs.keepalive_connection(port)  # an idle keep-alive with the proxy registry
     slow = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     slow.request("GET", f"/v2/{big.repo}/blobs/{big.layers[0].digest}")
     response = slow.getresponse()
@@ -194,7 +174,7 @@ def test_a_switch_under_pulls_refuses_none_finishes_the_retired_pull_and_idle_ke
                    "the retired registry never stopped", timeout=20, error=AssertionError,
                    detail=lambda: cache.log()[-3000:])
         assert time.monotonic() - switched < 20
-        assert _closed_by_peer(idle.sock)
+        assert procs.closed_by_peer(idle.sock)
         cache.wait_state("own", mode="read-only")
         time.sleep(2)
     finally:

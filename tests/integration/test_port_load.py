@@ -10,7 +10,6 @@ The idle timeout is proved on the relay itself, in front of a real registry.
 
 from __future__ import annotations
 
-import http.client
 import re
 import resource
 import socket
@@ -116,26 +115,6 @@ def test_a_pull_works_while_2000_idle_connections_are_open_and_after_they_close(
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def _keepalive_connection(port: int) -> http.client.HTTPConnection:
-    """A client connection that has asked the registry one thing and now keeps quiet."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("GET", "/v2/")
-    response = conn.getresponse()
-    response.read()
-    assert response.status == 200 and not response.will_close
-    return conn
-
-
-def _closed_by_peer(sock: socket.socket) -> bool:
-    sock.settimeout(0)
-    try:
-        return sock.recv(1) == b""
-    except BlockingIOError:
-        return False
-    except ConnectionResetError:
-        return True
-
-
 def test_an_idle_client_connection_is_closed_after_the_idle_timeout_and_the_drain_reaches_zero(
     upstream: Registry,
 ):
@@ -143,7 +122,7 @@ def test_an_idle_client_connection_is_closed_after_the_idle_timeout_and_the_drai
     relay = Relay("127.0.0.1", port, idle_timeout=2)
     relay.point_to(upstream.port)
     try:
-        idle = _keepalive_connection(port)
+        idle = procs.keepalive_connection(port)
         silent = socket.create_connection(("127.0.0.1", port), timeout=5)  # never says a word
         _wait_for(lambda: relay.open_connections(upstream.port) == 2, "the relay took both", 5)
         # the kernel probes the client with TCP keepalive (a destroyed VM answers no probe)
@@ -153,9 +132,9 @@ def test_an_idle_client_connection_is_closed_after_the_idle_timeout_and_the_drai
         began = time.monotonic()
         assert relay.wait_idle(upstream.port, timeout=15)
         assert 1.5 < time.monotonic() - began < 8
-        assert _closed_by_peer(idle.sock) and _closed_by_peer(silent)
+        assert procs.closed_by_peer(idle.sock) and procs.closed_by_peer(silent)
         # a new connection is served as ever
-        _keepalive_connection(port).close()
+        procs.keepalive_connection(port).close()
     finally:
         relay.close()
 
@@ -170,12 +149,12 @@ def test_a_switch_closes_the_retired_registrys_idle_keepalive_connections_withou
     relay = Relay("127.0.0.1", port)
     relay.point_to(upstream.port)
     try:
-        idle = _keepalive_connection(port)
+        idle = procs.keepalive_connection(port)
         relay.point_to(readonly.port)
         began = time.monotonic()
         assert relay.wait_idle(upstream.port, timeout=30)
         assert time.monotonic() - began < 15  # the drain allows 30
-        assert _closed_by_peer(idle.sock)
+        assert procs.closed_by_peer(idle.sock)
         _pull(test_images, f"127.0.0.1:{port}", tmp_path / "pull")  # from the registry on duty
         assert relay.open_connections(upstream.port) == 0
     finally:

@@ -82,10 +82,7 @@ class Readers:
     async def _stream(
         self, request: web.Request, transfer: BlobTransfer, blob: BlobRef, reader: int, fd: int
     ) -> web.StreamResponse:
-        response = web.StreamResponse(status=200, headers=transfer.headers)
-        if transfer.size is not None:
-            response.content_length = transfer.size
-        await response.prepare(request)
+        response = await _answer(request, transfer)
         offset = 0
         while True:
             progress = transfer.progress()
@@ -195,10 +192,7 @@ class Readers:
             self.client.counters.blob_late_upstream += 1
             return await pass_through(self.client, request)
         try:
-            response = web.StreamResponse(status=200, headers=transfer.headers)
-            if transfer.size is not None:
-                response.content_length = transfer.size
-            await response.prepare(request)
+            response = await _answer(request, transfer)
             offset = 0
             while True:
                 chunk = await self.disk.read(fd, CHUNK, offset)
@@ -262,3 +256,12 @@ class Readers:
                         describe(exc))
             cut(request)
         return response
+
+
+async def _answer(request: web.Request, transfer: BlobTransfer) -> web.StreamResponse:
+    """Start a reader's 200 answer with the upstream's headers (and the blob's length when known)."""
+    response = web.StreamResponse(status=200, headers=transfer.headers)
+    if transfer.size is not None:
+        response.content_length = transfer.size
+    await response.prepare(request)
+    return response
