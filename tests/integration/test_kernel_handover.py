@@ -265,3 +265,32 @@ def test_the_lab_sweeps_only_the_tables_of_ports_nobody_listens_on_any_more():
         held.close()
         for port in (alive, gone):
             kernel.apply(kernel.plan_removal(port))
+
+
+def test_an_nft_killed_by_the_stops_signal_is_run_again_so_the_table_still_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """systemd signals a whole unit on stop: an nft caught by it must not leave the table behind."""
+    runs = tmp_path / "runs"
+    fake = tmp_path / "bin" / "nft"
+    fake.parent.mkdir()
+    # the first run is killed as a stop's SIGTERM would kill it; the next one applies the script
+    marker = tmp_path / "killed-once"
+    fake.write_text(f"#!/bin/sh\necho run >> {runs}\n"
+                    f"[ -e {marker} ] && exit 0\n: > {marker}\nkill -TERM $$\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    kernel.apply(kernel.plan_removal(5001))
+    assert runs.read_text().count("run") == 2
+
+
+def test_an_nft_that_refuses_the_script_is_not_run_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    runs = tmp_path / "runs"
+    fake = tmp_path / "bin" / "nft"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho run >> {runs}\necho 'Error: no such table' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    with pytest.raises(kernel.KernelHandoverError, match="no such table"):
+        kernel.apply(kernel.plan_removal(5001))
+    assert runs.read_text().count("run") == 1

@@ -26,12 +26,14 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable, Iterator
 from typing import Optional
 
 log = logging.getLogger(__name__)
 
 NFT_TIMEOUT = 10.0
+NFT_ATTEMPTS = 3  # nft killed by a signal (the stop of the whole unit) is run again
 TABLE_PREFIX = "registry_cache_"
 # REGISTRY_CACHE_HANDOVER=relay keeps every mirror on the userspace relay (tests, or a
 # machine whose firewall tooling flushes foreign tables); the default tries the kernel first.
@@ -107,11 +109,18 @@ def apply(script: str) -> None:
     nft = shutil.which("nft")  # systemd's PATH has /usr/sbin
     if nft is None:
         raise KernelHandoverError("nft is not installed (Debian package nftables)")
-    try:
-        done = subprocess.run([nft, "-f", "-"], input=script, capture_output=True, text=True,
-                              timeout=NFT_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise KernelHandoverError(f"nft failed: {exc}") from exc
+    for attempt in range(NFT_ATTEMPTS):
+        try:
+            done = subprocess.run([nft, "-f", "-"], input=script, capture_output=True, text=True,
+                                  timeout=NFT_TIMEOUT, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise KernelHandoverError(f"nft failed: {exc}") from exc
+        if done.returncode >= 0:
+            break
+        # killed by a signal meant for the whole unit (its stop); the script replaces the table whole,
+        # so running it again is harmless
+        log.warning("nft was killed by signal %d; running it again", -done.returncode)
+        time.sleep(0.2 * (attempt + 1))
     if done.returncode != 0:
         raise KernelHandoverError(f"nft refused the ruleset (exit {done.returncode}): "
                                   f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}")
